@@ -1,0 +1,109 @@
+"""The client API: submit jobs, watch them, fetch results, list workers.
+
+A :class:`Client` is a DEALER with a request counter; each reply carries the request's
+``req`` so late replies to an abandoned request are recognised and dropped. A broker that
+does not answer within the timeout raises :class:`BrokerUnreachable`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from typing import Any
+
+import zmq
+
+from dtf_bus import defaults, protocol, spec
+
+
+class ClientError(RuntimeError):
+    """The broker refused a request; the message is the broker's reason."""
+
+
+class BrokerUnreachable(ClientError):
+    pass
+
+
+def default_endpoint() -> str:
+    return os.environ.get(defaults.BROKER_ENV) or defaults.BROKER_ENDPOINT
+
+
+class Client:
+    def __init__(self, endpoint: str | None = None, timeout: float = defaults.CLIENT_TIMEOUT) -> None:
+        self.endpoint = endpoint or default_endpoint()
+        self.timeout = timeout
+        self._ctx = zmq.Context.instance()
+        self._socket = self._ctx.socket(zmq.DEALER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.connect(self.endpoint)
+        self._req = itertools.count(1)
+
+    def close(self) -> None:
+        self._socket.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(self, kind: str, body: dict[str, Any], timeout: float | None = None) -> Any:
+        """Send one request and wait for its reply; raises on error or silence."""
+        req = next(self._req)
+        self._socket.send(protocol.encode(kind, {**body, "req": req}))
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._socket.poll(remaining * 1000):
+                raise BrokerUnreachable(f"broker at {self.endpoint} did not answer within {limit:g}s")
+            try:
+                reply_kind, reply = protocol.decode(self._socket.recv())
+            except protocol.ProtocolError:
+                continue
+            if reply.get("req") != req:
+                continue  # a late answer to an earlier request
+            if reply_kind == protocol.ERROR:
+                raise ClientError(reply["error"])
+            if reply_kind == protocol.REPLY:
+                return reply["data"]
+
+    def submit(self, tasks: list[dict[str, Any]], name: str = "job") -> str:
+        """Queue tasks (validated here first); returns the job id."""
+        return self.request(protocol.SUBMIT, {"tasks": spec.validate(tasks), "name": name})["job_id"]
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        return self.request(protocol.STATUS, {"job_id": job_id})
+
+    def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """Block until every task of the job is final; returns the final status.
+
+        The request is repeated every few seconds, so a broker that restarted in between is
+        asked again rather than waited on forever. Raises TimeoutError after ``timeout``.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            slice_s = defaults.CLIENT_WAIT_POLL
+            if deadline is not None:
+                slice_s = min(slice_s, deadline - time.monotonic())
+                if slice_s <= 0:
+                    raise TimeoutError(f"job {job_id} not finished within {timeout:g}s")
+            try:
+                return self.request(protocol.WAIT, {"job_id": job_id}, timeout=slice_s)
+            except BrokerUnreachable:
+                # The broker holds the wait open until the job ends; silence is expected.
+                # Make sure it is alive, though: a dead broker must not hang us forever.
+                self.request(protocol.PING, {})
+
+    def results(self, job_id: str) -> list[dict[str, Any]]:
+        return self.request(protocol.RESULTS, {"job_id": job_id})
+
+    def workers(self) -> list[dict[str, Any]]:
+        return self.request(protocol.WORKERS, {})
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self.request(protocol.CANCEL_JOB, {"job_id": job_id})
+
+    def ping(self) -> dict[str, Any]:
+        return self.request(protocol.PING, {})

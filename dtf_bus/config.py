@@ -1,0 +1,58 @@
+"""Config files (TOML) and ``KEY=VALUE`` declarations from the command line.
+
+A config file may hold ``[broker]``, ``[worker]``, ``[capabilities]`` and ``[plugins]``
+sections; command-line flags override the file, which overrides :mod:`dtf_bus.defaults`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config problem a user can fix; the message names the file and key."""
+
+
+def load(path: str | Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def section(config: dict[str, Any], name: str) -> dict[str, Any]:
+    value = config.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"config: [{name}] must be a table")
+    return value
+
+
+def parse_value(text: str) -> Any:
+    """Command-line values are text; read numbers and booleans as such."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_assignments(items: list[str] | None, flag: str) -> list[tuple[str, Any]]:
+    out = []
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE")
+        out.append((key.strip(), parse_value(value.strip())))
+    return out

@@ -1,0 +1,140 @@
+"""The dtf wire protocol, version 1.
+
+Every message is one ZeroMQ frame holding a msgpack array ``[VERSION, type, body]`` where
+``body`` is a map. The ROUTER adds the peer's routing id in front; nothing else is framed.
+One frame per message keeps encoding to a single ``packb`` call on the hot path.
+
+Workers, clients and the broker all speak it; :func:`decode` validates every incoming frame
+against :data:`SCHEMAS` so that handlers can trust the shape of what they receive.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+VERSION = 1
+
+# Worker -> broker
+REGISTER = "register"
+HEARTBEAT = "heartbeat"
+TASK_STARTED = "task_started"
+TASK_RESULT = "task_result"
+UNREGISTER = "unregister"
+# Broker -> worker
+REGISTERED = "registered"
+ASSIGN = "assign"
+CANCEL = "cancel"
+RESULT_ACK = "result_ack"
+REREGISTER = "reregister"
+# Client -> broker (each carries a client-chosen ``req`` echoed in the reply)
+SUBMIT = "submit"
+STATUS = "status"
+WAIT = "wait"
+RESULTS = "results"
+WORKERS = "workers"
+CANCEL_JOB = "cancel_job"
+PING = "ping"
+# Broker -> client, and broker -> anyone on a bad message
+REPLY = "reply"
+ERROR = "error"
+
+# Task attempt outcomes reported by workers.
+OUTCOMES = ("succeeded", "failed", "crashed", "timed_out", "cancelled")
+
+_STR = (str,)
+_INT = (int,)
+_NUM = (int, float)
+_MAP = (dict,)
+_LIST = (list, tuple)
+_OPT_NUM = (int, float, type(None))
+
+# type -> {field: (accepted python types, required)}
+SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
+    REGISTER: {
+        "worker_id": (_STR, True),
+        "capabilities": (_MAP, True),
+        "slots": (_INT, True),
+        "plugins": (_LIST, True),
+        "running": (_LIST, False),
+    },
+    HEARTBEAT: {"running": (_LIST, False), "metrics": (_MAP, False)},
+    TASK_STARTED: {"task_id": (_STR, True), "attempt": (_INT, True), "started_at": (_NUM, True)},
+    TASK_RESULT: {
+        "task_id": (_STR, True),
+        "attempt": (_INT, True),
+        "outcome": (_STR, True),
+        "result": ((dict, type(None)), False),
+        "error": ((str, type(None)), False),
+        "started_at": (_OPT_NUM, False),
+        "ended_at": (_NUM, True),
+    },
+    UNREGISTER: {},
+    REGISTERED: {"heartbeat_interval": (_NUM, True), "heartbeat_liveness": (_INT, True)},
+    ASSIGN: {
+        "task_id": (_STR, True),
+        "attempt": (_INT, True),
+        "plugin": (_STR, True),
+        "params": (_MAP, True),
+        "timeout": (_OPT_NUM, False),
+    },
+    CANCEL: {"task_id": (_STR, True), "attempt": (_INT, True), "reason": (_STR, False)},
+    RESULT_ACK: {"task_id": (_STR, True), "attempt": (_INT, True)},
+    REREGISTER: {"reason": (_STR, False)},
+    SUBMIT: {"req": (_INT, True), "tasks": (_LIST, True), "name": (_STR, False)},
+    STATUS: {"req": (_INT, True), "job_id": (_STR, True)},
+    WAIT: {"req": (_INT, True), "job_id": (_STR, True)},
+    RESULTS: {"req": (_INT, True), "job_id": (_STR, True)},
+    WORKERS: {"req": (_INT, True)},
+    CANCEL_JOB: {"req": (_INT, True), "job_id": (_STR, True)},
+    PING: {"req": (_INT, True)},
+    REPLY: {"req": (_INT, True), "data": ((dict, list), True)},
+    ERROR: {"req": ((int, type(None)), False), "error": (_STR, True)},
+}
+
+CLIENT_REQUESTS = frozenset({SUBMIT, STATUS, WAIT, RESULTS, WORKERS, CANCEL_JOB, PING})
+
+
+class ProtocolError(ValueError):
+    """A frame that is not a valid dtf message; the text says what is wrong with it."""
+
+    def __init__(self, reason: str, req: int | None = None) -> None:
+        super().__init__(reason)
+        self.req = req
+
+
+def encode(kind: str, body: dict[str, Any]) -> bytes:
+    """Pack one message. Bodies are trusted here: only incoming frames are validated."""
+    return msgpack.packb((VERSION, kind, body), use_bin_type=True)
+
+
+def decode(frame: bytes) -> tuple[str, dict[str, Any]]:
+    """Unpack and validate one frame, raising :class:`ProtocolError` with the reason."""
+    try:
+        msg = msgpack.unpackb(frame, raw=False, strict_map_key=True, max_bin_len=len(frame))
+    except Exception as exc:  # msgpack raises several unrelated types for garbage
+        raise ProtocolError(f"not msgpack: {type(exc).__name__}: {exc}") from None
+    if not isinstance(msg, list) or len(msg) != 3:
+        raise ProtocolError("message is not a [version, type, body] array")
+    version, kind, body = msg
+    req = body.get("req") if isinstance(body, dict) and isinstance(body.get("req"), int) else None
+    if version != VERSION:
+        raise ProtocolError(f"unsupported protocol version {version!r} (this is {VERSION})", req)
+    if not isinstance(kind, str) or kind not in SCHEMAS:
+        raise ProtocolError(f"unknown message type {kind!r}", req)
+    if not isinstance(body, dict):
+        raise ProtocolError(f"{kind}: body is not a map", req)
+    for field, (types, required) in SCHEMAS[kind].items():
+        if field not in body:
+            if required:
+                raise ProtocolError(f"{kind}: missing field {field!r}", req)
+            continue
+        value = body[field]
+        # bool is an int subclass; never accept it where a number is meant.
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            names = "/".join(t.__name__ for t in types)
+            raise ProtocolError(
+                f"{kind}: field {field!r} must be {names}, got {type(value).__name__}", req
+            )
+    return kind, body

@@ -1,0 +1,146 @@
+"""Task specs: the ``[[tasks]]`` files users write, validated before anything is queued.
+
+The same :func:`validate` runs in the CLI (so a typo fails fast, exit 2) and in the broker (so
+a client that skips the CLI still cannot queue a malformed task).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from dtf_bus import defaults
+
+TASK_FIELDS = {
+    "name",
+    "plugin",
+    "params",
+    "requires",
+    "priority",
+    "timeout",
+    "retries",
+    "repeat",
+}
+
+
+class SpecError(ValueError):
+    """A spec that cannot be queued; the message names the task and the field."""
+
+
+def load(path: str | Path) -> tuple[str, list[dict[str, Any]]]:
+    """Read a TOML or JSON spec file and return ``(job name, validated tasks)``."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read spec: {exc.strerror}") from None
+    try:
+        if path.suffix == ".json":
+            doc = json.loads(text)
+        else:
+            doc = tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise SpecError(f"{path}: not valid {path.suffix.lstrip('.') or 'toml'}: {exc}") from None
+    if isinstance(doc, list):
+        doc = {"tasks": doc}
+    if not isinstance(doc, dict) or "tasks" not in doc:
+        raise SpecError(f"{path}: no [[tasks]] found")
+    name = doc.get("name", path.stem)
+    if not isinstance(name, str):
+        raise SpecError(f"{path}: 'name' must be a string")
+    return name, validate(doc["tasks"])
+
+
+def validate(tasks: Any) -> list[dict[str, Any]]:
+    """Check every task and expand ``repeat``; returns tasks with all fields filled in."""
+    if not isinstance(tasks, list) or not tasks:
+        raise SpecError("spec has no tasks: 'tasks' must be a non-empty list")
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(tasks):
+        for task in _expand(_validate_one(index, raw)):
+            if task["name"] in seen:
+                raise SpecError(f"task {task['name']!r}: duplicate name (names must be unique)")
+            seen.add(task["name"])
+            out.append(task)
+    if len(out) > defaults.MAX_TASKS_PER_JOB:
+        raise SpecError(f"spec has {len(out)} tasks; at most {defaults.MAX_TASKS_PER_JOB} per job")
+    return out
+
+
+def _validate_one(index: int, raw: Any) -> dict[str, Any]:
+    label = f"task #{index + 1}"
+    if not isinstance(raw, dict):
+        raise SpecError(f"{label}: must be a table/object, got {type(raw).__name__}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise SpecError(f"{label}: field 'name' is required and must be a non-empty string")
+    label = f"task {name!r}"
+
+    def fail(field: str, why: str) -> SpecError:
+        return SpecError(f"{label}: field {field!r} {why}")
+
+    unknown = sorted(set(raw) - TASK_FIELDS)
+    if unknown:
+        raise fail(unknown[0], f"is not a task field (known: {', '.join(sorted(TASK_FIELDS))})")
+    plugin = raw.get("plugin")
+    if not isinstance(plugin, str) or not plugin:
+        raise fail("plugin", "is required and must be a plugin name such as 'sim' or 'shell'")
+    params = raw.get("params", {})
+    if not isinstance(params, dict):
+        raise fail("params", "must be a table/object")
+    requires = raw.get("requires", {})
+    if not isinstance(requires, dict):
+        raise fail("requires", "must be a table/object")
+    hw = requires.get("hardware")
+    if hw is not None and not (
+        isinstance(hw, str) or (isinstance(hw, list) and hw and all(isinstance(h, str) for h in hw))
+    ):
+        raise fail("requires.hardware", "must be a string or a non-empty list of strings")
+    mem = requires.get("min_memory_gb")
+    if mem is not None and (not _is_number(mem) or mem < 0):
+        raise fail("requires.min_memory_gb", "must be a non-negative number")
+    priority = raw.get("priority", defaults.TASK_PRIORITY)
+    if not _is_int(priority):
+        raise fail("priority", "must be an integer")
+    timeout = raw.get("timeout")
+    if timeout is not None and (not _is_number(timeout) or not timeout > 0):
+        raise fail("timeout", "must be a positive number of seconds")
+    retries = raw.get("retries", defaults.TASK_RETRIES)
+    if not _is_int(retries) or retries < 0:
+        raise fail("retries", "must be a non-negative integer")
+    repeat = raw.get("repeat", 1)
+    if not _is_int(repeat) or repeat < 1:
+        raise fail("repeat", "must be a positive integer")
+    if repeat > defaults.MAX_TASKS_PER_JOB:
+        raise fail("repeat", f"must be at most {defaults.MAX_TASKS_PER_JOB}")
+    return {
+        "name": name,
+        "plugin": plugin,
+        "params": params,
+        "requires": requires,
+        "priority": priority,
+        "timeout": float(timeout) if timeout is not None else None,
+        "retries": retries,
+        "repeat": repeat,
+    }
+
+
+def _expand(task: dict[str, Any]) -> list[dict[str, Any]]:
+    repeat = task.pop("repeat")
+    if repeat == 1:
+        return [task]
+    return [dict(task, name=f"{task['name']}[{i}]") for i in range(repeat)]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    )

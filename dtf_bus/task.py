@@ -1,0 +1,134 @@
+"""Tasks, jobs and the task state machine.
+
+A task moves queued -> assigned -> running -> one final state. A lost worker or a retried
+failure sends it back to queued with ``attempt + 1``; the attempt number is the fence that
+keeps a late result from a superseded attempt from ever counting.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class TaskState(enum.StrEnum):
+    QUEUED = "queued"
+    ASSIGNED = "assigned"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+    @property
+    def final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset(
+    {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED, TaskState.TIMED_OUT}
+)
+
+# Legal transitions; anything else is a bug in the caller, not a user error.
+_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
+    TaskState.QUEUED: frozenset({TaskState.ASSIGNED, TaskState.CANCELLED, TaskState.FAILED}),
+    TaskState.ASSIGNED: frozenset(
+        {TaskState.RUNNING, TaskState.QUEUED, *FINAL_STATES}
+    ),
+    TaskState.RUNNING: frozenset({TaskState.QUEUED, *FINAL_STATES}),
+}
+
+
+class IllegalTransition(RuntimeError):
+    pass
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One try of a task on one worker; ``stale`` marks a result that arrived too late."""
+
+    number: int
+    worker_id: str
+    assigned_at: float
+    started_at: float | None = None
+    ended_at: float | None = None
+    outcome: str = "assigned"
+    stale: bool = False
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Task:
+    """One unit of work as the broker tracks it."""
+
+    task_id: str
+    job_id: str
+    name: str
+    plugin: str
+    params: dict[str, Any]
+    requires: dict[str, Any]
+    priority: int
+    timeout: float | None
+    retries: int
+    seq: int  # submit order: ties in priority run first-come first-served
+    state: TaskState = TaskState.QUEUED
+    attempt: int = 1
+    worker_id: str | None = None
+    submitted_at: float = field(default_factory=time.time)
+    assigned_at: float | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    failures: int = 0  # attempts that failed and consumed a retry
+    lost_workers: int = 0  # attempts that ended because the worker died
+    history: list[Attempt] = field(default_factory=list)
+
+    def attempt_record(self, number: int) -> Attempt | None:
+        for record in reversed(self.history):
+            if record.number == number:
+                return record
+        return None
+
+    def move(self, new: TaskState) -> None:
+        allowed = _TRANSITIONS.get(self.state, frozenset())
+        if new not in allowed:
+            raise IllegalTransition(f"task {self.task_id}: {self.state} -> {new}")
+        self.state = new
+
+    def to_dict(self) -> dict[str, Any]:
+        """The public view of a task, as `dtf results` prints it."""
+        return {
+            "task_id": self.task_id,
+            "job_id": self.job_id,
+            "name": self.name,
+            "plugin": self.plugin,
+            "state": str(self.state),
+            "worker_id": self.worker_id,
+            "attempts": self.attempt,
+            "priority": self.priority,
+            "submitted_at": self.submitted_at,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "result": self.result,
+            "error": self.error,
+        }
+
+
+@dataclass(slots=True)
+class Job:
+    """A submitted batch of tasks; done when every task is in a final state."""
+
+    job_id: str
+    name: str
+    task_ids: list[str]
+    submitted_at: float = field(default_factory=time.time)
+    unfinished: int = 0
+    waiters: list[tuple[bytes, int]] = field(default_factory=list)  # (peer, req)
+
+    @property
+    def done(self) -> bool:
+        return self.unfinished == 0

@@ -1,0 +1,409 @@
+"""The worker: a DEALER that registers, heartbeats, runs tasks on threads and reports back.
+
+The main thread owns the socket and never runs plugin code, so a slow or stuck task cannot
+delay a heartbeat. Task threads hand results back through a queue and a wake-up pipe that the
+main thread polls beside the socket. Results stay in ``unacked`` until the broker
+acknowledges them, so a result finished while the broker was away is delivered on reconnect
+(where the attempt number decides whether it still counts).
+
+Following the zguide's Paranoid Pirate worker: if the broker is silent for liveness x
+interval, the worker drops the socket and reconnects with a doubling back-off.
+
+Fault injection for tests: SIGUSR1 closes the socket and keeps the worker disconnected
+(process alive, tasks still running) until SIGUSR2 lets it reconnect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+import zmq
+
+from dtf_bus import config, defaults, hardware, protocol
+from dtf_bus.plugins import Executor, PluginError, TaskContext, TaskFailed, load_executors
+
+log = logging.getLogger("dtf.worker")
+
+
+@dataclass(slots=True)
+class Running:
+    ctx: TaskContext
+    started_at: float
+    deadline: float | None  # monotonic
+
+
+class Worker:
+    def __init__(
+        self,
+        broker: str,
+        worker_id: str,
+        executors: dict[str, Executor],
+        capabilities: dict[str, Any],
+        slots: int = defaults.WORKER_SLOTS,
+        heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL,
+        heartbeat_liveness: int = defaults.HEARTBEAT_LIVENESS,
+        reconnect_initial: float = defaults.RECONNECT_INITIAL,
+        reconnect_max: float = defaults.RECONNECT_MAX,
+    ) -> None:
+        self.broker = broker
+        self.worker_id = worker_id
+        self.executors = executors
+        self.capabilities = capabilities
+        self.slots = slots
+        self.interval = heartbeat_interval
+        self.liveness = heartbeat_liveness
+        self.reconnect_initial = reconnect_initial
+        self.reconnect_max = reconnect_max
+        self.running: dict[str, Running] = {}
+        self.unacked: dict[tuple[str, int], dict[str, Any]] = {}
+        self._done: queue.SimpleQueue = queue.SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        os.set_blocking(self._wake_r, False)
+        self._stopping = False
+        self._partitioned = False
+        self._ctx = zmq.Context()
+        self._socket: zmq.Socket | None = None
+        self._registered = False
+        self._handlers = {
+            protocol.REGISTERED: self._on_registered,
+            protocol.ASSIGN: self._on_assign,
+            protocol.CANCEL: self._on_cancel,
+            protocol.RESULT_ACK: self._on_result_ack,
+            protocol.REREGISTER: self._on_reregister,
+            protocol.HEARTBEAT: lambda body: None,
+            protocol.ERROR: lambda body: log.warning("broker says: %s", body["error"]),
+        }
+
+    # ------------------------------------------------------------ lifecycle
+
+    def install_signal_handlers(self) -> None:
+        signal.set_wakeup_fd(self._wake_w)  # a signal wakes the poll at once
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        signal.signal(signal.SIGUSR1, self._partition)
+        signal.signal(signal.SIGUSR2, self._heal)
+
+    def stop(self, *_: Any) -> None:
+        self._stopping = True
+
+    def _partition(self, *_: Any) -> None:
+        self._partitioned = True
+
+    def _heal(self, *_: Any) -> None:
+        self._partitioned = False
+
+    def run(self) -> None:
+        """Connect, serve until the broker goes silent, back off, repeat until stopped."""
+        backoff = self.reconnect_initial
+        try:
+            while not self._stopping:
+                if self._partitioned:
+                    self._idle(None)
+                    continue
+                served = self._serve_connection()
+                if self._stopping:
+                    break
+                if self._partitioned:
+                    log.warning("fault injection: socket closed; staying disconnected until SIGUSR2")
+                    continue
+                if served:  # we were registered: start the back-off afresh
+                    backoff = self.reconnect_initial
+                log.warning("broker at %s silent; reconnecting in %.2fs", self.broker, backoff)
+                self._idle(time.monotonic() + backoff)
+                backoff = min(backoff * 2, self.reconnect_max)
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        for run in self.running.values():
+            run.ctx.cancel("worker stopping")
+        if self._socket is not None and self._registered:
+            self._send(protocol.UNREGISTER, {})
+        self._close_socket()
+        self._ctx.term()
+        log.info("worker %s stopped", self.worker_id)
+
+    def _close_socket(self) -> None:
+        if self._socket is not None:
+            self._socket.close(linger=200 if self._stopping else 0)
+            self._socket = None
+        self._registered = False
+
+    def _idle(self, until: float | None) -> None:
+        """Without a connection: keep collecting results and enforcing timeouts."""
+        poller = zmq.Poller()
+        poller.register(self._wake_r, zmq.POLLIN)
+        while not self._stopping:
+            now = time.monotonic()
+            if until is not None and now >= until:
+                return
+            if until is None and not self._partitioned:
+                return
+            wait = self._next_deadline(now, until if until is not None else now + 1.0)
+            if poller.poll(wait * 1000):
+                self._drain_wake()
+            self._collect_results()
+            self._enforce_timeouts(time.monotonic())
+
+    # ----------------------------------------------------------- connection
+
+    def _serve_connection(self) -> bool:
+        """One connection's lifetime. Returns whether it got registered."""
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.broker)
+        self._socket = sock
+        was_registered = False
+        self._register()
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        broker_seen = time.monotonic()
+        heartbeat_due = broker_seen + self.interval
+        try:
+            while not self._stopping and not self._partitioned:
+                now = time.monotonic()
+                events = dict(poller.poll(self._next_deadline(now, heartbeat_due) * 1000))
+                if sock in events:
+                    broker_seen = time.monotonic()
+                    while True:
+                        try:
+                            frame = sock.recv(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        self._handle(frame)
+                    was_registered = was_registered or self._registered
+                if self._wake_r in events:
+                    self._drain_wake()
+                self._collect_results()
+                now = time.monotonic()
+                self._enforce_timeouts(now)
+                if now >= heartbeat_due:
+                    if self._registered:
+                        self._send(protocol.HEARTBEAT, {"metrics": _metrics()})
+                    heartbeat_due = now + self.interval
+                if now - broker_seen > self.interval * self.liveness:
+                    return was_registered
+            return was_registered
+        finally:
+            if not self._stopping:
+                self._close_socket()
+
+    def _register(self) -> None:
+        self._send(
+            protocol.REGISTER,
+            {
+                "worker_id": self.worker_id,
+                "capabilities": self.capabilities,
+                "slots": self.slots,
+                "plugins": sorted(self.executors),
+                "running": [[tid, r.ctx.attempt] for tid, r in self.running.items()],
+            },
+        )
+
+    def _send(self, kind: str, body: dict[str, Any]) -> None:
+        if self._socket is None:
+            return
+        try:
+            self._socket.send(protocol.encode(kind, body), zmq.NOBLOCK)
+        except zmq.Again:
+            log.warning("send queue full; dropped %s", kind)
+
+    def _handle(self, frame: bytes) -> None:
+        try:
+            kind, body = protocol.decode(frame)
+        except protocol.ProtocolError as exc:
+            log.warning("malformed message from broker: %s", exc)
+            return
+        handler = self._handlers.get(kind)
+        if handler is None:
+            log.warning("unexpected %s from broker", kind)
+            return
+        handler(body)
+
+    # -------------------------------------------------------------- handlers
+
+    def _on_registered(self, body: dict[str, Any]) -> None:
+        self._registered = True
+        self.interval = float(body["heartbeat_interval"])
+        self.liveness = int(body["heartbeat_liveness"])
+        log.info("registered with %s as %s", self.broker, self.worker_id)
+        for result in list(self.unacked.values()):  # finished while we were away
+            self._send(protocol.TASK_RESULT, result)
+
+    def _on_reregister(self, body: dict[str, Any]) -> None:
+        log.info("broker asked us to re-register (%s)", body.get("reason", ""))
+        self._registered = False
+        self._register()
+
+    def _on_assign(self, body: dict[str, Any]) -> None:
+        task_id, attempt = body["task_id"], body["attempt"]
+        current = self.running.get(task_id)
+        if current is not None and current.ctx.attempt == attempt:
+            return  # duplicate delivery
+        ctx = TaskContext(
+            task_id=task_id,
+            attempt=attempt,
+            worker_id=self.worker_id,
+            params=body["params"],
+            timeout=body.get("timeout"),
+            capabilities=self.capabilities,
+        )
+        now = time.monotonic()
+        run = Running(ctx, time.time(), now + ctx.timeout if ctx.timeout else None)
+        self.running[task_id] = run
+        self._send(protocol.TASK_STARTED, {"task_id": task_id, "attempt": attempt, "started_at": run.started_at})
+        executor = self.executors.get(body["plugin"])
+        threading.Thread(
+            target=self._execute, args=(executor, body["plugin"], run), name=f"task-{task_id}", daemon=True
+        ).start()
+
+    def _on_cancel(self, body: dict[str, Any]) -> None:
+        run = self.running.get(body["task_id"])
+        if run is not None and run.ctx.attempt == body["attempt"]:
+            log.info("cancelling %s attempt %d: %s", body["task_id"], body["attempt"], body.get("reason", ""))
+            run.ctx.cancel("cancelled")
+
+    def _on_result_ack(self, body: dict[str, Any]) -> None:
+        self.unacked.pop((body["task_id"], body["attempt"]), None)
+
+    # ------------------------------------------------------------ execution
+
+    def _execute(self, executor: Executor | None, plugin: str, run: Running) -> None:
+        """Runs on a task thread: never touches the socket."""
+        ctx = run.ctx
+        result: dict[str, Any] | None = None
+        error: str | None = None
+        try:
+            if executor is None:
+                raise TaskFailed(f"plugin {plugin!r} is not loaded on worker {self.worker_id}")
+            result = executor.run(ctx)
+            outcome = "succeeded"
+        except TaskFailed as exc:
+            outcome, error, result = "failed", str(exc), exc.result
+        except Exception as exc:
+            outcome = "crashed"
+            error = f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exc(limit=-3))
+        if ctx.cancelled.is_set():  # whatever the plugin said, it was stopped
+            outcome = "timed_out" if ctx.cancel_reason == "timeout" else "cancelled"
+            error = f"timed out after {ctx.timeout}s" if outcome == "timed_out" else ctx.cancel_reason
+        if result is not None and not isinstance(result, dict):
+            result = {"value": result}
+        self._done.put(
+            {
+                "task_id": ctx.task_id,
+                "attempt": ctx.attempt,
+                "outcome": outcome,
+                "result": result,
+                "error": error,
+                "started_at": run.started_at,
+                "ended_at": time.time(),
+            }
+        )
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full of wake-ups already
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _collect_results(self) -> None:
+        while True:
+            try:
+                result = self._done.get_nowait()
+            except queue.Empty:
+                return
+            run = self.running.get(result["task_id"])
+            if run is not None and run.ctx.attempt == result["attempt"]:
+                del self.running[result["task_id"]]
+            key = (result["task_id"], result["attempt"])
+            self.unacked[key] = result
+            if self._registered:
+                self._send(protocol.TASK_RESULT, result)
+
+    def _enforce_timeouts(self, now: float) -> None:
+        for run in self.running.values():
+            if run.deadline is not None and now >= run.deadline:
+                run.deadline = None
+                log.info("task %s exceeded its %.3gs timeout", run.ctx.task_id, run.ctx.timeout)
+                run.ctx.cancel("timeout")
+
+    def _next_deadline(self, now: float, due: float) -> float:
+        """Seconds until the next thing this loop must do on its own."""
+        for run in self.running.values():
+            if run.deadline is not None and run.deadline < due:
+                due = run.deadline
+        return max(due - now, 0.0)
+
+
+def _metrics() -> dict[str, float]:
+    return {"cpu_percent": psutil.cpu_percent(None), "memory_percent": psutil.virtual_memory().percent}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dtf-worker", description="Run a dtf worker.")
+    parser.add_argument("--broker", help=f"broker endpoint (default ${defaults.BROKER_ENV} or {defaults.BROKER_ENDPOINT})")
+    parser.add_argument("--id", dest="worker_id", help="stable worker id (default HOST-PID)")
+    parser.add_argument("--config", help="TOML config with [worker], [capabilities], [plugins]")
+    parser.add_argument("--slots", type=int, help="tasks run at once (default 1)")
+    parser.add_argument("--capability", action="append", metavar="K=V", help="declare a capability (repeatable)")
+    parser.add_argument("--plugin", action="append", metavar="NAME", help="load only these plugins (repeatable)")
+    parser.add_argument("--heartbeat-interval", type=float)
+    parser.add_argument("--heartbeat-liveness", type=int)
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    try:
+        cfg = config.load(args.config)
+        wcfg = config.section(cfg, "worker")
+        declared = list(config.section(cfg, "capabilities").items())
+        declared += config.parse_assignments(args.capability, "--capability")
+        extra_plugins = config.section(cfg, "plugins")
+        executors = load_executors(extra_plugins, args.plugin or wcfg.get("plugins"))
+    except (config.ConfigError, PluginError) as exc:
+        print(f"dtf-worker: {exc}", file=sys.stderr)
+        return 2
+    slots = args.slots if args.slots is not None else wcfg.get("slots", defaults.WORKER_SLOTS)
+    if not isinstance(slots, int) or slots < 1:
+        print(f"dtf-worker: slots must be a positive integer, got {slots!r}", file=sys.stderr)
+        return 2
+    if not executors:
+        print("dtf-worker: no executor plugins could be loaded", file=sys.stderr)
+        return 2
+    broker = args.broker or wcfg.get("broker") or os.environ.get(defaults.BROKER_ENV) or defaults.BROKER_ENDPOINT
+    worker = Worker(
+        broker=broker,
+        worker_id=args.worker_id or wcfg.get("id") or f"{socket.gethostname()}-{os.getpid()}",
+        executors=executors,
+        capabilities=hardware.merge(hardware.detect(), declared),
+        slots=slots,
+        heartbeat_interval=args.heartbeat_interval or wcfg.get("heartbeat_interval", defaults.HEARTBEAT_INTERVAL),
+        heartbeat_liveness=args.heartbeat_liveness or wcfg.get("heartbeat_liveness", defaults.HEARTBEAT_LIVENESS),
+    )
+    worker.install_signal_handlers()
+    log.info("worker %s connecting to %s with plugins %s", worker.worker_id, broker, ", ".join(sorted(executors)))
+    worker.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
