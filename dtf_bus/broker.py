@@ -234,7 +234,7 @@ class Broker:
     def _on_unregister(self, peer: bytes, body: dict[str, Any]) -> None:
         worker = self.registry.by_peer(peer)
         if worker is not None:
-            self._worker_lost(worker, "unregistered")
+            self._worker_lost(worker, "unregistered", state="left")
 
     def _current(self, worker: WorkerInfo, task_id: str, attempt: int) -> Task | None:
         """The task if ``attempt`` is its live attempt on ``worker``; None means stale."""
@@ -304,6 +304,8 @@ class Broker:
         if record is None or record.worker_id != worker.worker_id:
             log.warning("result for unknown task/attempt %s#%s from %s ignored", body["task_id"], body["attempt"], worker.worker_id)
             return
+        if record.outcome not in ("assigned", "lost") or record.stale:
+            return  # a re-delivery of a result already recorded (the ack was lost)
         log.info("stale result for %s attempt %d from %s ignored (task is %s, attempt %d)",
                  task.task_id, record.number, worker.worker_id, task.state, task.attempt)
         record.stale = True
@@ -313,17 +315,21 @@ class Broker:
         record.error = body.get("error")
         self._store_attempt(task, record)
 
-    def _worker_lost(self, worker: WorkerInfo, reason: str) -> None:
+    def _worker_lost(self, worker: WorkerInfo, reason: str, state: str = "dead") -> None:
+        """Remove a worker; its in-flight attempts are lost and their tasks requeued."""
         if self.registry.get(worker.worker_id) is not worker:
             return  # already replaced or removed
         self.registry.remove(worker.worker_id)
         self.scheduler.strategy.remove_worker(worker.worker_id)
-        log.warning("worker %s lost (%s); requeueing %d task(s)", worker.worker_id, reason, len(worker.inflight))
+        log.log(
+            logging.WARNING if worker.inflight or state == "dead" else logging.INFO,
+            "worker %s %s (%s); requeueing %d task(s)", worker.worker_id, state, reason, len(worker.inflight),
+        )
         for task_id, attempt in worker.inflight.items():
             self._attempt_lost(task_id, attempt, f"worker {worker.worker_id} lost: {reason}")
         worker.inflight.clear()
-        self._store_worker(worker, "dead")
-        self.events.publish(events.WORKER, {"event": "lost", "worker_id": worker.worker_id, "reason": reason})
+        self._store_worker(worker, state)
+        self.events.publish(events.WORKER, {"event": state, "worker_id": worker.worker_id, "reason": reason})
         self._placement_due = True
 
     def _attempt_lost(self, task_id: str, attempt: int, reason: str) -> None:

@@ -115,6 +115,18 @@ class Task:
             "ended_at": self.ended_at,
             "result": self.result,
             "error": self.error,
+            "history": [
+                {
+                    "attempt": a.number,
+                    "worker_id": a.worker_id,
+                    "outcome": a.outcome,
+                    "stale": a.stale,
+                    "started_at": a.started_at,
+                    "ended_at": a.ended_at,
+                    "error": a.error,
+                }
+                for a in self.history
+            ],
         }
 
 
