@@ -10,7 +10,9 @@ fi
 stamp="$VENV/.dtf-installed"
 if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
     echo "bootstrap: pip install -e '.[test]' into $VENV" >&2
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[test]" >&2
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[test]" 2>&1 \
+        | { grep -v "^WARNING: Location" || true; } >&2
+    [ "${PIPESTATUS[0]}" = 0 ] || { echo "bootstrap: pip install failed" >&2; exit 1; }
     touch "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"

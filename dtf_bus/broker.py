@@ -43,7 +43,7 @@ def zmq_endpoint(endpoint: str) -> str:
 
 
 class Timer:
-    __slots__ = ("due", "period", "fn")
+    __slots__ = ("due", "fn", "period")
 
     def __init__(self, period: float, fn: Callable[[float], None]) -> None:
         self.period = period
@@ -221,7 +221,10 @@ class Broker:
         )
         log.info(
             "worker %s %s (slots=%d, hardware=%s)",
-            worker_id, "re-registered" if old else "registered", worker.slots, ",".join(worker.hardware),
+            worker_id,
+            "re-registered" if old else "registered",
+            worker.slots,
+            ",".join(worker.hardware),
         )
         self._store_worker(worker, "alive")
         self.events.publish(events.WORKER, {"event": "registered", "worker": worker.to_dict()})
@@ -254,7 +257,9 @@ class Broker:
         task = self._current(worker, body["task_id"], body["attempt"])
         if task is None:
             log.info("ignoring start of stale attempt %s#%d on %s", body["task_id"], body["attempt"], worker.worker_id)
-            self._send(peer, protocol.CANCEL, {"task_id": body["task_id"], "attempt": body["attempt"], "reason": "superseded"})
+            self._send(
+                peer, protocol.CANCEL, {"task_id": body["task_id"], "attempt": body["attempt"], "reason": "superseded"}
+            )
             return
         if task.state is TaskState.ASSIGNED:
             self._move(task, TaskState.RUNNING)
@@ -302,12 +307,23 @@ class Broker:
         task = self.tasks.get(body["task_id"])
         record = task.attempt_record(body["attempt"]) if task else None
         if record is None or record.worker_id != worker.worker_id:
-            log.warning("result for unknown task/attempt %s#%s from %s ignored", body["task_id"], body["attempt"], worker.worker_id)
+            log.warning(
+                "result for unknown task/attempt %s#%s from %s ignored",
+                body["task_id"],
+                body["attempt"],
+                worker.worker_id,
+            )
             return
         if record.outcome not in ("assigned", "lost") or record.stale:
             return  # a re-delivery of a result already recorded (the ack was lost)
-        log.info("stale result for %s attempt %d from %s ignored (task is %s, attempt %d)",
-                 task.task_id, record.number, worker.worker_id, task.state, task.attempt)
+        log.info(
+            "stale result for %s attempt %d from %s ignored (task is %s, attempt %d)",
+            task.task_id,
+            record.number,
+            worker.worker_id,
+            task.state,
+            task.attempt,
+        )
         record.stale = True
         record.outcome = body["outcome"]
         record.ended_at = body["ended_at"]
@@ -323,7 +339,11 @@ class Broker:
         self.scheduler.strategy.remove_worker(worker.worker_id)
         log.log(
             logging.WARNING if worker.inflight or state == "dead" else logging.INFO,
-            "worker %s %s (%s); requeueing %d task(s)", worker.worker_id, state, reason, len(worker.inflight),
+            "worker %s %s (%s); requeueing %d task(s)",
+            worker.worker_id,
+            state,
+            reason,
+            len(worker.inflight),
         )
         for task_id, attempt in worker.inflight.items():
             self._attempt_lost(task_id, attempt, f"worker {worker.worker_id} lost: {reason}")
@@ -374,7 +394,13 @@ class Broker:
         self._store_task(task)
         self.events.publish(
             events.TASK,
-            {"event": str(state), "task_id": task.task_id, "job_id": task.job_id, "worker_id": task.worker_id, "attempt": task.attempt},
+            {
+                "event": str(state),
+                "task_id": task.task_id,
+                "job_id": task.job_id,
+                "worker_id": task.worker_id,
+                "attempt": task.attempt,
+            },
         )
         job = self.jobs[task.job_id]
         job.unfinished -= 1
@@ -396,7 +422,13 @@ class Broker:
             self._send(
                 worker.peer,
                 protocol.ASSIGN,
-                {"task_id": task.task_id, "attempt": task.attempt, "plugin": task.plugin, "params": task.params, "timeout": task.timeout},
+                {
+                    "task_id": task.task_id,
+                    "attempt": task.attempt,
+                    "plugin": task.plugin,
+                    "params": task.params,
+                    "timeout": task.timeout,
+                },
             )
             self._store_attempt(task, record)
             self._store_task(task)
@@ -491,7 +523,11 @@ class Broker:
             if task.state is not TaskState.QUEUED:
                 worker = self.registry.get(task.worker_id)
                 if worker is not None and worker.inflight.pop(task_id, None) is not None:
-                    self._send(worker.peer, protocol.CANCEL, {"task_id": task_id, "attempt": task.attempt, "reason": "job cancelled"})
+                    self._send(
+                        worker.peer,
+                        protocol.CANCEL,
+                        {"task_id": task_id, "attempt": task.attempt, "reason": "job cancelled"},
+                    )
                 record = task.history[-1]
                 record.outcome = "cancelled"
                 record.ended_at = time.time()
@@ -531,23 +567,58 @@ class Broker:
     def _store_task(self, t: Task) -> None:
         self.store.put(
             "tasks",
-            (t.task_id, t.job_id, t.name, t.plugin, t.params, t.requires, t.priority, t.timeout,
-             t.retries, str(t.state), t.attempt, t.worker_id, t.submitted_at, t.started_at,
-             t.ended_at, t.result, t.error),
+            (
+                t.task_id,
+                t.job_id,
+                t.name,
+                t.plugin,
+                t.params,
+                t.requires,
+                t.priority,
+                t.timeout,
+                t.retries,
+                str(t.state),
+                t.attempt,
+                t.worker_id,
+                t.submitted_at,
+                t.started_at,
+                t.ended_at,
+                t.result,
+                t.error,
+            ),
         )
 
     def _store_attempt(self, t: Task, a: Attempt) -> None:
         self.store.put(
             "attempts",
-            (t.task_id, a.number, a.worker_id, a.assigned_at, a.started_at, a.ended_at,
-             a.outcome, a.stale, a.result, a.error),
+            (
+                t.task_id,
+                a.number,
+                a.worker_id,
+                a.assigned_at,
+                a.started_at,
+                a.ended_at,
+                a.outcome,
+                a.stale,
+                a.result,
+                a.error,
+            ),
         )
 
     def _store_worker(self, w: WorkerInfo, state: str) -> None:
         self.store.put(
             "workers",
-            (w.worker_id, w.capabilities.get("hostname"), w.hardware, w.capabilities, w.slots,
-             sorted(w.plugins), w.registered_at, time.time(), state),
+            (
+                w.worker_id,
+                w.capabilities.get("hostname"),
+                w.hardware,
+                w.capabilities,
+                w.slots,
+                sorted(w.plugins),
+                w.registered_at,
+                time.time(),
+                state,
+            ),
         )
 
 
@@ -606,8 +677,16 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, broker.stop)
     if args.ready_file:
         tmp = Path(args.ready_file + ".tmp")
-        tmp.write_text(json.dumps({"endpoint": broker.endpoint, "metrics_endpoint": broker.metrics_endpoint,
-                                   "pid": os.getpid(), "host": socket.gethostname()}))
+        tmp.write_text(
+            json.dumps(
+                {
+                    "endpoint": broker.endpoint,
+                    "metrics_endpoint": broker.metrics_endpoint,
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                }
+            )
+        )
         tmp.replace(args.ready_file)
     broker.serve()
     return 0

@@ -94,8 +94,17 @@ def cmd_workers(client: Client, args: argparse.Namespace) -> int:
         return EXIT_OK
     rows = [("WORKER", "STATE", "SLOTS", "RUNNING", "DONE", "HARDWARE", "PLUGINS")]
     for w in workers:
-        rows.append((w["worker_id"], w["state"], str(w["slots"]), str(w["running"]), str(w["completed"]),
-                     ",".join(w["hardware"]), ",".join(w["plugins"])))
+        rows.append(
+            (
+                w["worker_id"],
+                w["state"],
+                str(w["slots"]),
+                str(w["running"]),
+                str(w["completed"]),
+                ",".join(w["hardware"]),
+                ",".join(w["plugins"]),
+            )
+        )
     _print_table(rows)
     return EXIT_OK
 
@@ -118,8 +127,17 @@ def cmd_results(client: Client, args: argparse.Namespace) -> int:
         rows = [("TASK", "NAME", "STATE", "WORKER", "ATTEMPTS", "SECONDS", "ERROR")]
         for r in results:
             took = f"{r['ended_at'] - r['started_at']:.3f}" if r["started_at"] and r["ended_at"] else ""
-            rows.append((r["task_id"], r["name"], r["state"], r["worker_id"] or "", str(r["attempts"]), took,
-                         (r["error"] or "").splitlines()[0] if r["error"] else ""))
+            rows.append(
+                (
+                    r["task_id"],
+                    r["name"],
+                    r["state"],
+                    r["worker_id"] or "",
+                    str(r["attempts"]),
+                    took,
+                    (r["error"] or "").splitlines()[0] if r["error"] else "",
+                )
+            )
         _print_table(rows)
     return EXIT_OK
 
@@ -149,8 +167,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     suite = None
     if args.suite:
         suite = spec.load(args.suite)
-    cluster = LocalCluster(args.workdir, db=args.db, bind=args.bind, metrics_bind=args.metrics_bind,
-                           strategy=args.strategy)
+    cluster = LocalCluster(
+        args.workdir, db=args.db, bind=args.bind, metrics_bind=args.metrics_bind, strategy=args.strategy
+    )
     stopping = False
 
     def on_signal(*_: Any) -> None:

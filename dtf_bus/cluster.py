@@ -113,12 +113,19 @@ class LocalCluster:
         ready = self.workdir / "broker.ready.json"
         ready.unlink(missing_ok=True)
         argv = [
-            sys.executable, "-m", "dtf_bus.broker",
-            "--bind", self.endpoint or self.bind,
-            "--metrics-bind", self.metrics_endpoint or self.metrics_bind,
-            "--db", str(self.db),
-            "--ready-file", str(ready),
-            "--log-level", self.log_level,
+            sys.executable,
+            "-m",
+            "dtf_bus.broker",
+            "--bind",
+            self.endpoint or self.bind,
+            "--metrics-bind",
+            self.metrics_endpoint or self.metrics_bind,
+            "--db",
+            str(self.db),
+            "--ready-file",
+            str(ready),
+            "--log-level",
+            self.log_level,
         ]
         if self.strategy:
             argv += ["--strategy", self.strategy]
@@ -158,9 +165,17 @@ class LocalCluster:
         extra_args: list[str] | None = None,
     ) -> Proc:
         argv = [
-            sys.executable, "-m", "dtf_bus.worker",
-            "--broker", self.endpoint, "--id", worker_id, "--slots", str(slots),
-            "--log-level", self.log_level,
+            sys.executable,
+            "-m",
+            "dtf_bus.worker",
+            "--broker",
+            self.endpoint,
+            "--id",
+            worker_id,
+            "--slots",
+            str(slots),
+            "--log-level",
+            self.log_level,
         ]
         for cap in capabilities or []:
             argv += ["--capability", cap]
@@ -202,6 +217,7 @@ class LocalCluster:
 
     def wait_for_workers(self, worker_ids: list[str] | int, timeout: float = 15.0) -> list[dict[str, Any]]:
         with self.client() as client:
+
             def registered() -> list[dict[str, Any]] | None:
                 workers = client.workers()
                 ids = {w["worker_id"] for w in workers}

@@ -80,9 +80,7 @@ def explain(plugin: str, requires: dict[str, Any], workers: Iterable[WorkerInfo]
             mems = [w.capabilities.get("memory_gb") for w in workers]
             best = max((m for m in mems if isinstance(m, int | float)), default=None)
             if best is None or best < want:
-                reasons.append(
-                    f"requires.min_memory_gb={want}: largest live worker has {best} GB"
-                )
+                reasons.append(f"requires.min_memory_gb={want}: largest live worker has {best} GB")
         else:
             values = [w.capabilities.get(key) for w in workers]
             if not any(_equal(want, v) for v in values):

@@ -11,6 +11,7 @@ Plugins register under the ``dtf.executors`` entry-point group, or in a worker c
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -136,10 +137,8 @@ def _tail(fh: Any, limit: int) -> str:
 
 
 def _kill_group(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def run_process(

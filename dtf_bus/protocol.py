@@ -134,7 +134,5 @@ def decode(frame: bytes) -> tuple[str, dict[str, Any]]:
         # bool is an int subclass; never accept it where a number is meant.
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             names = "/".join(t.__name__ for t in types)
-            raise ProtocolError(
-                f"{kind}: field {field!r} must be {names}, got {type(value).__name__}", req
-            )
+            raise ProtocolError(f"{kind}: field {field!r} must be {names}, got {type(value).__name__}", req)
     return kind, body

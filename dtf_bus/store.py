@@ -81,9 +81,23 @@ TABLES: dict[str, tuple[tuple[str, ...], int, frozenset[str], frozenset[str]]] =
     "jobs": (("job_id", "name", "submitted_at", "total"), 1, frozenset(), frozenset({"submitted_at"})),
     "tasks": (
         (
-            "task_id", "job_id", "name", "plugin", "params", "requires", "priority", "timeout",
-            "retries", "state", "attempts", "worker_id", "submitted_at", "started_at",
-            "ended_at", "result", "error",
+            "task_id",
+            "job_id",
+            "name",
+            "plugin",
+            "params",
+            "requires",
+            "priority",
+            "timeout",
+            "retries",
+            "state",
+            "attempts",
+            "worker_id",
+            "submitted_at",
+            "started_at",
+            "ended_at",
+            "result",
+            "error",
         ),
         1,
         frozenset({"params", "requires", "result"}),
@@ -91,8 +105,16 @@ TABLES: dict[str, tuple[tuple[str, ...], int, frozenset[str], frozenset[str]]] =
     ),
     "attempts": (
         (
-            "task_id", "attempt", "worker_id", "assigned_at", "started_at", "ended_at",
-            "outcome", "stale", "result", "error",
+            "task_id",
+            "attempt",
+            "worker_id",
+            "assigned_at",
+            "started_at",
+            "ended_at",
+            "outcome",
+            "stale",
+            "result",
+            "error",
         ),
         2,
         frozenset({"result"}),
@@ -100,8 +122,15 @@ TABLES: dict[str, tuple[tuple[str, ...], int, frozenset[str], frozenset[str]]] =
     ),
     "workers": (
         (
-            "worker_id", "hostname", "hardware", "capabilities", "slots", "plugins",
-            "registered_at", "last_seen", "state",
+            "worker_id",
+            "hostname",
+            "hardware",
+            "capabilities",
+            "slots",
+            "plugins",
+            "registered_at",
+            "last_seen",
+            "state",
         ),
         1,
         frozenset({"capabilities"}),
@@ -200,10 +229,7 @@ class Store:
                 else:
                     selects.append(f"unnest(${i + 1})")
                 params.append(col)
-            sql = (
-                f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) "
-                f"SELECT {', '.join(selects)}"
-            )
+            sql = f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) SELECT {', '.join(selects)}"
             try:
                 self._con.execute(sql, params)
                 self.rows_written += len(rows)

@@ -27,16 +27,12 @@ class TaskState(enum.StrEnum):
         return self in FINAL_STATES
 
 
-FINAL_STATES = frozenset(
-    {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED, TaskState.TIMED_OUT}
-)
+FINAL_STATES = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED, TaskState.TIMED_OUT})
 
 # Legal transitions; anything else is a bug in the caller, not a user error.
 _TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     TaskState.QUEUED: frozenset({TaskState.ASSIGNED, TaskState.CANCELLED, TaskState.FAILED}),
-    TaskState.ASSIGNED: frozenset(
-        {TaskState.RUNNING, TaskState.QUEUED, *FINAL_STATES}
-    ),
+    TaskState.ASSIGNED: frozenset({TaskState.RUNNING, TaskState.QUEUED, *FINAL_STATES}),
     TaskState.RUNNING: frozenset({TaskState.QUEUED, *FINAL_STATES}),
 }
 

@@ -360,7 +360,9 @@ def _metrics() -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dtf-worker", description="Run a dtf worker.")
-    parser.add_argument("--broker", help=f"broker endpoint (default ${defaults.BROKER_ENV} or {defaults.BROKER_ENDPOINT})")
+    parser.add_argument(
+        "--broker", help=f"broker endpoint (default ${defaults.BROKER_ENV} or {defaults.BROKER_ENDPOINT})"
+    )
     parser.add_argument("--id", dest="worker_id", help="stable worker id (default HOST-PID)")
     parser.add_argument("--config", help="TOML config with [worker], [capabilities], [plugins]")
     parser.add_argument("--slots", type=int, help="tasks run at once (default 1)")

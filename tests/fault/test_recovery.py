@@ -31,12 +31,16 @@ def test_sigkill_mid_task_completes_elsewhere_on_attempt_2(make_cluster):
     assert status["succeeded"] == 1
     assert task["attempts"] == 2 and task["worker_id"] != victim
     assert [(h["worker_id"], h["outcome"]) for h in task["history"]] == [
-        (victim, "lost"), (task["worker_id"], "succeeded")]
+        (victim, "lost"),
+        (task["worker_id"], "succeeded"),
+    ]
     cluster.stop()
     con = duckdb.connect(str(cluster.db), read_only=True)
     assert con.execute("select count(*), min(state), max(attempts) from tasks").fetchone() == (1, "succeeded", 2)
     assert con.execute("select attempt, worker_id, outcome from attempts order by attempt").fetchall() == [
-        (1, victim, "lost"), (2, task["worker_id"], "succeeded")]
+        (1, victim, "lost"),
+        (2, task["worker_id"], "succeeded"),
+    ]
 
 
 def test_closed_socket_is_detected_by_heartbeat_and_late_result_is_stale(make_cluster):
@@ -69,7 +73,9 @@ def test_sigstopped_worker_is_declared_dead_and_its_task_requeued(make_cluster):
         victim = running_task(client, job)["worker_id"]
         cluster.pause_worker(victim)
         try:
-            wait_for(lambda: victim not in {w["worker_id"] for w in client.workers()}, 10, "the hung worker to be dropped")
+            wait_for(
+                lambda: victim not in {w["worker_id"] for w in client.workers()}, 10, "the hung worker to be dropped"
+            )
             status = client.wait(job, timeout=30)
         finally:
             cluster.resume_worker(victim)
@@ -110,8 +116,13 @@ def test_malformed_frames_never_stop_the_broker(make_cluster):
     rogue.setsockopt(zmq.LINGER, 0)
     rogue.connect(cluster.endpoint)
     garbage = [
-        b"", b"\xc1\xc1", b"\x92\x01", msgpack.packb({"x": 1}), msgpack.packb([1, "ping", "body"]),
-        msgpack.packb([9, "ping", {"req": 1}]), msgpack.packb([1, "nope", {}]),
+        b"",
+        b"\xc1\xc1",
+        b"\x92\x01",
+        msgpack.packb({"x": 1}),
+        msgpack.packb([1, "ping", "body"]),
+        msgpack.packb([9, "ping", {"req": 1}]),
+        msgpack.packb([1, "nope", {}]),
         msgpack.packb([1, "submit", {"req": 2, "tasks": "x"}]),
         msgpack.packb([1, "submit", {"req": 3, "tasks": [{"name": "x"}]}]),
         msgpack.packb([1, "register", {"worker_id": "", "capabilities": {}, "slots": 0, "plugins": []}]),
@@ -142,3 +153,16 @@ def test_malformed_frames_never_stop_the_broker(make_cluster):
     with cluster.client() as client:
         job = client.submit([{"name": "ok", "plugin": "sim", "repeat": 3}])
         assert client.wait(job, timeout=20)["succeeded"] == 3
+
+
+def test_poison_task_that_kills_its_workers_fails_after_three(make_cluster):
+    cluster = make_cluster(workers={f"w{i}": {} for i in range(4)})
+    with cluster.client() as client:
+        job = client.submit([{"name": "poison", "plugin": "shell", "params": {"cmd": "kill -9 $PPID"}}])
+        status = client.wait(job, timeout=30)
+        [task] = client.results(job)
+        survivors = client.workers()
+    assert status["counts"] == {"failed": 1}
+    assert task["attempts"] == 3 and task["error"].startswith("lost 3 workers")
+    assert [h["outcome"] for h in task["history"]] == ["lost"] * 3
+    assert len(survivors) == 1

@@ -71,8 +71,17 @@ def test_submit_wait_json_and_results(make_cluster, tmp_path):
 
 def test_failed_task_exits_1(make_cluster, tmp_path):
     cluster = make_cluster(workers={"w1": {}})
-    spec = write(tmp_path / "f.json", json.dumps({"tasks": [
-        {"name": "good", "plugin": "sim"}, {"name": "bad", "plugin": "sim", "params": {"outcome": "fail"}}]}))
+    spec = write(
+        tmp_path / "f.json",
+        json.dumps(
+            {
+                "tasks": [
+                    {"name": "good", "plugin": "sim"},
+                    {"name": "bad", "plugin": "sim", "params": {"outcome": "fail"}},
+                ]
+            }
+        ),
+    )
     run = dtf("submit", str(spec), "--wait", "--json", broker=cluster.endpoint)
     assert run.returncode == 1
     assert json.loads(run.stdout)["failed"] == 1
@@ -83,7 +92,10 @@ def test_bad_spec_exits_2_before_queueing(make_cluster, tmp_path):
     spec = write(tmp_path / "bad.toml", '[[tasks]]\nname = "t1"\nplugin = "sim"\ntimeout = "soon"\n')
     run = dtf("submit", str(spec), broker=cluster.endpoint)
     assert run.returncode == 2
-    assert run.stderr.strip() == "dtf submit: invalid spec: task 't1': field 'timeout' must be a positive number of seconds"
+    assert (
+        run.stderr.strip()
+        == "dtf submit: invalid spec: task 't1': field 'timeout' must be a positive number of seconds"
+    )
     assert run.stdout == ""
 
 
@@ -117,9 +129,23 @@ def test_bad_broker_config_and_strategy_are_one_line_errors(tmp_path):
         (["--config", str(bad)], "invalid TOML"),
         (["--strategy", "fastest"], "unknown strategy 'fastest' (available: "),
     ]:
-        run = subprocess.run([sys.executable, "-m", "dtf_bus.broker", "--bind", "tcp://127.0.0.1:0",
-                              "--metrics-bind", "tcp://127.0.0.1:0", "--db", str(tmp_path / "x.duckdb"), *args],
-                             capture_output=True, text=True, timeout=30)
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dtf_bus.broker",
+                "--bind",
+                "tcp://127.0.0.1:0",
+                "--metrics-bind",
+                "tcp://127.0.0.1:0",
+                "--db",
+                str(tmp_path / "x.duckdb"),
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert run.returncode == 2
         assert fragment in run.stderr and len(run.stderr.strip().splitlines()) == 1
 
@@ -129,7 +155,11 @@ def test_worker_rejects_unknown_plugin_and_bad_capability(tmp_path):
         (["--plugin", "nope"], "dtf-worker: unknown plugin 'nope' (available: "),
         (["--capability", "novalue"], "dtf-worker: --capability 'novalue': expected KEY=VALUE"),
     ]:
-        run = subprocess.run([sys.executable, "-m", "dtf_bus.worker", "--broker", "tcp://127.0.0.1:1", *args],
-                             capture_output=True, text=True, timeout=30)
+        run = subprocess.run(
+            [sys.executable, "-m", "dtf_bus.worker", "--broker", "tcp://127.0.0.1:1", *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert run.returncode == 2
         assert run.stderr.startswith(message)

@@ -16,8 +16,11 @@ def test_suite_completes_with_every_result_in_duckdb(make_cluster):
     tasks = [
         {"name": "sim", "plugin": "sim", "params": {"seconds": 0.05}, "repeat": 6},
         {"name": "echo", "plugin": "shell", "params": {"cmd": "echo out-$DTF_TASK_ID-$DTF_ATTEMPT-$DTF_WORKER_ID"}},
-        {"name": "argv", "plugin": "shell", "params": {"cmd": ["sh", "-c", "echo $GREETING >&2; exit 3"],
-                                                        "env": {"GREETING": "hi"}}},
+        {
+            "name": "argv",
+            "plugin": "shell",
+            "params": {"cmd": ["sh", "-c", "echo $GREETING >&2; exit 3"], "env": {"GREETING": "hi"}},
+        },
     ]
     with cluster.client() as client:
         job = client.submit(tasks, name="suite")
@@ -38,7 +41,9 @@ def test_suite_completes_with_every_result_in_duckdb(make_cluster):
     assert len(rows) == 8
     assert sorted(r[1] for r in rows) == ["failed"] + ["succeeded"] * 7
     assert con.execute("select count(*) from attempts where task_id like ?", [f"{job}.%"]).fetchone()[0] == 8
-    assert con.execute("select json_extract(result, '$.exit_code')::INT from tasks where name='argv'").fetchone()[0] == 3
+    assert (
+        con.execute("select json_extract(result, '$.exit_code')::INT from tasks where name='argv'").fetchone()[0] == 3
+    )
     assert con.execute("select total from jobs where job_id = ?", [job]).fetchone()[0] == 8
     workers = dict(con.execute("select worker_id, slots from workers").fetchall())
     assert workers == {"w1": 2, "w2": 1}
@@ -88,13 +93,15 @@ def test_unplaceable_task_stays_queued_and_status_says_why(make_cluster):
         task_where(client, job, lambda t: t["name"] == "ok" and t["state"] == "succeeded")
         status = client.status(job)
         assert status["counts"] == {"queued": 1, "succeeded": 1}
-        assert status["blocked"] == [{
-            "tasks": ["tpu"],
-            "reasons": [
-                "requires.hardware=tpu: no live worker has it (fleet has: cpu)",
-                "requires.min_memory_gb=64: largest live worker has 8 GB",
-            ],
-        }]
+        assert status["blocked"] == [
+            {
+                "tasks": ["tpu"],
+                "reasons": [
+                    "requires.hardware=tpu: no live worker has it (fleet has: cpu)",
+                    "requires.min_memory_gb=64: largest live worker has 8 GB",
+                ],
+            }
+        ]
         # A worker that can run it arrives: the task runs.
         cluster.start_worker("big", capabilities=["hardware=tpu", "memory_gb=128"])
         assert client.wait(job, timeout=30)["succeeded"] == 2
@@ -138,8 +145,9 @@ def test_failed_task_is_retried_up_to_its_retries(make_cluster):
 def test_task_timeout_kills_the_process_group(make_cluster):
     cluster = make_cluster(workers={"w1": {}})
     pidfile = cluster.workdir / "child.pid"
-    tasks = [{"name": "slow", "plugin": "shell", "timeout": 0.5,
-              "params": {"cmd": f"sleep 60 & echo $! > {pidfile}; wait"}}]
+    tasks = [
+        {"name": "slow", "plugin": "shell", "timeout": 0.5, "params": {"cmd": f"sleep 60 & echo $! > {pidfile}; wait"}}
+    ]
     with cluster.client() as client:
         job = client.submit(tasks)
         status = client.wait(job, timeout=20)
@@ -149,8 +157,11 @@ def test_task_timeout_kills_the_process_group(make_cluster):
     child = int(pidfile.read_text())
     import psutil
 
-    wait_for(lambda: not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE,
-             5, "the timed-out task's child to be gone")
+    wait_for(
+        lambda: not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE,
+        5,
+        "the timed-out task's child to be gone",
+    )
 
 
 def test_events_are_published(make_cluster):
@@ -166,8 +177,11 @@ def test_events_are_published(make_cluster):
     sub.setsockopt(zmq.SUBSCRIBE, b"metrics.system")
     sub.connect(cluster.metrics_endpoint)
     try:
-        wait_for(lambda: sub.poll(100) and events.decode(sub.recv_multipart())[0] == "metrics.system",
-                 5, "a metrics.system snapshot")
+        wait_for(
+            lambda: sub.poll(100) and events.decode(sub.recv_multipart())[0] == "metrics.system",
+            5,
+            "a metrics.system snapshot",
+        )
         with cluster.client() as client:
             job = client.submit([{"name": "t", "plugin": "sim"}])
             client.wait(job, timeout=10)

@@ -23,8 +23,10 @@ def test_round_trip():
         (msgpack.packb([1, "ping", []]), "body is not a map"),
         (msgpack.packb([1, "status", {"req": 1}]), "missing field 'job_id'"),
         (msgpack.packb([1, "status", {"req": 1, "job_id": 5}]), "field 'job_id' must be str"),
-        (msgpack.packb([1, "register", {"worker_id": "w", "capabilities": {}, "slots": True, "plugins": []}]),
-         "field 'slots' must be int"),
+        (
+            msgpack.packb([1, "register", {"worker_id": "w", "capabilities": {}, "slots": True, "plugins": []}]),
+            "field 'slots' must be int",
+        ),
         (msgpack.packb([1, "ping", {"req": 1}])[:-1], "not msgpack"),
     ],
 )

@@ -14,8 +14,9 @@ pytestmark = pytest.mark.unit
 
 
 def worker(worker_id, hardware=("cpu",), slots=1, **caps):
-    return WorkerInfo(worker_id, worker_id.encode(), {"hardware": list(hardware), **caps}, slots,
-                      frozenset({"sim", "shell"}))
+    return WorkerInfo(
+        worker_id, worker_id.encode(), {"hardware": list(hardware), **caps}, slots, frozenset({"sim", "shell"})
+    )
 
 
 def task(name, seq, priority=0, plugin="sim", **requires):
@@ -33,7 +34,9 @@ def test_min_memory_and_equality():
     w = worker("w", memory_gb=16, gpu_model="A100", gpu_count=2)
     assert matching.can_run("sim", {"min_memory_gb": 16, "gpu_model": "a100", "gpu_count": "2"}, w)
     assert matching.unmet("sim", {"min_memory_gb": 32, "gpu_model": "H100"}, w) == [
-        "min_memory_gb=32", "gpu_model=H100"]
+        "min_memory_gb=32",
+        "gpu_model=H100",
+    ]
     assert matching.unmet("pytest", {}, w) == ["plugin=pytest"]
 
 

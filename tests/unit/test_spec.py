@@ -11,8 +11,13 @@ def test_defaults_and_repeat():
     tasks = spec.validate([{"name": "t", "plugin": "sim", "repeat": 3}])
     assert [t["name"] for t in tasks] == ["t[0]", "t[1]", "t[2]"]
     assert tasks[0] == {
-        "name": "t[0]", "plugin": "sim", "params": {}, "requires": {},
-        "priority": 0, "timeout": None, "retries": 0,
+        "name": "t[0]",
+        "plugin": "sim",
+        "params": {},
+        "requires": {},
+        "priority": 0,
+        "timeout": None,
+        "retries": 0,
     }
 
 
@@ -61,7 +66,7 @@ def test_load_toml_and_json(tmp_path):
 def test_load_reports_syntax_errors(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[[tasks]\nname=")
-    with pytest.raises(spec.SpecError, match="bad.toml: not valid toml"):
+    with pytest.raises(spec.SpecError, match=r"bad\.toml: not valid toml"):
         spec.load(bad)
     with pytest.raises(spec.SpecError, match="cannot read spec"):
         spec.load(tmp_path / "missing.toml")

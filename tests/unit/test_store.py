@@ -20,7 +20,10 @@ def test_rows_coalesce_and_survive_close(tmp_path):
     store.close()
     con = duckdb.connect(str(path), read_only=True)
     assert con.execute("select state, attempts, worker_id, result->>'ok' from tasks").fetchall() == [
-        ("succeeded", 2, "w1", "true")]
+        ("succeeded", 2, "w1", "true")
+    ]
     assert con.execute("select attempt, outcome from attempts order by attempt").fetchall() == [
-        (1, "lost"), (2, "succeeded")]
+        (1, "lost"),
+        (2, "succeeded"),
+    ]
     assert con.execute("select ended_at - started_at from tasks").fetchone()[0].total_seconds() == 1
