@@ -1,5 +1,5 @@
 # Sourced by bin/dtf-demo and bin/run_all_tests.sh: make sure .venv has dtf and its test deps.
-# Re-installs only when pyproject.toml changed since the last install.
+# Re-installs only when pyproject.toml changed since the last install; DTF_NO_INSTALL=1 skips it.
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${DTF_VENV:-$ROOT/.venv}"
 PY="${PYTHON:-python3}"
@@ -8,7 +8,9 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
 fi
 stamp="$VENV/.dtf-installed"
-if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+if [ -n "${DTF_NO_INSTALL:-}" ]; then
+    :  # the caller already runs inside an environment with dtf installed
+elif [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
     echo "bootstrap: pip install -e '.[test]' into $VENV" >&2
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[test]" 2>&1 \
         | { grep -v "^WARNING: Location" || true; } >&2

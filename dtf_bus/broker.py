@@ -370,38 +370,39 @@ class Broker:
     # ------------------------------------------------------------ task state
 
     def _move(self, task: Task, state: TaskState) -> None:
+        """Every task state change goes through here: counted, and published on events.task."""
         self.state_counts[task.state] -= 1
         task.move(state)
         self.state_counts[state] += 1
-
-    def _requeue(self, task: Task) -> None:
-        self._move(task, TaskState.QUEUED)
-        task.attempt += 1
-        task.worker_id = None
-        task.started_at = None
-        self.scheduler.enqueue(task)
-        self._store_task(task)
-        self.events.publish(events.TASK, {"event": "requeued", "task_id": task.task_id, "attempt": task.attempt})
-        self._placement_due = True
-
-    def _finish(self, task: Task, state: TaskState, record: Attempt | None, error: str | None = None) -> None:
-        self._move(task, state)
-        task.ended_at = time.time()
-        if record is not None:
-            task.started_at = record.started_at
-            task.result = record.result
-        task.error = error or (record.error if record else None)
-        self._store_task(task)
         self.events.publish(
             events.TASK,
             {
                 "event": str(state),
                 "task_id": task.task_id,
                 "job_id": task.job_id,
+                "name": task.name,
                 "worker_id": task.worker_id,
                 "attempt": task.attempt,
             },
         )
+
+    def _requeue(self, task: Task) -> None:
+        task.attempt += 1
+        task.worker_id = None
+        task.started_at = None
+        self._move(task, TaskState.QUEUED)
+        self.scheduler.enqueue(task)
+        self._store_task(task)
+        self._placement_due = True
+
+    def _finish(self, task: Task, state: TaskState, record: Attempt | None, error: str | None = None) -> None:
+        task.ended_at = time.time()
+        if record is not None:
+            task.started_at = record.started_at
+            task.result = record.result
+        task.error = error or (record.error if record else None)
+        self._move(task, state)
+        self._store_task(task)
         job = self.jobs[task.job_id]
         job.unfinished -= 1
         if job.done:
@@ -414,9 +415,9 @@ class Broker:
     def _place(self) -> None:
         for task, worker in self.scheduler.place():
             now = time.time()
-            self._move(task, TaskState.ASSIGNED)
             task.worker_id = worker.worker_id
             task.assigned_at = now
+            self._move(task, TaskState.ASSIGNED)
             record = Attempt(task.attempt, worker.worker_id, now)
             task.history.append(record)
             self._send(
@@ -640,20 +641,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    try:
-        cfg = config.section(config.load(args.config), "broker")
-    except config.ConfigError as exc:
-        print(f"dtf-broker: {exc}", file=sys.stderr)
-        return 2
-
     def pick(name: str, default: Any) -> Any:
         value = getattr(args, name)
         return value if value is not None else cfg.get(name, default)
 
-    interval = pick("heartbeat_interval", defaults.HEARTBEAT_INTERVAL)
-    liveness = pick("heartbeat_liveness", defaults.HEARTBEAT_LIVENESS)
-    if not (isinstance(interval, int | float) and interval > 0 and isinstance(liveness, int) and liveness >= 1):
-        print("dtf-broker: heartbeat interval must be > 0 and liveness >= 1", file=sys.stderr)
+    try:
+        cfg = config.section(config.load(args.config), "broker")
+        interval, liveness = config.heartbeat(
+            pick("heartbeat_interval", defaults.HEARTBEAT_INTERVAL),
+            pick("heartbeat_liveness", defaults.HEARTBEAT_LIVENESS),
+        )
+    except config.ConfigError as exc:
+        print(f"dtf-broker: {exc}", file=sys.stderr)
         return 2
     try:
         broker = Broker(
@@ -661,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
             metrics_bind=pick("metrics_bind", defaults.METRICS_ENDPOINT),
             db=pick("db", defaults.DB_PATH),
             strategy=pick("strategy", defaults.STRATEGY),
-            heartbeat_interval=float(interval),
+            heartbeat_interval=interval,
             heartbeat_liveness=liveness,
         )
     except balancer.UnknownStrategy as exc:

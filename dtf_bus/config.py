@@ -56,3 +56,12 @@ def parse_assignments(items: list[str] | None, flag: str) -> list[tuple[str, Any
             raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE")
         out.append((key.strip(), parse_value(value.strip())))
     return out
+
+
+def heartbeat(interval: Any, liveness: Any) -> tuple[float, int]:
+    """Validate heartbeat settings from whichever layer supplied them."""
+    if isinstance(interval, bool) or not isinstance(interval, int | float) or not interval > 0:
+        raise ConfigError(f"heartbeat interval must be a positive number of seconds, got {interval!r}")
+    if isinstance(liveness, bool) or not isinstance(liveness, int) or liveness < 1:
+        raise ConfigError(f"heartbeat liveness must be an integer >= 1, got {liveness!r}")
+    return float(interval), liveness

@@ -16,6 +16,7 @@ Fault injection for tests: SIGUSR1 closes the socket and keeps the worker discon
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import queue
@@ -313,10 +314,8 @@ class Worker:
                 "ended_at": time.time(),
             }
         )
-        try:
+        with contextlib.suppress(BlockingIOError):  # a full pipe already holds a wake-up
             os.write(self._wake_w, b"\0")
-        except BlockingIOError:
-            pass  # the pipe is full of wake-ups already
 
     def _drain_wake(self) -> None:
         try:
@@ -381,6 +380,10 @@ def main(argv: list[str] | None = None) -> int:
         declared += config.parse_assignments(args.capability, "--capability")
         extra_plugins = config.section(cfg, "plugins")
         executors = load_executors(extra_plugins, args.plugin or wcfg.get("plugins"))
+        interval, liveness = config.heartbeat(
+            args.heartbeat_interval or wcfg.get("heartbeat_interval", defaults.HEARTBEAT_INTERVAL),
+            args.heartbeat_liveness or wcfg.get("heartbeat_liveness", defaults.HEARTBEAT_LIVENESS),
+        )
     except (config.ConfigError, PluginError) as exc:
         print(f"dtf-worker: {exc}", file=sys.stderr)
         return 2
@@ -398,8 +401,8 @@ def main(argv: list[str] | None = None) -> int:
         executors=executors,
         capabilities=hardware.merge(hardware.detect(), declared),
         slots=slots,
-        heartbeat_interval=args.heartbeat_interval or wcfg.get("heartbeat_interval", defaults.HEARTBEAT_INTERVAL),
-        heartbeat_liveness=args.heartbeat_liveness or wcfg.get("heartbeat_liveness", defaults.HEARTBEAT_LIVENESS),
+        heartbeat_interval=interval,
+        heartbeat_liveness=liveness,
     )
     worker.install_signal_handlers()
     log.info("worker %s connecting to %s with plugins %s", worker.worker_id, broker, ", ".join(sorted(executors)))

@@ -200,3 +200,19 @@ def test_events_are_published(make_cluster):
         assert ("events.task", "succeeded") in seen
     finally:
         sub.close()
+
+
+def test_long_task_never_delays_heartbeats(make_cluster):
+    """A 2 s task on a worker whose liveness window is 0.6 s: it must not be declared dead."""
+    cluster = make_cluster(workers={"w1": {}})
+    with cluster.client() as client:
+        job = client.submit(
+            [
+                {"name": "busy", "plugin": "sim", "params": {"seconds": 2.0}},
+                {"name": "cmd", "plugin": "shell", "params": {"cmd": "sleep 1"}},
+            ]
+        )
+        client.wait(job, timeout=30)
+        results = client.results(job)
+    assert [(r["state"], r["attempts"]) for r in results] == [("succeeded", 1), ("succeeded", 1)]
+    assert "lost" not in cluster.broker.log_path.read_text()
