@@ -27,6 +27,7 @@ import zmq
 
 from dtf_bus import balancer, config, defaults, events, protocol, spec
 from dtf_bus.health import Health
+from dtf_bus.hooks import BrokerHook
 from dtf_bus.registry import Registry, WorkerInfo
 from dtf_bus.scheduler import Scheduler
 from dtf_bus.store import Store
@@ -60,7 +61,9 @@ class Broker:
         strategy: str = defaults.STRATEGY,
         heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL,
         heartbeat_liveness: int = defaults.HEARTBEAT_LIVENESS,
+        hooks: list[BrokerHook] | None = None,
     ) -> None:
+        self.hooks = list(hooks or [])
         self.health = Health(heartbeat_interval, heartbeat_liveness)
         self.registry = Registry()
         self.scheduler = Scheduler(self.registry, balancer.load(strategy))
@@ -103,7 +106,7 @@ class Broker:
         self._timers = [
             Timer(heartbeat_interval, self._send_heartbeats),
             Timer(check_every, self._reap_dead_workers),
-            Timer(defaults.METRICS_INTERVAL, self._publish_metrics),
+            Timer(defaults.METRICS_INTERVAL, self._tick),
         ]
 
     # ------------------------------------------------------------------ loop
@@ -112,6 +115,7 @@ class Broker:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         log.info("broker listening on %s, events on %s", self.endpoint, self.metrics_endpoint)
+        self._hook("on_start")
         try:
             while not self._stopping:
                 wait = min(t.due for t in self._timers) - time.monotonic()
@@ -137,6 +141,7 @@ class Broker:
         self._stopping = True
 
     def close(self) -> None:
+        self._hook("on_stop")
         self.router.close()
         self.pub.close()
         self.ctx.term()
@@ -170,6 +175,13 @@ class Broker:
         except Exception:
             log.exception("error handling %s from %s", kind, peer.hex())
             self._send(peer, protocol.ERROR, {"req": body.get("req"), "error": f"internal error handling {kind}"})
+
+    def _hook(self, point: str, *args: Any) -> None:
+        for hook in self.hooks:
+            try:
+                getattr(hook, point)(self, *args)
+            except Exception:
+                log.exception("hook %s.%s failed", type(hook).__name__, point)
 
     def _send(self, peer: bytes, kind: str, body: dict[str, Any]) -> None:
         try:
@@ -228,11 +240,14 @@ class Broker:
         )
         self._store_worker(worker, "alive")
         self.events.publish(events.WORKER, {"event": "registered", "worker": worker.to_dict()})
+        self._hook("on_worker_registered", worker)
         self._placement_due = True
 
     def _on_heartbeat(self, peer: bytes, body: dict[str, Any]) -> None:
+        worker = self.registry.by_peer(peer)
         if "metrics" in body:
-            self.registry.by_peer(peer).metrics = body["metrics"]
+            worker.metrics = body["metrics"]
+        self._hook("on_heartbeat", worker)
 
     def _on_unregister(self, peer: bytes, body: dict[str, Any]) -> None:
         worker = self.registry.by_peer(peer)
@@ -288,6 +303,7 @@ class Broker:
         record.result = body.get("result")
         record.error = body.get("error")
         self._store_attempt(task, record)
+        self._hook("on_attempt_result", task, record)
         worker.completed += 1
         if record.started_at is not None:
             self.scheduler.strategy.task_done(task, worker, record.ended_at - record.started_at)
@@ -330,6 +346,7 @@ class Broker:
         record.result = body.get("result")
         record.error = body.get("error")
         self._store_attempt(task, record)
+        self._hook("on_attempt_result", task, record)
 
     def _worker_lost(self, worker: WorkerInfo, reason: str, state: str = "dead") -> None:
         """Remove a worker; its in-flight attempts are lost and their tasks requeued."""
@@ -350,6 +367,7 @@ class Broker:
         worker.inflight.clear()
         self._store_worker(worker, state)
         self.events.publish(events.WORKER, {"event": state, "worker_id": worker.worker_id, "reason": reason})
+        self._hook("on_worker_lost", worker, reason)
         self._placement_due = True
 
     def _attempt_lost(self, task_id: str, attempt: int, reason: str) -> None:
@@ -385,6 +403,7 @@ class Broker:
                 "attempt": task.attempt,
             },
         )
+        self._hook("on_task_state", task)
 
     def _requeue(self, task: Task) -> None:
         task.attempt += 1
@@ -550,6 +569,10 @@ class Broker:
     def _reap_dead_workers(self, now: float) -> None:
         for worker in self.health.dead(self.registry, now):
             self._worker_lost(worker, f"no heartbeat for {now - worker.last_seen:.1f}s")
+
+    def _tick(self, now: float) -> None:
+        self._publish_metrics(now)
+        self._hook("on_tick", now)
 
     def _publish_metrics(self, now: float) -> None:
         workers = list(self.registry)

@@ -75,9 +75,10 @@ CREATE TABLE IF NOT EXISTS workers (
 );
 """
 
-# table -> (columns, number of leading columns forming the key, columns holding JSON,
-# columns holding epoch seconds to store as TIMESTAMP)
-TABLES: dict[str, tuple[tuple[str, ...], int, frozenset[str], frozenset[str]]] = {
+# table -> (columns, number of leading columns forming the key (0: append-only, no
+# coalescing), columns holding JSON, columns holding epoch seconds to store as TIMESTAMP)
+TableSpec = tuple[tuple[str, ...], int, frozenset[str], frozenset[str]]
+TABLES: dict[str, TableSpec] = {
     "jobs": (("job_id", "name", "submitted_at", "total"), 1, frozenset(), frozenset({"submitted_at"})),
     "tasks": (
         (
@@ -160,11 +161,33 @@ class Store:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._con = duckdb.connect(self.path)  # fails here, in the caller, if the file is locked
         self._con.execute(SCHEMA)
+        self.tables: dict[str, TableSpec] = dict(TABLES)
         self._flushed = threading.Condition()
         self._pending = 0
         self.rows_written = 0
         self._thread = threading.Thread(target=self._run, name="dtf-store", daemon=True)
         self._thread.start()
+
+    def register_table(
+        self,
+        name: str,
+        ddl: str,
+        columns: tuple[str, ...],
+        key_columns: int = 0,
+        json_columns: frozenset[str] = frozenset(),
+        timestamp_columns: frozenset[str] = frozenset(),
+    ) -> None:
+        """Add a table for an extension (test results, metrics...). Call before the first put.
+
+        ``key_columns`` leading columns form the primary key in ``ddl``; 0 makes the table
+        append-only (every row inserted, none coalesced).
+        """
+        self._con.execute(ddl)
+        self.tables[name] = (tuple(columns), key_columns, frozenset(json_columns), frozenset(timestamp_columns))
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A connection for reading from another thread (DuckDB allows one writing process)."""
+        return self._con.cursor()
 
     def put(self, table: str, row: tuple[Any, ...]) -> None:
         """Queue one row for ``table`` (columns in :data:`TABLES` order). Thread-safe."""
@@ -191,7 +214,7 @@ class Store:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            batch: dict[str, dict[tuple, tuple]] = {}
+            batch: dict[str, dict[Any, tuple]] = {}
             count = 0
             deadline = time.monotonic() + self.flush_interval
             while count < self.flush_rows:
@@ -203,8 +226,9 @@ class Store:
                     stopping = True
                     break
                 table, row = item
-                keylen = TABLES[table][1]
-                batch.setdefault(table, {})[row[:keylen]] = row
+                keylen = self.tables[table][1]
+                # Keyed tables keep a row's last version; append-only ones keep every row.
+                batch.setdefault(table, {})[row[:keylen] if keylen else count] = row
                 count += 1
             if count:
                 self._write(batch)
@@ -212,9 +236,9 @@ class Store:
                     self._pending -= count
                     self._flushed.notify_all()
 
-    def _write(self, batch: dict[str, dict[tuple, tuple]]) -> None:
+    def _write(self, batch: dict[str, dict[Any, tuple]]) -> None:
         for table, rows in batch.items():
-            columns, _, json_cols, ts_cols = TABLES[table]
+            columns, keylen, json_cols, ts_cols = self.tables[table]
             values = list(zip(*rows.values(), strict=True))
             params = []
             selects = []
@@ -229,7 +253,8 @@ class Store:
                 else:
                     selects.append(f"unnest(${i + 1})")
                 params.append(col)
-            sql = f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) SELECT {', '.join(selects)}"
+            verb = "INSERT OR REPLACE" if keylen else "INSERT"
+            sql = f"{verb} INTO {table} ({', '.join(columns)}) SELECT {', '.join(selects)}"
             try:
                 self._con.execute(sql, params)
                 self.rows_written += len(rows)

@@ -27,3 +27,20 @@ def test_rows_coalesce_and_survive_close(tmp_path):
         (2, "succeeded"),
     ]
     assert con.execute("select ended_at - started_at from tasks").fetchone()[0].total_seconds() == 1
+
+
+def test_extension_tables_append_only(tmp_path):
+    path = tmp_path / "r.duckdb"
+    store = Store(path, flush_interval=0.05)
+    store.register_table(
+        "samples",
+        "CREATE TABLE IF NOT EXISTS samples (ts TIMESTAMP, name VARCHAR, value DOUBLE, extra JSON)",
+        ("ts", "name", "value", "extra"),
+        json_columns=frozenset({"extra"}),
+        timestamp_columns=frozenset({"ts"}),
+    )
+    for i in range(3):
+        store.put("samples", (1.7e9 + i, "cpu", float(i), {"i": i}))
+    assert store.flush(10)
+    assert store.cursor().execute("select count(*), sum(value) from samples").fetchone() == (3, 3.0)
+    store.close()
