@@ -1,18 +1,26 @@
 """The broker: one ROUTER for workers and clients, one PUB for events, one loop that routes.
 
 The loop reads a batch of frames, hands each to the handler for its message type, runs due
-timers (heartbeats, liveness, metrics) and then asks the scheduler for placements once.
-Policy lives elsewhere: placement in :mod:`dtf_bus.scheduler` and :mod:`dtf_bus.balancer`,
-liveness in :mod:`dtf_bus.health`, persistence in :mod:`dtf_bus.store`.
+timers (heartbeats, liveness, metrics, delayed retries) and then asks the scheduler for
+placements once. Policy lives elsewhere: placement in :mod:`dtf_bus.scheduler` and
+:mod:`dtf_bus.balancer`, liveness in :mod:`dtf_bus.health`, persistence in
+:mod:`dtf_bus.store`, restart recovery in :mod:`dtf_bus.recovery`.
+
+Durability rule: anything the broker acknowledges (a submitted job, a worker's result, a
+finished job to a waiting client) is committed to DuckDB first. Such replies wait in
+``_awaiting`` until the store's writer reports the commit through ``store.notify_fd``.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import heapq
 import itertools
 import json
 import logging
 import os
+import random
 import signal
 import socket
 import sys
@@ -24,11 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
-from dtf_bus import balancer, config, defaults, events, protocol, spec
+from dtf_bus import balancer, config, defaults, events, protocol, recovery, spec
 from dtf_bus.health import Health
 from dtf_bus.hooks import BrokerHook
 from dtf_bus.registry import Registry, WorkerInfo
+from dtf_bus.results import ResultRows
 from dtf_bus.scheduler import Scheduler
 from dtf_bus.store import Store
 from dtf_bus.task import Attempt, Job, Task, TaskState
@@ -61,19 +71,28 @@ class Broker:
         strategy: str = defaults.STRATEGY,
         heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL,
         heartbeat_liveness: int = defaults.HEARTBEAT_LIVENESS,
+        dead_liveness: int = defaults.DEAD_LIVENESS,
+        max_lost_workers: int = defaults.MAX_LOST_WORKERS,
         hooks: list[BrokerHook] | None = None,
     ) -> None:
-        self.hooks = list(hooks or [])
-        self.health = Health(heartbeat_interval, heartbeat_liveness)
+        self.hooks: list[BrokerHook] = [ResultRows(), *(hooks or [])]  # test/benchmark rows by default
+        self.health = Health(heartbeat_interval, heartbeat_liveness, max(dead_liveness, heartbeat_liveness))
+        self.max_lost_workers = max_lost_workers
         self.registry = Registry()
         self.scheduler = Scheduler(self.registry, balancer.load(strategy))
-        self.store = Store(db)
         self.tasks: dict[str, Task] = {}
         self.jobs: dict[str, Job] = {}
         self.state_counts: Counter[str] = Counter()
-        self._seq = itertools.count()
         self._stopping = False
         self._placement_due = False
+        self._by_fd: dict[int, WorkerInfo] = {}
+        self._delayed: list[tuple[float, int, Task]] = []  # (due, seq, task): retries in back-off
+        self._orphans: dict[str, dict[str, int]] = {}  # worker id -> attempts restored from the db
+        self._orphans_deadline = 0.0
+        # Replies that promise durability: collected per batch, then released by store marks.
+        self._awaiting: list[tuple[bytes, str, dict[str, Any]]] = []
+        self._awaiting_urgent = False
+        self._unreleased: collections.deque[tuple[int, list[tuple[bytes, str, dict[str, Any]]]]] = collections.deque()
 
         self.ctx = zmq.Context()
         self.router = self.ctx.socket(zmq.ROUTER)
@@ -81,12 +100,16 @@ class Broker:
         self.router.setsockopt(zmq.MAXMSGSIZE, defaults.MAX_MESSAGE_BYTES)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.bind(zmq_endpoint(bind))
+        # A closed TCP connection shows here within a millisecond; heartbeats are only the net.
+        self.monitor = self.router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.LINGER, 0)
         self.pub.bind(zmq_endpoint(metrics_bind))
         self.endpoint = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.metrics_endpoint = self.pub.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.events = events.Publisher(self.pub)
+        self.store = Store(db)
+        self._restore()
 
         self._handlers: dict[str, Callable[[bytes, dict[str, Any]], None]] = {
             protocol.REGISTER: self._on_register,
@@ -94,18 +117,20 @@ class Broker:
             protocol.TASK_STARTED: self._on_task_started,
             protocol.TASK_RESULT: self._on_task_result,
             protocol.UNREGISTER: self._on_unregister,
+            protocol.DRAIN: self._on_drain,
             protocol.SUBMIT: self._on_submit,
             protocol.STATUS: self._on_status,
             protocol.WAIT: self._on_wait,
             protocol.RESULTS: self._on_results,
             protocol.WORKERS: self._on_workers,
             protocol.CANCEL_JOB: self._on_cancel_job,
+            protocol.DRAIN_WORKER: self._on_drain_worker,
             protocol.PING: self._on_ping,
         }
-        check_every = max(min(heartbeat_interval / 4, 0.25), 0.01)
+        self._heartbeat_timer = Timer(heartbeat_interval, self._send_heartbeats)
         self._timers = [
-            Timer(heartbeat_interval, self._send_heartbeats),
-            Timer(check_every, self._reap_dead_workers),
+            self._heartbeat_timer,
+            Timer(max(min(heartbeat_interval / 4, 0.25), 0.01), self._check_health),
             Timer(defaults.METRICS_INTERVAL, self._tick),
         ]
 
@@ -114,26 +139,40 @@ class Broker:
     def serve(self) -> None:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
+        poller.register(self.monitor, zmq.POLLIN)
+        poller.register(self.store.notify_fd, zmq.POLLIN)
         log.info("broker listening on %s, events on %s", self.endpoint, self.metrics_endpoint)
         self._hook("on_start")
         try:
             while not self._stopping:
-                wait = min(t.due for t in self._timers) - time.monotonic()
-                if poller.poll(max(wait, 0) * 1000):
+                due = min(t.due for t in self._timers)
+                if self._delayed:
+                    due = min(due, self._delayed[0][0])
+                ready = dict(poller.poll(max(due - time.monotonic(), 0) * 1000))
+                if self.router in ready:
                     for _ in range(BATCH):
                         try:
-                            frames = self.router.recv_multipart(zmq.NOBLOCK)
+                            frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
                         except zmq.Again:
                             break
                         self._dispatch(frames)
+                if self.monitor in ready:
+                    self._on_socket_events()
                 now = time.monotonic()
                 for timer in self._timers:
                     if timer.due <= now:
                         timer.due = now + timer.period
                         timer.fn(now)
+                self._release_delayed(now)
                 if self._placement_due:
                     self._placement_due = False
                     self._place()
+                if self._awaiting:
+                    self._unreleased.append((self.store.mark(self._awaiting_urgent), self._awaiting))
+                    self._awaiting, self._awaiting_urgent = [], False
+                if self.store.notify_fd in ready:
+                    self.store.drain_notify()
+                    self._release_durable()
         finally:
             self.close()
 
@@ -142,21 +181,24 @@ class Broker:
 
     def close(self) -> None:
         self._hook("on_stop")
+        self.store.flush()
+        self._release_durable()
+        self.router.disable_monitor()
+        self.monitor.close()
         self.router.close()
         self.pub.close()
         self.ctx.term()
         self.store.close()
         log.info("broker stopped; results in %s", self.store.path)
 
-    def _dispatch(self, frames: list[bytes]) -> None:
+    def _dispatch(self, frames: list[zmq.Frame]) -> None:
+        peer = frames[0].bytes
         if len(frames) != 2:
             log.warning("dropping message with %d frames (expected 1 after the routing id)", len(frames) - 1)
-            if len(frames) > 1:
-                self._send(frames[0], protocol.ERROR, {"error": "expected exactly one frame"})
+            self._send(peer, protocol.ERROR, {"error": "expected exactly one frame"})
             return
-        peer, frame = frames
         try:
-            kind, body = protocol.decode(frame)
+            kind, body = protocol.decode(frames[1].buffer)
         except protocol.ProtocolError as exc:
             log.warning("malformed message from peer %s: %s", peer.hex(), exc)
             self._send(peer, protocol.ERROR, {"req": exc.req, "error": str(exc)})
@@ -164,10 +206,14 @@ class Broker:
         worker = self.registry.by_peer(peer)
         if worker is not None:
             worker.last_seen = time.monotonic()
-        elif kind in (protocol.HEARTBEAT, protocol.TASK_STARTED, protocol.TASK_RESULT):
+            if worker.state == "missing":
+                self._worker_back(worker)
+        elif kind in (protocol.HEARTBEAT, protocol.TASK_STARTED, protocol.TASK_RESULT, protocol.DRAIN):
             # Out of order: a worker we do not know (broker restarted, or declared dead).
             self._send(peer, protocol.REREGISTER, {"reason": "unknown worker, please register"})
             return
+        if kind == protocol.REGISTER:
+            body["_fd"] = frames[1].get(zmq.SRCFD)
         try:
             self._handlers[kind](peer, body)
         except _ClientError as exc:
@@ -183,9 +229,10 @@ class Broker:
             except Exception:
                 log.exception("hook %s.%s failed", type(hook).__name__, point)
 
-    def _send(self, peer: bytes, kind: str, body: dict[str, Any]) -> None:
+    def _send(self, peer: bytes, kind: str, body: dict[str, Any]) -> bool:
         try:
             self.router.send_multipart((peer, protocol.encode(kind, body)), zmq.NOBLOCK)
+            return True
         except zmq.ZMQError as exc:
             if exc.errno == zmq.EHOSTUNREACH:
                 worker = self.registry.by_peer(peer)
@@ -193,9 +240,29 @@ class Broker:
                     self._worker_lost(worker, "connection closed")
             else:
                 log.warning("send %s to %s failed: %s", kind, peer.hex(), exc)
+            return False
 
     def _reply(self, peer: bytes, body: dict[str, Any], data: dict[str, Any] | list[Any]) -> None:
         self._send(peer, protocol.REPLY, {"req": body["req"], "data": data})
+
+    def _send_durable(self, peer: bytes, kind: str, body: dict[str, Any], urgent: bool = False) -> None:
+        """Send once everything stored so far is committed (acknowledge only what survives)."""
+        self._awaiting.append((peer, kind, body))
+        self._awaiting_urgent = self._awaiting_urgent or urgent
+
+    def _release_durable(self) -> None:
+        while self._unreleased and self._unreleased[0][0] <= self.store.durable_seq:
+            for peer, kind, body in self._unreleased.popleft()[1]:
+                self._send(peer, kind, body)
+
+    def _on_socket_events(self) -> None:
+        while self.monitor.poll(0):
+            event = recv_monitor_message(self.monitor)
+            worker = self._by_fd.pop(event["value"], None)
+            if worker is not None and self.registry.get(worker.worker_id) is worker:
+                # The descriptor may already serve a new connection: a probe tells. Sending to a
+                # closed peer fails with EHOSTUNREACH, which _send turns into _worker_lost.
+                self._send(worker.peer, protocol.HEARTBEAT, {})
 
     # --------------------------------------------------------------- workers
 
@@ -206,37 +273,47 @@ class Broker:
         if not worker_id or body["slots"] < 1 or not isinstance(hardware, list):
             raise _ClientError("register: worker_id must be non-empty, slots >= 1, hardware a list")
         caps["hardware"] = [str(h) for h in hardware]
+        interval = self.health.interval_for(len(self.registry) + 1)
         worker = WorkerInfo(
             worker_id=worker_id,
             peer=peer,
             capabilities=caps,
             slots=body["slots"],
             plugins=frozenset(str(p) for p in body["plugins"]),
+            fd=body.get("_fd"),
+            heartbeat_interval=interval,
         )
         old = self.registry.add(worker)
+        if worker.fd is not None:
+            previous = self._by_fd.get(worker.fd)
+            self._by_fd[worker.fd] = worker
+            if previous is not None and previous is not old and self.registry.get(previous.worker_id) is previous:
+                self._send(previous.peer, protocol.HEARTBEAT, {})  # its connection must be gone: probe
+        # Attempts this worker says it holds (running, or finished and not yet acknowledged).
         reported = {tuple(r) for r in body.get("running", []) if isinstance(r, list | tuple) and len(r) == 2}
+        held = dict(old.inflight) if old is not None else {}
+        held.update(self._orphans.pop(worker_id, {}))
         if old is not None:
             self.scheduler.strategy.remove_worker(old.worker_id)
-            for task_id, attempt in old.inflight.items():
-                if (task_id, attempt) in reported:
-                    worker.inflight[task_id] = attempt  # still running there: keep it
-                else:
-                    self._attempt_lost(task_id, attempt, f"worker {worker_id} restarted")
+        for task_id, attempt in held.items():
+            if (task_id, attempt) in reported:
+                worker.inflight[task_id] = attempt  # still there: keep it
+            else:
+                self._attempt_lost(task_id, attempt, f"worker {worker_id} re-registered without it")
         for task_id, attempt in reported:
             if worker.inflight.get(task_id) != attempt:
                 self._send(peer, protocol.CANCEL, {"task_id": task_id, "attempt": attempt, "reason": "superseded"})
         self.scheduler.strategy.add_worker(worker)
         self._send(
-            peer,
-            protocol.REGISTERED,
-            {"heartbeat_interval": self.health.interval, "heartbeat_liveness": self.health.liveness},
+            peer, protocol.REGISTERED, {"heartbeat_interval": interval, "heartbeat_liveness": self.health.liveness}
         )
         log.info(
-            "worker %s %s (slots=%d, hardware=%s)",
+            "worker %s %s (slots=%d, hardware=%s, holding %d task(s))",
             worker_id,
             "re-registered" if old else "registered",
             worker.slots,
             ",".join(worker.hardware),
+            len(worker.inflight),
         )
         self._store_worker(worker, "alive")
         self.events.publish(events.WORKER, {"event": "registered", "worker": worker.to_dict()})
@@ -254,12 +331,72 @@ class Broker:
         if worker is not None:
             self._worker_lost(worker, "unregistered", state="left")
 
+    def _on_drain(self, peer: bytes, body: dict[str, Any]) -> None:
+        """The worker got SIGTERM: it finishes what it has and takes nothing new."""
+        self._set_draining(self.registry.by_peer(peer), body.get("reason", "worker is draining"))
+
+    def _set_draining(self, worker: WorkerInfo, reason: str) -> None:
+        if worker.state != "draining":
+            worker.state = "draining"
+            log.info("worker %s draining (%s); %d task(s) to finish", worker.worker_id, reason, len(worker.inflight))
+            self._store_worker(worker, "draining")
+            self.events.publish(events.WORKER, {"event": "draining", "worker_id": worker.worker_id})
+
+    def _worker_back(self, worker: WorkerInfo) -> None:
+        """A missing worker spoke again: serve it, and stop what it ran for us before."""
+        log.info("worker %s is back after being missing", worker.worker_id)
+        worker.state = "alive"
+        for task_id, attempt in worker.abandoned.items():
+            self._send(worker.peer, protocol.CANCEL, {"task_id": task_id, "attempt": attempt, "reason": "superseded"})
+        worker.abandoned.clear()
+        self._store_worker(worker, "alive")
+        self.events.publish(events.WORKER, {"event": "back", "worker_id": worker.worker_id})
+        self._placement_due = True
+
+    def _worker_missing(self, worker: WorkerInfo, silent: float) -> None:
+        """Silent past the liveness limit: requeue its tasks now, keep its registration a while."""
+        reason = f"no heartbeat for {silent:.1f}s"
+        log.warning("worker %s missing (%s); requeueing %d task(s)", worker.worker_id, reason, len(worker.inflight))
+        worker.state = "missing"
+        worker.abandoned.update(worker.inflight)
+        for task_id, attempt in list(worker.inflight.items()):
+            self._attempt_lost(task_id, attempt, f"worker {worker.worker_id} missing: {reason}")
+        worker.inflight.clear()
+        self._store_worker(worker, "missing")
+        self.events.publish(events.WORKER, {"event": "missing", "worker_id": worker.worker_id, "reason": reason})
+        self._placement_due = True
+
+    def _worker_lost(self, worker: WorkerInfo, reason: str, state: str = "dead") -> None:
+        """Remove a worker; its in-flight attempts are lost and their tasks requeued."""
+        if self.registry.get(worker.worker_id) is not worker:
+            return  # already replaced or removed
+        self.registry.remove(worker.worker_id)
+        if worker.fd is not None and self._by_fd.get(worker.fd) is worker:
+            del self._by_fd[worker.fd]
+        self.scheduler.strategy.remove_worker(worker.worker_id)
+        log.log(
+            logging.WARNING if worker.inflight or state == "dead" else logging.INFO,
+            "worker %s %s (%s); requeueing %d task(s)",
+            worker.worker_id,
+            state,
+            reason,
+            len(worker.inflight),
+        )
+        for task_id, attempt in list(worker.inflight.items()):
+            self._attempt_lost(task_id, attempt, f"worker {worker.worker_id} {state}: {reason}")
+        worker.inflight.clear()
+        self._store_worker(worker, state)
+        self.events.publish(events.WORKER, {"event": state, "worker_id": worker.worker_id, "reason": reason})
+        self._hook("on_worker_lost", worker, reason)
+        self._placement_due = True
+
+    # ----------------------------------------------------------- task flow
+
     def _current(self, worker: WorkerInfo, task_id: str, attempt: int) -> Task | None:
         """The task if ``attempt`` is its live attempt on ``worker``; None means stale."""
         task = self.tasks.get(task_id)
         if (
             task is None
-            or task.state.final
             or task.attempt != attempt
             or task.worker_id != worker.worker_id
             or task.state not in (TaskState.ASSIGNED, TaskState.RUNNING)
@@ -277,18 +414,19 @@ class Broker:
             )
             return
         if task.state is TaskState.ASSIGNED:
-            self._move(task, TaskState.RUNNING)
             task.started_at = body["started_at"]
             task.history[-1].started_at = task.started_at
+            self._move(task, TaskState.RUNNING)
             self._store_attempt(task, task.history[-1])
             self._store_task(task)
 
     def _on_task_result(self, peer: bytes, body: dict[str, Any]) -> None:
         worker = self.registry.by_peer(peer)
         task_id, attempt, outcome = body["task_id"], body["attempt"], body["outcome"]
-        self._send(peer, protocol.RESULT_ACK, {"task_id": task_id, "attempt": attempt})
         if outcome not in protocol.OUTCOMES:
             raise _ClientError(f"task_result: unknown outcome {outcome!r}")
+        # Acknowledged once committed: until then the worker keeps the result and resends it.
+        self._send_durable(peer, protocol.RESULT_ACK, {"task_id": task_id, "attempt": attempt})
         if worker.inflight.get(task_id) == attempt:
             del worker.inflight[task_id]
             self._placement_due = True
@@ -313,8 +451,7 @@ class Broker:
             self._finish(task, TaskState.CANCELLED, record)
         elif task.failures < task.retries:
             task.failures += 1
-            log.info("task %s attempt %d %s; retry %d of %d", task_id, attempt, outcome, task.failures, task.retries)
-            self._requeue(task)
+            self._retry_later(task, outcome)
         else:
             final = TaskState.TIMED_OUT if outcome == "timed_out" else TaskState.FAILED
             self._finish(task, final, record)
@@ -348,28 +485,6 @@ class Broker:
         self._store_attempt(task, record)
         self._hook("on_attempt_result", task, record)
 
-    def _worker_lost(self, worker: WorkerInfo, reason: str, state: str = "dead") -> None:
-        """Remove a worker; its in-flight attempts are lost and their tasks requeued."""
-        if self.registry.get(worker.worker_id) is not worker:
-            return  # already replaced or removed
-        self.registry.remove(worker.worker_id)
-        self.scheduler.strategy.remove_worker(worker.worker_id)
-        log.log(
-            logging.WARNING if worker.inflight or state == "dead" else logging.INFO,
-            "worker %s %s (%s); requeueing %d task(s)",
-            worker.worker_id,
-            state,
-            reason,
-            len(worker.inflight),
-        )
-        for task_id, attempt in worker.inflight.items():
-            self._attempt_lost(task_id, attempt, f"worker {worker.worker_id} lost: {reason}")
-        worker.inflight.clear()
-        self._store_worker(worker, state)
-        self.events.publish(events.WORKER, {"event": state, "worker_id": worker.worker_id, "reason": reason})
-        self._hook("on_worker_lost", worker, reason)
-        self._placement_due = True
-
     def _attempt_lost(self, task_id: str, attempt: int, reason: str) -> None:
         task = self.tasks.get(task_id)
         if task is None or task.attempt != attempt or task.state.final:
@@ -380,7 +495,7 @@ class Broker:
         record.ended_at = time.time()
         self._store_attempt(task, record)
         task.lost_workers += 1
-        if task.lost_workers >= defaults.MAX_LOST_WORKERS:
+        if task.lost_workers >= self.max_lost_workers:
             self._finish(task, TaskState.FAILED, record, error=f"lost {task.lost_workers} workers ({reason})")
         else:
             self._requeue(task)
@@ -405,14 +520,39 @@ class Broker:
         )
         self._hook("on_task_state", task)
 
-    def _requeue(self, task: Task) -> None:
+    def _requeue(self, task: Task, enqueue: bool = True) -> None:
         task.attempt += 1
         task.worker_id = None
         task.started_at = None
         self._move(task, TaskState.QUEUED)
-        self.scheduler.enqueue(task)
+        if enqueue:
+            self.scheduler.enqueue(task)
+            self._placement_due = True
         self._store_task(task)
-        self._placement_due = True
+
+    def _retry_later(self, task: Task, outcome: str) -> None:
+        """Requeue after an exponential back-off with jitter, so a failing dependency (a full
+        disk, a flaky service) is not hammered by every retry at once."""
+        base = min(task.retry_backoff * 2 ** (task.failures - 1), defaults.RETRY_BACKOFF_MAX)
+        delay = base * random.uniform(0.5, 1.5)
+        log.info(
+            "task %s attempt %d %s; retry %d of %d in %.2fs",
+            task.task_id,
+            task.attempt,
+            outcome,
+            task.failures,
+            task.retries,
+            delay,
+        )
+        self._requeue(task, enqueue=False)
+        heapq.heappush(self._delayed, (time.monotonic() + delay, task.seq, task))
+
+    def _release_delayed(self, now: float) -> None:
+        while self._delayed and self._delayed[0][0] <= now:
+            task = heapq.heappop(self._delayed)[2]
+            if task.state is TaskState.QUEUED:
+                self.scheduler.enqueue(task)
+                self._placement_due = True
 
     def _finish(self, task: Task, state: TaskState, record: Attempt | None, error: str | None = None) -> None:
         task.ended_at = time.time()
@@ -427,7 +567,7 @@ class Broker:
         if job.done:
             status = self._job_status(job)
             for peer, req in job.waiters:
-                self._send(peer, protocol.REPLY, {"req": req, "data": status})
+                self._send_durable(peer, protocol.REPLY, {"req": req, "data": status}, urgent=True)
             job.waiters.clear()
             self.events.publish(events.TASK, {"event": "job_done", "job_id": job.job_id, "counts": status["counts"]})
 
@@ -436,9 +576,9 @@ class Broker:
             now = time.time()
             task.worker_id = worker.worker_id
             task.assigned_at = now
-            self._move(task, TaskState.ASSIGNED)
             record = Attempt(task.attempt, worker.worker_id, now)
             task.history.append(record)
+            self._move(task, TaskState.ASSIGNED)
             self._send(
                 worker.peer,
                 protocol.ASSIGN,
@@ -456,7 +596,7 @@ class Broker:
     # ---------------------------------------------------------------- clients
 
     def _job(self, body: dict[str, Any]) -> Job:
-        job = self.jobs.get(body["job_id"])
+        job = self.jobs.get(body["job_id"]) or self._load_job(body["job_id"])
         if job is None:
             raise _ClientError(f"unknown job {body['job_id']!r}")
         return job
@@ -480,6 +620,7 @@ class Broker:
                 priority=s["priority"],
                 timeout=s["timeout"],
                 retries=s["retries"],
+                retry_backoff=s["retry_backoff"],
                 seq=next(self._seq),
                 submitted_at=job.submitted_at,
             )
@@ -492,7 +633,9 @@ class Broker:
         log.info("job %s (%s): %d task(s) queued", job.job_id, job.name, len(specs))
         self.events.publish(events.TASK, {"event": "job_submitted", "job_id": job.job_id, "total": len(specs)})
         self._placement_due = True
-        self._reply(peer, body, {"job_id": job.job_id, "total": len(specs)})
+        self._send_durable(
+            peer, protocol.REPLY, {"req": body["req"], "data": {"job_id": job.job_id, "total": len(specs)}}, urgent=True
+        )
 
     def _job_status(self, job: Job) -> dict[str, Any]:
         counts: Counter[str] = Counter()
@@ -557,18 +700,37 @@ class Broker:
         self._placement_due = True
         self._reply(peer, body, {"job_id": job.job_id, "cancelled": cancelled})
 
+    def _on_drain_worker(self, peer: bytes, body: dict[str, Any]) -> None:
+        worker = self.registry.get(body["worker_id"])
+        if worker is None:
+            raise _ClientError(f"unknown worker {body['worker_id']!r}")
+        self._set_draining(worker, "requested by a client")
+        self._send(worker.peer, protocol.DRAIN, {"reason": "requested by a client"})
+        self._reply(peer, body, {"worker_id": worker.worker_id, "running": len(worker.inflight)})
+
     def _on_ping(self, peer: bytes, body: dict[str, Any]) -> None:
         self._reply(peer, body, {"protocol": protocol.VERSION, "workers": len(self.registry)})
 
     # ----------------------------------------------------------------- timers
 
     def _send_heartbeats(self, now: float) -> None:
+        interval = self.health.interval_for(len(self.registry))
+        self._heartbeat_timer.period = interval
         for worker in self.registry:
-            self._send(worker.peer, protocol.HEARTBEAT, {})
+            if self._send(worker.peer, protocol.HEARTBEAT, {"interval": interval}):
+                worker.heartbeat_interval = interval
 
-    def _reap_dead_workers(self, now: float) -> None:
-        for worker in self.health.dead(self.registry, now):
+    def _check_health(self, now: float) -> None:
+        missing, dead = self.health.check(self.registry, now)
+        for worker in missing:
+            self._worker_missing(worker, now - worker.last_seen)
+        for worker in dead:
             self._worker_lost(worker, f"no heartbeat for {now - worker.last_seen:.1f}s")
+        if self._orphans and now >= self._orphans_deadline:
+            for worker_id, held in self._orphans.items():
+                for task_id, attempt in held.items():
+                    self._attempt_lost(task_id, attempt, f"worker {worker_id} did not return after a broker restart")
+            self._orphans.clear()
 
     def _tick(self, now: float) -> None:
         self._publish_metrics(now)
@@ -588,6 +750,42 @@ class Broker:
 
     # ------------------------------------------------------------ persistence
 
+    def _restore(self) -> None:
+        """Resume from the database: unfinished jobs come back as they were committed."""
+        cursor = self.store.cursor()
+        self._seq = itertools.count(recovery.next_seq(cursor))
+        jobs, tasks = recovery.load_unfinished(cursor)
+        self._adopt(jobs, tasks)
+        grace = self.health.interval * self.health.liveness * 2
+        self._orphans_deadline = time.monotonic() + grace
+        for task in tasks:
+            if task.state is TaskState.QUEUED:
+                self.scheduler.enqueue(task)
+            elif task.state in (TaskState.ASSIGNED, TaskState.RUNNING):
+                self._orphans.setdefault(task.worker_id, {})[task.task_id] = task.attempt
+        if tasks:
+            log.info(
+                "restored %d unfinished job(s): %d queued, %d waiting %.1fs for their workers to return",
+                len(jobs),
+                self.state_counts[TaskState.QUEUED],
+                sum(len(v) for v in self._orphans.values()),
+                grace,
+            )
+            self._placement_due = True
+
+    def _adopt(self, jobs: list[Job], tasks: list[Task]) -> None:
+        for job in jobs:
+            self.jobs[job.job_id] = job
+        for task in tasks:
+            self.tasks[task.task_id] = task
+            self.state_counts[task.state] += 1
+
+    def _load_job(self, job_id: str) -> Job | None:
+        """A finished job from before a restart, read back on demand."""
+        jobs, tasks = recovery.load_jobs(self.store.cursor(), "job_id = $1", [job_id])
+        self._adopt(jobs, tasks)
+        return self.jobs.get(job_id)
+
     def _store_task(self, t: Task) -> None:
         self.store.put(
             "tasks",
@@ -601,6 +799,8 @@ class Broker:
                 t.priority,
                 t.timeout,
                 t.retries,
+                t.retry_backoff,
+                t.seq,
                 str(t.state),
                 t.attempt,
                 t.worker_id,
@@ -609,6 +809,8 @@ class Broker:
                 t.ended_at,
                 t.result,
                 t.error,
+                t.failures,
+                t.lost_workers,
             ),
         )
 
@@ -658,7 +860,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="TOML config file with a [broker] section")
     parser.add_argument("--strategy", help=f"placement strategy (default {defaults.STRATEGY})")
     parser.add_argument("--heartbeat-interval", type=float, help="seconds between heartbeats")
-    parser.add_argument("--heartbeat-liveness", type=int, help="missed heartbeats before a worker is dead")
+    parser.add_argument(
+        "--heartbeat-liveness", type=int, help="silent intervals before a worker is missing (its tasks requeued)"
+    )
+    parser.add_argument("--dead-liveness", type=int, help="silent intervals before a missing worker is removed")
+    parser.add_argument("--max-lost-workers", type=int, help="workers a task may lose before it fails as poison")
     parser.add_argument("--ready-file", help="write the bound endpoints here as JSON once listening")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
@@ -674,6 +880,8 @@ def main(argv: list[str] | None = None) -> int:
             pick("heartbeat_interval", defaults.HEARTBEAT_INTERVAL),
             pick("heartbeat_liveness", defaults.HEARTBEAT_LIVENESS),
         )
+        dead_liveness = config.positive_int(pick("dead_liveness", defaults.DEAD_LIVENESS), "dead_liveness")
+        max_lost = config.positive_int(pick("max_lost_workers", defaults.MAX_LOST_WORKERS), "max_lost_workers")
     except config.ConfigError as exc:
         print(f"dtf-broker: {exc}", file=sys.stderr)
         return 2
@@ -685,6 +893,8 @@ def main(argv: list[str] | None = None) -> int:
             strategy=pick("strategy", defaults.STRATEGY),
             heartbeat_interval=interval,
             heartbeat_liveness=liveness,
+            dead_liveness=dead_liveness,
+            max_lost_workers=max_lost,
         )
     except balancer.UnknownStrategy as exc:
         print(f"dtf-broker: {exc}", file=sys.stderr)

@@ -148,6 +148,12 @@ def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_drain(client: Client, args: argparse.Namespace) -> int:
+    reply = client.drain(args.worker)
+    print(f"worker {reply['worker_id']} draining: finishing {reply['running']} task(s), then exiting")
+    return EXIT_OK
+
+
 def _print_table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -265,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_broker(sub.add_parser("cancel", help="cancel a job's unfinished tasks"))
     p.add_argument("job")
     p.set_defaults(func=cmd_cancel)
+
+    p = with_broker(sub.add_parser("drain", help="let a worker finish its tasks, take no new ones, and exit"))
+    p.add_argument("worker")
+    p.set_defaults(func=cmd_drain)
 
     p = sub.add_parser("up", help="run a local broker and worker fleet (and a suite)")
     p.add_argument("--workers", type=int, default=3)

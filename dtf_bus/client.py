@@ -8,6 +8,7 @@ does not answer within the timeout raises :class:`BrokerUnreachable`.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import time
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 import zmq
 
 from dtf_bus import defaults, protocol, spec
+
+log = logging.getLogger(__name__)
 
 
 class ClientError(RuntimeError):
@@ -80,9 +83,11 @@ class Client:
         """Block until every task of the job is final; returns the final status.
 
         The request is repeated every few seconds, so a broker that restarted in between is
-        asked again rather than waited on forever. Raises TimeoutError after ``timeout``.
+        asked again. A broker that stays unreachable for ``CLIENT_RECONNECT_PATIENCE`` seconds
+        raises :class:`BrokerUnreachable`; ``timeout`` raises TimeoutError.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        unreachable_since: float | None = None
         while True:
             slice_s = defaults.CLIENT_WAIT_POLL
             if deadline is not None:
@@ -92,9 +97,18 @@ class Client:
             try:
                 return self.request(protocol.WAIT, {"job_id": job_id}, timeout=slice_s)
             except BrokerUnreachable:
-                # The broker holds the wait open until the job ends; silence is expected.
-                # Make sure it is alive, though: a dead broker must not hang us forever.
-                self.request(protocol.PING, {})
+                # The broker holds the wait open until the job ends, so silence is expected;
+                # a ping tells a busy broker from a gone one, which we give time to come back.
+                try:
+                    self.request(protocol.PING, {}, timeout=min(self.timeout, slice_s + 1.0))
+                    unreachable_since = None
+                except BrokerUnreachable:
+                    now = time.monotonic()
+                    if unreachable_since is None:
+                        unreachable_since = now
+                        log.warning("broker at %s not answering; still waiting for job %s", self.endpoint, job_id)
+                    elif now - unreachable_since > defaults.CLIENT_RECONNECT_PATIENCE:
+                        raise
 
     def results(self, job_id: str) -> list[dict[str, Any]]:
         return self.request(protocol.RESULTS, {"job_id": job_id})
@@ -104,6 +118,10 @@ class Client:
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self.request(protocol.CANCEL_JOB, {"job_id": job_id})
+
+    def drain(self, worker_id: str) -> dict[str, Any]:
+        """Ask a worker to finish its tasks, take no new ones and exit."""
+        return self.request(protocol.DRAIN_WORKER, {"worker_id": worker_id})
 
     def ping(self) -> dict[str, Any]:
         return self.request(protocol.PING, {})

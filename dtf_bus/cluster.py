@@ -60,12 +60,13 @@ class Proc:
         if self.alive():
             self.popen.send_signal(sig)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0, sig: int | None = None) -> None:
+        """Signal (default SIGTERM), wait up to ``timeout``, then SIGKILL."""
         if self.popen is None:
             return
         if self.alive():
-            self.popen.send_signal(signal.SIGCONT)  # a stopped process cannot handle SIGTERM
-            self.popen.terminate()
+            self.popen.send_signal(signal.SIGCONT)  # a stopped process cannot handle signals
+            self.popen.send_signal(sig or signal.SIGTERM)
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -193,8 +194,12 @@ class LocalCluster:
 
     def restart_worker(self, worker_id: str) -> Proc:
         old = self.workers[worker_id]
-        old.stop()
+        old.stop(sig=signal.SIGQUIT)
         return self.start_worker(worker_id, **old.extra)
+
+    def drain_worker(self, worker_id: str) -> None:
+        """SIGTERM: the worker finishes its tasks, takes no new ones, then exits."""
+        self.workers[worker_id].signal(signal.SIGTERM)
 
     def kill_worker(self, worker_id: str, sig: int = signal.SIGKILL) -> None:
         proc = self.workers[worker_id]
@@ -239,9 +244,9 @@ class LocalCluster:
         return Proc(name, argv, log_path, popen)
 
     def stop(self) -> None:
-        """Stop every process this cluster started (workers first), by pid."""
+        """Stop every process this cluster started (workers first, at once), by pid."""
         for proc in self.workers.values():
-            proc.stop()
+            proc.stop(sig=signal.SIGQUIT)
         self.stop_broker()
 
     def __enter__(self) -> LocalCluster:

@@ -65,3 +65,9 @@ def heartbeat(interval: Any, liveness: Any) -> tuple[float, int]:
     if isinstance(liveness, bool) or not isinstance(liveness, int) or liveness < 1:
         raise ConfigError(f"heartbeat liveness must be an integer >= 1, got {liveness!r}")
     return float(interval), liveness
+
+
+def positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+    return value

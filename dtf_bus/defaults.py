@@ -12,10 +12,17 @@ METRICS_ENDPOINT = "tcp://127.0.0.1:5556"
 BROKER_ENV = "DTF_BROKER"
 DB_PATH = "./dtf.duckdb"
 
-# Heartbeats (the zguide's Paranoid Pirate numbers): a peer silent for
-# HEARTBEAT_LIVENESS * HEARTBEAT_INTERVAL seconds is dead.
+# Heartbeats (the zguide's Paranoid Pirate numbers). A worker silent for
+# HEARTBEAT_LIVENESS intervals is "missing": its tasks are requeued, but it may come back.
+# Silent for DEAD_LIVENESS intervals it is "dead" and removed; it must re-register.
+# A closed TCP connection is seen at once through the ROUTER's socket monitor instead.
 HEARTBEAT_INTERVAL = 1.0
 HEARTBEAT_LIVENESS = 3
+DEAD_LIVENESS = 10
+# The broker takes at most this many heartbeats per second in all: past
+# HEARTBEAT_BUDGET * HEARTBEAT_INTERVAL workers, the interval grows with the fleet
+# (2,000 workers -> 4 s), like Dask's scheduler does.
+HEARTBEAT_BUDGET = 500
 
 # Worker reconnect back-off when the broker is gone: starts small, doubles, capped.
 RECONNECT_INITIAL = 0.25
@@ -26,11 +33,12 @@ STRATEGY = "least_loaded"
 WORKER_SLOTS = 1
 TASK_PRIORITY = 0
 TASK_RETRIES = 0
+# A failed attempt is retried after RETRY_BACKOFF * 2**(n-1) seconds (n = retries used so
+# far), capped at RETRY_BACKOFF_MAX, times a random jitter in [0.5, 1.5).
+RETRY_BACKOFF = 1.0
+RETRY_BACKOFF_MAX = 60.0
 # A task whose attempts lost this many workers (killed, hung) is poison: it fails.
 MAX_LOST_WORKERS = 3
-
-# How long the broker waits for a worker to acknowledge a CANCEL before it stops caring.
-TASK_TIMEOUT = None  # seconds; None = no limit
 
 # Results store: batches are flushed after this many seconds or rows, whichever first.
 STORE_FLUSH_INTERVAL = 0.2
@@ -39,10 +47,46 @@ STORE_FLUSH_ROWS = 5000
 # Publish a metrics.system snapshot this often (seconds).
 METRICS_INTERVAL = 1.0
 
+# Monitoring (monitor.py, anomaly.py, api.py, bokeh_app/). Rates and waits are taken over a
+# sliding window; metric and anomaly history older than the retention is deleted from DuckDB.
+METRICS_WINDOW = 10.0  # seconds behind throughput, queue wait and success rate
+METRICS_RETENTION = 24 * 3600.0  # seconds of history kept in the metrics_* and anomalies tables
+METRICS_RETENTION_SWEEP = 60.0  # seconds between deletions of expired history
+WORKER_METRICS_STORE_INTERVAL = 5.0  # per-worker rows are stored this often (the PUB gets every tick)
+MONITOR_RECENT_TASKS = 10_000  # tasks the HTTP API serves live; older ones come from DuckDB
+GPU_SAMPLE_INTERVAL = 5.0  # seconds between nvidia-smi samples on a worker (a thread, never the loop)
+# Anomalies: durations are judged against an EWMA mean and spread per (worker, task kind).
+ANOMALY_EWMA_ALPHA = 0.1
+ANOMALY_MIN_SAMPLES = 5  # samples of a series before it is judged
+ANOMALY_Z = 3.0  # standard deviations above the mean that make a duration or wait anomalous
+ANOMALY_Z_CRITICAL = 6.0
+ANOMALY_MIN_SPREAD = 0.05  # relative floor on the spread, so near-constant series do not fire on jitter
+ANOMALY_QUEUE_WAIT_MIN = 2.0  # seconds: a queue wait shorter than this is never an anomaly
+ANOMALY_SUCCESS_WINDOW = 10  # recent outcomes compared with the ones before them
+ANOMALY_SUCCESS_DROP = 0.3  # a fall in success rate this large is anomalous
+ANOMALY_STALL_FACTOR = 5.0  # running this many times its kind's usual duration (+ z spreads) = stalled
+ANOMALY_STALL_MIN = 5.0  # seconds: never call a task stalled sooner
+ANOMALY_STALL_NO_HISTORY = 300.0  # seconds, for a kind never seen finishing and with no timeout
+ANOMALY_OVERLOAD_PERCENT = 95.0  # cpu, memory or gpu utilisation ...
+ANOMALY_OVERLOAD_BEATS = 5  # ... for this many heartbeats in a row
+ANOMALY_COOLDOWN = 30.0  # seconds before the same anomaly of the same subject is raised again
+ANOMALY_KEEP = 500  # anomalies kept in memory for the API and dashboard
+# HTTP API and dashboard.
+HTTP_HOST = "127.0.0.1"
+HTTP_PORT = 8585
+DASHBOARD_PORT = 5006
+DASHBOARD_REFRESH_MS = 200  # the browser sees an event within this plus the network
+DASHBOARD_ROLLOVER = 900  # points kept per time-series plot
+DASHBOARD_TASK_STREAM = 5000  # bars kept in the task stream
+DASHBOARD_EVENT_BUFFER = 50_000  # PUB events buffered between two dashboard refreshes
+WEBSOCKET_QUEUE = 10_000  # messages buffered for WebSocket clients between two loop turns
+
 # Client request timeout (seconds) before the broker is called unreachable.
 CLIENT_TIMEOUT = 5.0
-# While waiting for a job, the client re-asks this often so a restarted broker is noticed.
+# While waiting for a job, the client re-asks this often so a restarted broker is noticed,
+# and keeps waiting through a broker outage of up to CLIENT_RECONNECT_PATIENCE seconds.
 CLIENT_WAIT_POLL = 2.0
+CLIENT_RECONNECT_PATIENCE = 60.0
 
 # Kept in result payloads: how much of a command's stdout/stderr tail to store.
 OUTPUT_TAIL_BYTES = 4096
@@ -53,3 +97,20 @@ KILL_GRACE = 2.0
 # Hostile input limits.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 MAX_TASKS_PER_JOB = 100_000
+
+# Hardware detection: each probe (nvidia-smi, rocm-smi, a browser's --version) gets this many
+# seconds, so a wedged driver never keeps a worker from starting. Importing torch to ask it
+# about GPUs is slower, so its probe gets longer and only runs where a GPU is likely.
+DETECT_TIMEOUT = 5.0
+TORCH_PROBE_TIMEOUT = 30.0
+# Browser binaries looked up on PATH (in this order) to advertise `browser = "chromium"`.
+BROWSER_BINARIES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+
+# Test results: how much of a failing test's report (traceback) each test_results row keeps.
+TEST_DETAILS_CHARS = 2000
+# `dtf pytest`: how often (seconds) progress is checked while a run is in flight.
+PYTEST_PROGRESS_INTERVAL = 0.5
+
+# Benchmarks (cpu, cuda plugins): untimed warm-up runs, then timed iterations.
+BENCH_WARMUP = 3
+BENCH_ITERATIONS = 20

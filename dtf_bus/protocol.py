@@ -22,6 +22,8 @@ HEARTBEAT = "heartbeat"
 TASK_STARTED = "task_started"
 TASK_RESULT = "task_result"
 UNREGISTER = "unregister"
+# Both ways: a worker announces it is draining (SIGTERM), or the broker tells it to drain.
+DRAIN = "drain"
 # Broker -> worker
 REGISTERED = "registered"
 ASSIGN = "assign"
@@ -35,6 +37,7 @@ WAIT = "wait"
 RESULTS = "results"
 WORKERS = "workers"
 CANCEL_JOB = "cancel_job"
+DRAIN_WORKER = "drain_worker"
 PING = "ping"
 # Broker -> client, and broker -> anyone on a bad message
 REPLY = "reply"
@@ -59,7 +62,9 @@ SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "plugins": (_LIST, True),
         "running": (_LIST, False),
     },
-    HEARTBEAT: {"running": (_LIST, False), "metrics": (_MAP, False)},
+    # From a worker: its metrics. From the broker: the interval the worker should use now
+    # (it grows with the fleet so heartbeat traffic stays bounded).
+    HEARTBEAT: {"running": (_LIST, False), "metrics": (_MAP, False), "interval": (_NUM, False)},
     TASK_STARTED: {"task_id": (_STR, True), "attempt": (_INT, True), "started_at": (_NUM, True)},
     TASK_RESULT: {
         "task_id": (_STR, True),
@@ -71,6 +76,7 @@ SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "ended_at": (_NUM, True),
     },
     UNREGISTER: {},
+    DRAIN: {"reason": (_STR, False)},
     REGISTERED: {"heartbeat_interval": (_NUM, True), "heartbeat_liveness": (_INT, True)},
     ASSIGN: {
         "task_id": (_STR, True),
@@ -88,12 +94,13 @@ SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     RESULTS: {"req": (_INT, True), "job_id": (_STR, True)},
     WORKERS: {"req": (_INT, True)},
     CANCEL_JOB: {"req": (_INT, True), "job_id": (_STR, True)},
+    DRAIN_WORKER: {"req": (_INT, True), "worker_id": (_STR, True)},
     PING: {"req": (_INT, True)},
     REPLY: {"req": (_INT, True), "data": ((dict, list), True)},
     ERROR: {"req": ((int, type(None)), False), "error": (_STR, True)},
 }
 
-CLIENT_REQUESTS = frozenset({SUBMIT, STATUS, WAIT, RESULTS, WORKERS, CANCEL_JOB, PING})
+CLIENT_REQUESTS = frozenset({SUBMIT, STATUS, WAIT, RESULTS, WORKERS, CANCEL_JOB, DRAIN_WORKER, PING})
 
 
 class ProtocolError(ValueError):

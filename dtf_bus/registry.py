@@ -24,6 +24,10 @@ class WorkerInfo:
     inflight: dict[str, int] = field(default_factory=dict)  # task_id -> attempt
     metrics: dict[str, Any] = field(default_factory=dict)
     completed: int = 0
+    state: str = "alive"  # alive | missing (silent, may come back) | draining (no new work)
+    fd: int | None = None  # the connection's socket descriptor, to match socket-monitor events
+    heartbeat_interval: float = 0.0  # the interval this worker was last told to use
+    abandoned: dict[str, int] = field(default_factory=dict)  # attempts requeued while it was missing
 
     @property
     def hardware(self) -> list[str]:
@@ -31,6 +35,8 @@ class WorkerInfo:
 
     @property
     def free_slots(self) -> int:
+        if self.state != "alive":
+            return 0
         return self.slots - len(self.inflight)
 
     @property
@@ -48,7 +54,7 @@ class WorkerInfo:
             "completed": self.completed,
             "registered_at": self.registered_at,
             "idle_s": round(time.monotonic() - self.last_seen, 3),
-            "state": "busy" if self.inflight else "idle",
+            "state": self.state if self.state != "alive" else ("busy" if self.inflight else "idle"),
         }
 
 

@@ -22,6 +22,7 @@ TASK_FIELDS = {
     "priority",
     "timeout",
     "retries",
+    "retry_backoff",
     "repeat",
 }
 
@@ -109,6 +110,9 @@ def _validate_one(index: int, raw: Any) -> dict[str, Any]:
     retries = raw.get("retries", defaults.TASK_RETRIES)
     if not _is_int(retries) or retries < 0:
         raise fail("retries", "must be a non-negative integer")
+    backoff = raw.get("retry_backoff", defaults.RETRY_BACKOFF)
+    if not _is_number(backoff) or backoff < 0:
+        raise fail("retry_backoff", "must be a non-negative number of seconds")
     repeat = raw.get("repeat", 1)
     if not _is_int(repeat) or repeat < 1:
         raise fail("repeat", "must be a positive integer")
@@ -122,6 +126,7 @@ def _validate_one(index: int, raw: Any) -> dict[str, Any]:
         "priority": priority,
         "timeout": float(timeout) if timeout is not None else None,
         "retries": retries,
+        "retry_backoff": float(backoff),
         "repeat": repeat,
     }
 

@@ -8,8 +8,10 @@ row-by-row ``executemany``. The schema is documented in docs/schema.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -40,6 +42,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     priority INTEGER,
     timeout DOUBLE,
     retries INTEGER,
+    retry_backoff DOUBLE,
+    seq BIGINT,
     state VARCHAR,
     attempts INTEGER,
     worker_id VARCHAR,
@@ -47,7 +51,9 @@ CREATE TABLE IF NOT EXISTS tasks (
     started_at TIMESTAMP,
     ended_at TIMESTAMP,
     result JSON,
-    error VARCHAR
+    error VARCHAR,
+    failures INTEGER,
+    lost_workers INTEGER
 );
 CREATE TABLE IF NOT EXISTS attempts (
     task_id VARCHAR,
@@ -91,6 +97,8 @@ TABLES: dict[str, TableSpec] = {
             "priority",
             "timeout",
             "retries",
+            "retry_backoff",
+            "seq",
             "state",
             "attempts",
             "worker_id",
@@ -99,6 +107,8 @@ TABLES: dict[str, TableSpec] = {
             "ended_at",
             "result",
             "error",
+            "failures",
+            "lost_workers",
         ),
         1,
         frozenset({"params", "requires", "result"}),
@@ -140,6 +150,7 @@ TABLES: dict[str, TableSpec] = {
 }
 
 _STOP = object()
+_MARK = object()
 
 
 def _ts(value: float | None) -> datetime | None:
@@ -162,8 +173,15 @@ class Store:
         self._con = duckdb.connect(self.path)  # fails here, in the caller, if the file is locked
         self._con.execute(SCHEMA)
         self.tables: dict[str, TableSpec] = dict(TABLES)
-        self._flushed = threading.Condition()
-        self._pending = 0
+        # Durability marks: mark() numbers "everything put so far"; once the writer has
+        # committed up to a mark it raises durable_seq and writes a byte to notify_fd, which
+        # the broker polls so it can release acknowledgements that promised durability.
+        self._mark_seq = 0
+        self.durable_seq = 0
+        self._durable = threading.Condition()
+        self._notify_r, self._notify_w = os.pipe()
+        os.set_blocking(self._notify_r, False)
+        os.set_blocking(self._notify_w, False)
         self.rows_written = 0
         self._thread = threading.Thread(target=self._run, name="dtf-store", daemon=True)
         self._thread.start()
@@ -190,73 +208,104 @@ class Store:
         return self._con.cursor()
 
     def put(self, table: str, row: tuple[Any, ...]) -> None:
-        """Queue one row for ``table`` (columns in :data:`TABLES` order). Thread-safe."""
-        with self._flushed:
-            self._pending += 1
+        """Queue one row for ``table`` (columns in :data:`TABLES` order)."""
         self._queue.put((table, row))
 
+    def mark(self, urgent: bool = False) -> int:
+        """A number that becomes ``<= durable_seq`` once every row put so far is committed.
+
+        ``urgent`` makes the writer commit now instead of at the end of its flush interval.
+        Called from one thread (the broker loop).
+        """
+        self._mark_seq += 1
+        self._queue.put((_MARK, (self._mark_seq, urgent)))
+        return self._mark_seq
+
+    @property
+    def notify_fd(self) -> int:
+        """Readable when ``durable_seq`` advanced; call :meth:`drain_notify` after polling it."""
+        return self._notify_r
+
+    def drain_notify(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._notify_r, 4096):
+                pass
+
     def flush(self, timeout: float = 10.0) -> bool:
-        """Block until everything put so far is written (tests and shutdown use it)."""
+        """Block until everything put so far is committed (tests and shutdown use it)."""
+        seq = self.mark(urgent=True)
         deadline = time.monotonic() + timeout
-        with self._flushed:
-            while self._pending:
+        with self._durable:
+            while self.durable_seq < seq:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                self._flushed.wait(remaining)
+                self._durable.wait(remaining)
         return True
 
     def close(self) -> None:
-        self._queue.put(_STOP)
+        self._queue.put((_STOP, None))
         self._thread.join()
         self._con.close()
+        os.close(self._notify_r)
+        os.close(self._notify_w)
 
     def _run(self) -> None:
         stopping = False
         while not stopping:
             batch: dict[str, dict[Any, tuple]] = {}
             count = 0
+            marked = 0
             deadline = time.monotonic() + self.flush_interval
             while count < self.flush_rows:
                 try:
-                    item = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
+                    table, row = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
                 except queue.Empty:
                     break
-                if item is _STOP:
+                if table is _STOP:
                     stopping = True
                     break
-                table, row = item
+                if table is _MARK:
+                    marked, urgent = row
+                    if urgent:
+                        break
+                    continue
                 keylen = self.tables[table][1]
                 # Keyed tables keep a row's last version; append-only ones keep every row.
                 batch.setdefault(table, {})[row[:keylen] if keylen else count] = row
                 count += 1
             if count:
                 self._write(batch)
-                with self._flushed:
-                    self._pending -= count
-                    self._flushed.notify_all()
+            if marked:
+                with self._durable:
+                    self.durable_seq = marked
+                    self._durable.notify_all()
+                with contextlib.suppress(BlockingIOError):
+                    os.write(self._notify_w, b"\0")
 
     def _write(self, batch: dict[str, dict[Any, tuple]]) -> None:
         for table, rows in batch.items():
-            columns, keylen, json_cols, ts_cols = self.tables[table]
-            values = list(zip(*rows.values(), strict=True))
-            params = []
-            selects = []
-            for i, name in enumerate(columns):
-                col = list(values[i])
-                if name in json_cols:
-                    col = [None if v is None else json.dumps(v, default=str) for v in col]
-                    selects.append(f"unnest(${i + 1})::JSON")
-                elif name in ts_cols:
-                    col = [_ts(v) for v in col]
-                    selects.append(f"unnest(${i + 1})::TIMESTAMP")
-                else:
-                    selects.append(f"unnest(${i + 1})")
-                params.append(col)
-            verb = "INSERT OR REPLACE" if keylen else "INSERT"
-            sql = f"{verb} INTO {table} ({', '.join(columns)}) SELECT {', '.join(selects)}"
             try:
-                self._con.execute(sql, params)
+                self._write_table(table, list(rows.values()))
                 self.rows_written += len(rows)
-            except duckdb.Error:
+            except Exception:  # a bad row must not kill the writer thread and every write after it
                 log.exception("store: writing %d rows to %s failed", len(rows), table)
+
+    def _write_table(self, table: str, rows: list[tuple]) -> None:
+        columns, keylen, json_cols, ts_cols = self.tables[table]
+        values = list(zip(*rows, strict=True))
+        params = []
+        selects = []
+        for i, name in enumerate(columns):
+            col = list(values[i])
+            if name in json_cols:
+                col = [None if v is None else json.dumps(v, default=str) for v in col]
+                selects.append(f"unnest(${i + 1})::JSON")
+            elif name in ts_cols:
+                col = [_ts(v) for v in col]
+                selects.append(f"unnest(${i + 1})::TIMESTAMP")
+            else:
+                selects.append(f"unnest(${i + 1})")
+            params.append(col)
+        verb = "INSERT OR REPLACE" if keylen else "INSERT"
+        self._con.execute(f"{verb} INTO {table} ({', '.join(columns)}) SELECT {', '.join(selects)}", params)

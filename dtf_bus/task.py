@@ -70,6 +70,7 @@ class Task:
     timeout: float | None
     retries: int
     seq: int  # submit order: ties in priority run first-come first-served
+    retry_backoff: float = 0.0
     state: TaskState = TaskState.QUEUED
     attempt: int = 1
     worker_id: str | None = None

@@ -9,8 +9,10 @@ acknowledges them, so a result finished while the broker was away is delivered o
 Following the zguide's Paranoid Pirate worker: if the broker is silent for liveness x
 interval, the worker drops the socket and reconnects with a doubling back-off.
 
-Fault injection for tests: SIGUSR1 closes the socket and keeps the worker disconnected
-(process alive, tasks still running) until SIGUSR2 lets it reconnect.
+Signals: SIGTERM (or a first SIGINT, or `dtf drain`) drains: finish the running tasks, take
+no new ones, deliver the results, then exit. A second SIGINT, or SIGQUIT, exits at once,
+killing the tasks' process groups. Fault injection for tests: SIGUSR1 closes the socket and
+keeps the worker disconnected (process alive, tasks still running) until SIGUSR2.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class Running:
     ctx: TaskContext
     started_at: float
     deadline: float | None  # monotonic
+    thread: threading.Thread | None = None
 
 
 class Worker:
@@ -74,6 +77,8 @@ class Worker:
         os.set_blocking(self._wake_w, False)
         os.set_blocking(self._wake_r, False)
         self._stopping = False
+        self._draining = False
+        self._drain_deadline: float | None = None  # give up on undelivered results after this
         self._partitioned = False
         self._ctx = zmq.Context()
         self._socket: zmq.Socket | None = None
@@ -84,7 +89,8 @@ class Worker:
             protocol.CANCEL: self._on_cancel,
             protocol.RESULT_ACK: self._on_result_ack,
             protocol.REREGISTER: self._on_reregister,
-            protocol.HEARTBEAT: lambda body: None,
+            protocol.HEARTBEAT: self._on_heartbeat,
+            protocol.DRAIN: lambda body: self.drain(body.get("reason", "asked by the broker")),
             protocol.ERROR: lambda body: log.warning("broker says: %s", body["error"]),
         }
 
@@ -92,13 +98,41 @@ class Worker:
 
     def install_signal_handlers(self) -> None:
         signal.set_wakeup_fd(self._wake_w)  # a signal wakes the poll at once
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
+        signal.signal(signal.SIGTERM, lambda *_: self.drain("SIGTERM"))
+        signal.signal(signal.SIGINT, self._on_sigint)
+        signal.signal(signal.SIGQUIT, self.stop)
         signal.signal(signal.SIGUSR1, self._partition)
         signal.signal(signal.SIGUSR2, self._heal)
 
     def stop(self, *_: Any) -> None:
+        """Exit now: running tasks are killed (and requeued by the broker)."""
         self._stopping = True
+
+    def drain(self, reason: str) -> None:
+        """Finish running tasks, accept no new ones, deliver every result, then exit."""
+        if self._draining:
+            return
+        log.info("draining (%s): finishing %d task(s), then exiting", reason, len(self.running))
+        self._draining = True
+        self._send(protocol.DRAIN, {"reason": reason})
+
+    def _on_sigint(self, *_: Any) -> None:
+        if self._draining:
+            self.stop()
+        else:
+            self.drain("SIGINT; press Ctrl-C again to exit at once")
+
+    def _drained(self) -> bool:
+        """Draining and done: nothing running, and every result delivered (or undeliverable)."""
+        if not self._draining or self.running:
+            return False
+        if not self.unacked:
+            return True
+        # The broker may be gone; it will requeue what it never heard about. Do not wait forever.
+        now = time.monotonic()
+        if self._drain_deadline is None:
+            self._drain_deadline = now + self.interval * self.liveness
+        return now >= self._drain_deadline
 
     def _partition(self, *_: Any) -> None:
         self._partitioned = True
@@ -110,7 +144,7 @@ class Worker:
         """Connect, serve until the broker goes silent, back off, repeat until stopped."""
         backoff = self.reconnect_initial
         try:
-            while not self._stopping:
+            while not self._stopping and not self._drained():
                 if self._partitioned:
                     self._idle(None)
                     continue
@@ -131,6 +165,11 @@ class Worker:
     def _shutdown(self) -> None:
         for run in self.running.values():
             run.ctx.cancel("worker stopping")
+        # Let the task threads kill their process groups before the process (and they) go.
+        deadline = time.monotonic() + defaults.KILL_GRACE + 1.0
+        for run in list(self.running.values()):
+            if run.thread is not None:
+                run.thread.join(max(deadline - time.monotonic(), 0.0))
         if self._socket is not None and self._registered:
             self._send(protocol.UNREGISTER, {})
         self._close_socket()
@@ -147,7 +186,7 @@ class Worker:
         """Without a connection: keep collecting results and enforcing timeouts."""
         poller = zmq.Poller()
         poller.register(self._wake_r, zmq.POLLIN)
-        while not self._stopping:
+        while not self._stopping and not self._drained():
             now = time.monotonic()
             if until is not None and now >= until:
                 return
@@ -176,6 +215,9 @@ class Worker:
         heartbeat_due = broker_seen + self.interval
         try:
             while not self._stopping and not self._partitioned:
+                if self._drained():
+                    self._stopping = True
+                    break
                 now = time.monotonic()
                 events = dict(poller.poll(self._next_deadline(now, heartbeat_due) * 1000))
                 if sock in events:
@@ -211,7 +253,8 @@ class Worker:
                 "capabilities": self.capabilities,
                 "slots": self.slots,
                 "plugins": sorted(self.executors),
-                "running": [[tid, r.ctx.attempt] for tid, r in self.running.items()],
+                # Attempts we hold: running, or finished with the result not yet acknowledged.
+                "running": [[tid, r.ctx.attempt] for tid, r in self.running.items()] + [list(k) for k in self.unacked],
             },
         )
 
@@ -237,11 +280,17 @@ class Worker:
 
     # -------------------------------------------------------------- handlers
 
+    def _on_heartbeat(self, body: dict[str, Any]) -> None:
+        if "interval" in body:  # the broker stretches the interval as the fleet grows
+            self.interval = float(body["interval"])
+
     def _on_registered(self, body: dict[str, Any]) -> None:
         self._registered = True
         self.interval = float(body["heartbeat_interval"])
         self.liveness = int(body["heartbeat_liveness"])
         log.info("registered with %s as %s", self.broker, self.worker_id)
+        if self._draining:
+            self._send(protocol.DRAIN, {"reason": "still draining"})
         for result in list(self.unacked.values()):  # finished while we were away
             self._send(protocol.TASK_RESULT, result)
 
@@ -268,9 +317,10 @@ class Worker:
         self.running[task_id] = run
         self._send(protocol.TASK_STARTED, {"task_id": task_id, "attempt": attempt, "started_at": run.started_at})
         executor = self.executors.get(body["plugin"])
-        threading.Thread(
+        run.thread = threading.Thread(
             target=self._execute, args=(executor, body["plugin"], run), name=f"task-{task_id}", daemon=True
-        ).start()
+        )
+        run.thread.start()
 
     def _on_cancel(self, body: dict[str, Any]) -> None:
         run = self.running.get(body["task_id"])

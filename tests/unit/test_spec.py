@@ -18,6 +18,7 @@ def test_defaults_and_repeat():
         "priority": 0,
         "timeout": None,
         "retries": 0,
+        "retry_backoff": 1.0,
     }
 
 

@@ -1,0 +1,80 @@
+"""Rebuilding broker state from the results database after a restart.
+
+Every task and attempt row is committed before the broker acknowledges anything that depends
+on it (see :meth:`dtf_bus.store.Store.mark`), so the database is the truth a restarted
+broker resumes from: unfinished jobs are loaded whole, queued tasks queue again, and tasks
+that were assigned or running wait a grace period for their workers to come back and report.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import duckdb
+
+from dtf_bus.task import FINAL_STATES, Attempt, Job, Task, TaskState
+
+_TASK_COLUMNS = (
+    "task_id, job_id, name, plugin, params, requires, priority, timeout, retries, retry_backoff, seq, state, "
+    "attempts, worker_id, epoch(submitted_at), epoch(started_at), epoch(ended_at), result, error, failures, "
+    "lost_workers"
+)
+_ATTEMPT_COLUMNS = (
+    "task_id, attempt, worker_id, epoch(assigned_at), epoch(started_at), epoch(ended_at), outcome, stale, result, error"
+)
+
+
+def _json(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
+
+
+def load_jobs(cursor: duckdb.DuckDBPyConnection, where: str, params: list[Any]) -> tuple[list[Job], list[Task]]:
+    """Jobs matching ``where`` (SQL over the jobs table) with all their tasks and attempts."""
+    jobs = {
+        row[0]: Job(job_id=row[0], name=row[1], task_ids=[], submitted_at=row[2] or 0.0)
+        for row in cursor.execute(
+            f"SELECT job_id, name, epoch(submitted_at) FROM jobs WHERE {where}", params
+        ).fetchall()
+    }
+    if not jobs:
+        return [], []
+    ids = list(jobs)
+    tasks: dict[str, Task] = {}
+    rows = cursor.execute(
+        f"SELECT {_TASK_COLUMNS} FROM tasks WHERE job_id IN (SELECT unnest($1)) ORDER BY seq", [ids]
+    ).fetchall()
+    for r in rows:
+        task = Task(
+            task_id=r[0], job_id=r[1], name=r[2], plugin=r[3], params=_json(r[4]) or {}, requires=_json(r[5]) or {},
+            priority=r[6], timeout=r[7], retries=r[8], retry_backoff=r[9] or 0.0, seq=r[10], state=TaskState(r[11]),
+            attempt=r[12], worker_id=r[13], submitted_at=r[14], started_at=r[15], ended_at=r[16],
+            result=_json(r[17]), error=r[18], failures=r[19] or 0, lost_workers=r[20] or 0,
+        )  # fmt: skip
+        tasks[task.task_id] = task
+        job = jobs[task.job_id]
+        job.task_ids.append(task.task_id)
+        if task.state not in FINAL_STATES:
+            job.unfinished += 1
+    attempts = cursor.execute(
+        f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE task_id IN (SELECT unnest($1)) ORDER BY task_id, attempt",
+        [list(tasks)],
+    ).fetchall()
+    for r in attempts:
+        tasks[r[0]].history.append(
+            Attempt(number=r[1], worker_id=r[2], assigned_at=r[3], started_at=r[4], ended_at=r[5],
+                    outcome=r[6], stale=bool(r[7]), result=_json(r[8]), error=r[9])
+        )  # fmt: skip
+    return list(jobs.values()), list(tasks.values())
+
+
+def load_unfinished(cursor: duckdb.DuckDBPyConnection) -> tuple[list[Job], list[Task]]:
+    """Every job that still has a task that is not final."""
+    final = ", ".join(f"'{state}'" for state in FINAL_STATES)
+    where = f"job_id IN (SELECT DISTINCT job_id FROM tasks WHERE state NOT IN ({final}))"
+    return load_jobs(cursor, where, [])
+
+
+def next_seq(cursor: duckdb.DuckDBPyConnection) -> int:
+    """Submit order continues where the previous broker left off."""
+    return (cursor.execute("SELECT max(seq) FROM tasks").fetchone()[0] or 0) + 1
