@@ -1,7 +1,8 @@
-"""The ``dtf`` command: submit, status, workers, results, cancel, up.
+"""The ``dtf`` command: submit, status, workers, results, cancel, up, pytest.
 
 Exit codes are a contract for scripts: 0 everything succeeded, 1 some task failed, 2 a usage,
-spec or request error, 3 the broker is unreachable.
+spec or request error, 3 the broker is unreachable. ``dtf pytest`` uses pytest's own codes
+(see :mod:`dtf_bus.pytest_dist`), keeping 3 for an unreachable broker.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dtf_bus import spec
+from dtf_bus import hardware, junit, pytest_dist, spec
 from dtf_bus.client import BrokerUnreachable, Client, ClientError, default_endpoint
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -92,7 +93,7 @@ def cmd_workers(client: Client, args: argparse.Namespace) -> int:
     if not workers:
         print("no workers registered")
         return EXIT_OK
-    rows = [("WORKER", "STATE", "SLOTS", "RUNNING", "DONE", "HARDWARE", "PLUGINS")]
+    rows = [("WORKER", "STATE", "SLOTS", "RUNNING", "DONE", "HARDWARE", "DETAILS", "PLUGINS")]
     for w in workers:
         rows.append(
             (
@@ -102,6 +103,7 @@ def cmd_workers(client: Client, args: argparse.Namespace) -> int:
                 str(w["running"]),
                 str(w["completed"]),
                 ",".join(w["hardware"]),
+                hardware.describe(w["capabilities"]),
                 ",".join(w["plugins"]),
             )
         )
@@ -114,7 +116,9 @@ RESULT_COLUMNS = ("task_id", "name", "state", "worker_id", "attempts", "started_
 
 def cmd_results(client: Client, args: argparse.Namespace) -> int:
     results = client.results(args.job)
-    if args.format == "json":
+    if args.format == "junit":
+        sys.stdout.write(junit.to_xml(client.status(args.job)["name"], results))
+    elif args.format == "json":
         _print_json(results)
     elif args.format == "csv":
         buf = io.StringIO()
@@ -265,8 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_broker(sub.add_parser("results", help="a job's per-task results"))
     p.add_argument("job")
-    p.add_argument("--format", choices=("json", "csv", "table"), default="json")
+    p.add_argument("--format", choices=("json", "csv", "table", "junit"), default="json")
     p.set_defaults(func=cmd_results)
+
+    pytest_dist.add_parser(sub, with_broker)
 
     p = with_broker(sub.add_parser("cancel", help="cancel a job's unfinished tasks"))
     p.add_argument("job")
