@@ -39,29 +39,31 @@ def emit(doc):
         json.dump(doc, fh, allow_nan=False)
     os.replace(tmp, out_path)
 
+def failure(stage, exc):
+    return {"ok": False, "stage": stage, "type": type(exc).__name__, "error": str(exc),
+            "traceback": traceback.format_exc()[-4000:]}
+
 module_name, _, attr = spec["target"].partition(":")
+doc = None
 try:
+    func = importlib.import_module(module_name)
+except Exception as exc:
+    doc = failure("import", exc)
+if doc is None:
     try:
-        func = importlib.import_module(module_name)
-    except Exception as exc:
-        emit({"ok": False, "stage": "import", "type": type(exc).__name__, "error": str(exc),
-              "traceback": traceback.format_exc()[-4000:]})
-        sys.exit(1)
-    for part in attr.split("."):
-        func = getattr(func, part)
-    started = time.perf_counter()
-    value = func(*spec["args"], **spec["kwargs"])
-    seconds = time.perf_counter() - started
-except BaseException as exc:
-    emit({"ok": False, "stage": "call", "type": type(exc).__name__, "error": str(exc),
-          "traceback": traceback.format_exc()[-4000:]})
-    sys.exit(1)
+        for part in attr.split("."):
+            func = getattr(func, part)
+        started = time.perf_counter()
+        value = func(*spec["args"], **spec["kwargs"])
+        doc = {"ok": True, "value": value, "seconds": time.perf_counter() - started}
+    except BaseException as exc:
+        doc = failure("call", exc)
 try:
-    emit({"ok": True, "value": value, "seconds": seconds})
+    emit(doc)
 except (TypeError, ValueError) as exc:
     emit({"ok": False, "stage": "result", "type": type(exc).__name__,
           "error": f"the return value is not JSON-serialisable: {exc}"})
-    sys.exit(1)
+sys.exit(0 if doc["ok"] else 1)
 """
 
 
