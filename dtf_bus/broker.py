@@ -632,6 +632,7 @@ class Broker:
         job.unfinished = len(specs)
         log.info("job %s (%s): %d task(s) queued", job.job_id, job.name, len(specs))
         self.events.publish(events.TASK, {"event": "job_submitted", "job_id": job.job_id, "total": len(specs)})
+        self._hook("on_job_submitted", job)
         self._placement_due = True
         self._send_durable(
             peer, protocol.REPLY, {"req": body["req"], "data": {"job_id": job.job_id, "total": len(specs)}}, urgent=True
@@ -709,7 +710,19 @@ class Broker:
         self._reply(peer, body, {"worker_id": worker.worker_id, "running": len(worker.inflight)})
 
     def _on_ping(self, peer: bytes, body: dict[str, Any]) -> None:
-        self._reply(peer, body, {"protocol": protocol.VERSION, "workers": len(self.registry)})
+        self._reply(
+            peer,
+            body,
+            {
+                "protocol": protocol.VERSION,
+                "workers": len(self.registry),
+                "strategy": self.scheduler.strategy.name,
+                "heartbeat_interval": self.health.interval_for(len(self.registry)),
+                "heartbeat_liveness": self.health.liveness,
+                "dead_liveness": self.health.dead_liveness,
+                "max_lost_workers": self.max_lost_workers,
+            },
+        )
 
     # ----------------------------------------------------------------- timers
 
@@ -733,20 +746,7 @@ class Broker:
             self._orphans.clear()
 
     def _tick(self, now: float) -> None:
-        self._publish_metrics(now)
-        self._hook("on_tick", now)
-
-    def _publish_metrics(self, now: float) -> None:
-        workers = list(self.registry)
-        self.events.publish(
-            events.SYSTEM_METRICS,
-            {
-                "workers": len(workers),
-                "busy_workers": sum(1 for w in workers if w.inflight),
-                "slots": sum(w.slots for w in workers),
-                **{state: self.state_counts[state] for state in TaskState},
-            },
-        )
+        self._hook("on_tick", now)  # metrics.system and the rest: dtf_bus.monitor
 
     # ------------------------------------------------------------ persistence
 
@@ -866,6 +866,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dead-liveness", type=int, help="silent intervals before a missing worker is removed")
     parser.add_argument("--max-lost-workers", type=int, help="workers a task may lose before it fails as poison")
     parser.add_argument("--ready-file", help="write the bound endpoints here as JSON once listening")
+    parser.add_argument("--http", metavar="HOST:PORT", help="serve the HTTP API and WebSocket here (port 0: any)")
+    parser.add_argument("--metrics-retention", type=float, help="seconds of metrics history kept in the database")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -907,6 +909,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     signal.signal(signal.SIGTERM, broker.stop)
     signal.signal(signal.SIGINT, broker.stop)
+    from dtf_bus import api  # tornado and prometheus only load in the broker process
+
+    try:
+        http = api.install(broker, pick("http", None), pick("metrics_retention", defaults.METRICS_RETENTION))
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"dtf-broker: cannot serve the HTTP API: {exc}", file=sys.stderr)
+        broker.close()
+        return 2
     if args.ready_file:
         tmp = Path(args.ready_file + ".tmp")
         tmp.write_text(
@@ -916,6 +926,7 @@ def main(argv: list[str] | None = None) -> int:
                     "metrics_endpoint": broker.metrics_endpoint,
                     "pid": os.getpid(),
                     "host": socket.gethostname(),
+                    "http": http.url if http else None,
                 }
             )
         )

@@ -90,9 +90,11 @@ class LocalCluster:
         strategy: str | None = None,
         heartbeat_interval: float | None = None,
         heartbeat_liveness: int | None = None,
+        dead_liveness: int | None = None,
         bind: str = "tcp://127.0.0.1:0",
         metrics_bind: str = "tcp://127.0.0.1:0",
         log_level: str = "INFO",
+        http: str | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
@@ -100,6 +102,7 @@ class LocalCluster:
         self.strategy = strategy
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_liveness = heartbeat_liveness
+        self.dead_liveness = dead_liveness
         self.bind = bind
         self.metrics_bind = metrics_bind
         self.log_level = log_level
@@ -107,6 +110,10 @@ class LocalCluster:
         self.workers: dict[str, Proc] = {}
         self.endpoint = ""
         self.metrics_endpoint = ""
+        self.http = http  # HOST:PORT for the broker's HTTP API (port 0: any), or None for none
+        self.http_url = ""
+        self.dashboard: Proc | None = None
+        self.dashboard_url = ""
 
     # --------------------------------------------------------------- broker
 
@@ -134,6 +141,10 @@ class LocalCluster:
             argv += ["--heartbeat-interval", str(self.heartbeat_interval)]
         if self.heartbeat_liveness is not None:
             argv += ["--heartbeat-liveness", str(self.heartbeat_liveness)]
+        if self.dead_liveness is not None:
+            argv += ["--dead-liveness", str(self.dead_liveness)]
+        if self.http:  # a restarted broker keeps the port it had
+            argv += ["--http", self.http_url.removeprefix("http://") or self.http]
         argv += extra_args or []
         self.broker = self._spawn("broker", argv)
 
@@ -145,6 +156,7 @@ class LocalCluster:
         wait_for(is_ready, timeout, "the broker to listen")
         info = json.loads(ready.read_text())
         self.endpoint, self.metrics_endpoint = info["endpoint"], info["metrics_endpoint"]
+        self.http_url = info.get("http") or ""
 
     def kill_broker(self, sig: int = signal.SIGKILL) -> None:
         assert self.broker is not None
@@ -232,6 +244,48 @@ class LocalCluster:
 
             return wait_for(registered, timeout, f"workers {worker_ids} to register", interval=0.05)
 
+    # ------------------------------------------------------------ dashboard
+
+    def start_dashboard(self, port: int = 0, address: str = "127.0.0.1", timeout: float = 60.0) -> str:
+        """Serve bokeh_app/ for this cluster's broker (needs ``http``); returns the page's URL."""
+        if not self.http_url:
+            raise ClusterError("the dashboard needs the broker's HTTP API: start the cluster with http=HOST:PORT")
+        ready = self.workdir / "dashboard.ready.json"
+        ready.unlink(missing_ok=True)
+        argv = [
+            sys.executable,
+            "-m",
+            "dtf_bus.dashboard",
+            "--address",
+            address,
+            "--port",
+            str(port),
+            "--broker",
+            self.endpoint,
+            "--events",
+            self.metrics_endpoint,
+            "--http",
+            self.http_url,
+            "--ready-file",
+            str(ready),
+            "--log-level",
+            self.log_level,
+        ]
+        self.dashboard = self._spawn("dashboard", argv)
+
+        def is_ready() -> bool:
+            if not self.dashboard.alive():
+                raise ClusterError(f"dashboard exited:\n{self.dashboard.log_tail()}")
+            return ready.exists()
+
+        wait_for(is_ready, timeout, "the dashboard to serve", interval=0.05)
+        self.dashboard_url = json.loads(ready.read_text())["url"]
+        return self.dashboard_url
+
+    def stop_dashboard(self) -> None:
+        if self.dashboard is not None:
+            self.dashboard.stop()
+
     # --------------------------------------------------------------- common
 
     def client(self, timeout: float = defaults.CLIENT_TIMEOUT) -> Client:
@@ -245,6 +299,7 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Stop every process this cluster started (workers first, at once), by pid."""
+        self.stop_dashboard()
         for proc in self.workers.values():
             proc.stop(sig=signal.SIGQUIT)
         self.stop_broker()

@@ -116,6 +116,7 @@ class Task:
                 {
                     "attempt": a.number,
                     "worker_id": a.worker_id,
+                    "assigned_at": a.assigned_at,
                     "outcome": a.outcome,
                     "stale": a.stale,
                     "started_at": a.started_at,

@@ -31,10 +31,9 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-import psutil
 import zmq
 
-from dtf_bus import config, defaults, hardware, protocol
+from dtf_bus import config, defaults, hardware, protocol, utilisation
 from dtf_bus.plugins import Executor, PluginError, TaskContext, TaskFailed, load_executors
 
 log = logging.getLogger("dtf.worker")
@@ -383,6 +382,7 @@ class Worker:
             run = self.running.get(result["task_id"])
             if run is not None and run.ctx.attempt == result["attempt"]:
                 del self.running[result["task_id"]]
+            log.debug("task %s attempt %d %s", result["task_id"], result["attempt"], result["outcome"])
             key = (result["task_id"], result["attempt"])
             self.unacked[key] = result
             if self._registered:
@@ -404,7 +404,7 @@ class Worker:
 
 
 def _metrics() -> dict[str, float]:
-    return {"cpu_percent": psutil.cpu_percent(None), "memory_percent": psutil.virtual_memory().percent}
+    return utilisation.sample()
 
 
 def main(argv: list[str] | None = None) -> int:

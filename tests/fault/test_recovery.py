@@ -66,23 +66,43 @@ def test_closed_socket_is_detected_by_heartbeat_and_late_result_is_stale(make_cl
     assert con.execute("select attempt, stale from attempts order by attempt").fetchall() == [(1, True), (2, False)]
 
 
-def test_sigstopped_worker_is_declared_dead_and_its_task_requeued(make_cluster):
+def worker_state(client, worker_id):
+    return next((w["state"] for w in client.workers() if w["worker_id"] == worker_id), None)
+
+
+def test_sigstopped_worker_goes_missing_its_task_requeued_and_it_comes_back(make_cluster):
     cluster = make_cluster(workers={"w1": {}, "w2": {}})
     with cluster.client() as client:
         job = client.submit([{"name": "t", "plugin": "sim", "params": {"seconds": 1.0}}])
         victim = running_task(client, job)["worker_id"]
         cluster.pause_worker(victim)
         try:
-            wait_for(
-                lambda: victim not in {w["worker_id"] for w in client.workers()}, 10, "the hung worker to be dropped"
-            )
+            wait_for(lambda: worker_state(client, victim) == "missing", 10, "the hung worker to go missing")
             status = client.wait(job, timeout=30)
         finally:
             cluster.resume_worker(victim)
-        assert status["succeeded"] == 1
-        assert client.results(job)[0]["worker_id"] != victim
-        # Once resumed it notices it was dropped, re-registers and serves again.
-        cluster.wait_for_workers([victim])
+        [task] = client.results(job)
+        assert status["succeeded"] == 1 and task["worker_id"] != victim
+        assert task["history"][0]["outcome"] == "lost" and "missing" in task["history"][0]["error"]
+        # Resumed, it speaks again and is taken back without re-registering; its old attempt is
+        # cancelled there, and it serves new work.
+        wait_for(lambda: worker_state(client, victim) == "idle", 10, "the worker to be back")
+        job2 = client.submit([{"name": f"t{i}", "plugin": "sim", "params": {"seconds": 0.2}} for i in range(4)])
+        assert client.wait(job2, timeout=30)["succeeded"] == 4
+        assert victim in {t["worker_id"] for t in client.results(job2)}
+
+
+def test_worker_silent_past_dead_limit_is_removed_and_reregisters(make_cluster):
+    cluster = make_cluster(workers={"w1": {}}, heartbeat_liveness=2, dead_liveness=4)
+    with cluster.client() as client:
+        cluster.pause_worker("w1")
+        try:
+            wait_for(lambda: worker_state(client, "w1") is None, 10, "the silent worker to be removed")
+        finally:
+            cluster.resume_worker("w1")
+        cluster.wait_for_workers(["w1"])  # told to re-register, it does
+        job = client.submit([{"name": "t", "plugin": "sim"}])
+        assert client.wait(job, timeout=20)["succeeded"] == 1
 
 
 def test_worker_restarted_with_same_id_reregisters_cleanly(make_cluster):

@@ -1,0 +1,141 @@
+"""Broker restarts lose nothing; drains finish work; retries back off."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import duckdb
+import pytest
+
+from dtf_bus.cluster import wait_for
+from tests.conftest import task_where
+from tests.integration.test_cli import dtf
+
+pytestmark = pytest.mark.fault
+
+
+def test_broker_sigkill_and_restart_resumes_without_loss(make_cluster):
+    cluster = make_cluster(workers={"w1": {}})
+    marker = cluster.workdir / "first-done"
+    tasks = [
+        {"name": "first", "plugin": "shell", "params": {"cmd": f"sleep 0.8; touch {marker}"}},
+        {"name": "second", "plugin": "sim", "params": {"seconds": 0.1}},
+        {"name": "third", "plugin": "sim", "params": {"seconds": 0.1}},
+    ]
+    outcome: dict = {}
+    with cluster.client() as client:
+        job = client.submit(tasks)
+        task_where(client, job, lambda t: t["name"] == "first" and t["state"] == "running")
+
+        def waiter() -> None:  # a client blocked in wait() across the restart
+            with cluster.client() as other:
+                outcome["status"] = other.wait(job, timeout=60)
+
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        cluster.kill_broker(signal.SIGKILL)
+        # The worker finishes "first" while no broker is there to hear it.
+        wait_for(marker.exists, 10, "the first task to finish during the outage")
+        cluster.start_broker()
+        thread.join(60)
+        assert outcome["status"]["succeeded"] == 3
+        results = {r["name"]: r for r in client.results(job)}
+    # Kept, not rerun: the worker reported it on reconnect and delivered the result.
+    assert results["first"]["attempts"] == 1 and results["first"]["worker_id"] == "w1"
+    assert [r["attempts"] for r in results.values()] == [1, 1, 1]
+    cluster.stop()
+    con = duckdb.connect(str(cluster.db), read_only=True)
+    assert con.execute("select count(*) from tasks where job_id = ? and state = 'succeeded'", [job]).fetchone()[0] == 3
+    assert con.execute("select count(*) from attempts where task_id like ?", [f"{job}.%"]).fetchone()[0] == 3
+
+
+def test_submitted_job_survives_an_immediate_broker_kill(make_cluster):
+    cluster = make_cluster()
+    with cluster.client() as client:
+        job = client.submit([{"name": "t", "plugin": "sim", "repeat": 5}])
+    cluster.kill_broker(signal.SIGKILL)  # right after the acknowledgement: it must be on disk
+    cluster.start_broker()
+    cluster.start_worker("w1", slots=2)
+    with cluster.client() as client:
+        assert client.status(job)["total"] == 5
+        assert client.wait(job, timeout=30)["succeeded"] == 5
+
+
+def test_unreturned_workers_tasks_are_requeued_after_restart(make_cluster):
+    cluster = make_cluster(workers={"gone": {}})
+    with cluster.client() as client:
+        # Long on its first attempt only, so the rerun is quick. A SIGKILLed worker cannot
+        # clean up after itself, so the test stops the orphaned command by its pid.
+        pidfile = cluster.workdir / "first-attempt.pid"
+        cmd = f'if [ "$DTF_ATTEMPT" = 1 ]; then echo $$ > {pidfile}; exec sleep 30; fi'
+        job = client.submit([{"name": "t", "plugin": "shell", "params": {"cmd": cmd}}])
+        task_where(client, job, lambda t: t["state"] == "running")
+    cluster.kill_broker(signal.SIGKILL)
+    cluster.kill_worker("gone", signal.SIGKILL)
+    wait_for(pidfile.exists, 5, "the first attempt's pid")
+    os.kill(int(pidfile.read_text()), signal.SIGKILL)
+    cluster.start_broker()
+    cluster.start_worker("new")
+    with cluster.client() as client:
+        status = client.wait(job, timeout=60)
+        [task] = client.results(job)
+    assert status["succeeded"] == 1
+    assert task["history"][0]["outcome"] == "lost" and "did not return" in task["history"][0]["error"]
+    assert task["attempts"] == 2 and task["worker_id"] == "new"
+
+
+def test_dtf_drain_finishes_current_task_and_exits(make_cluster):
+    cluster = make_cluster(workers={"w1": {}, "w2": {}})
+    with cluster.client() as client:
+        job = client.submit([{"name": f"t{i}", "plugin": "sim", "params": {"seconds": 0.4}} for i in range(6)])
+        running = task_where(client, job, lambda t: t["state"] == "running" and t["worker_id"] == "w1")
+        run = dtf("drain", "w1", broker=cluster.endpoint)
+        assert run.returncode == 0 and run.stdout.startswith("worker w1 draining")
+        wait_for(lambda: cluster.workers["w1"].popen.poll() is not None, 15, "w1 to exit")
+        assert cluster.workers["w1"].popen.returncode == 0
+        assert client.wait(job, timeout=30)["succeeded"] == 6
+        results = {r["task_id"]: r for r in client.results(job)}
+    drained = results[running["task_id"]]
+    assert drained["worker_id"] == "w1" and drained["attempts"] == 1  # finished, not requeued
+    assert all(r["attempts"] == 1 for r in results.values())
+
+
+def test_sigterm_drains_and_double_sigint_exits_at_once(make_cluster):
+    cluster = make_cluster(workers={"w1": {}, "w2": {}})
+    with cluster.client() as client:
+        job = client.submit([{"name": "long", "plugin": "sim", "params": {"seconds": 30}}])
+        victim = task_where(client, job, lambda t: t["state"] == "running")["worker_id"]
+        proc = cluster.workers[victim]
+        proc.signal(signal.SIGINT)
+        wait_for(lambda: "draining" in proc.log_path.read_text(), 10, "the first SIGINT to start a drain")
+        assert proc.alive()  # draining: the 30 s task keeps running
+        proc.signal(signal.SIGINT)
+        wait_for(lambda: proc.popen.poll() is not None, 10, "the second SIGINT to stop the worker")
+        task = task_where(client, job, lambda t: t["attempts"] == 2 and t["state"] == "running")
+        assert task["worker_id"] != victim
+        client.cancel(job)
+
+    with cluster.client() as client:  # SIGTERM: finish, then exit
+        survivor = next(w for w in cluster.workers if w != victim)
+        job = client.submit([{"name": "short", "plugin": "sim", "params": {"seconds": 0.5}}])
+        task_where(client, job, lambda t: t["state"] == "running")
+        cluster.drain_worker(survivor)
+        wait_for(lambda: cluster.workers[survivor].popen.poll() is not None, 15, "the drained worker to exit")
+        [task] = client.results(job)
+    assert task["state"] == "succeeded" and task["attempts"] == 1
+
+
+def test_retries_back_off_exponentially(make_cluster):
+    cluster = make_cluster(workers={"w1": {}})
+    task = {"name": "flaky", "plugin": "sim", "params": {"outcome": "fail"}, "retries": 2, "retry_backoff": 0.2}
+    with cluster.client() as client:
+        job = client.submit([task])
+        client.wait(job, timeout=30)
+        [result] = client.results(job)
+    history = result["history"]
+    assert [h["outcome"] for h in history] == ["failed"] * 3
+    gaps = [history[i + 1]["assigned_at"] - history[i]["ended_at"] for i in range(2)]
+    # Jitter is in [0.5, 1.5) of 0.2 s, then of 0.4 s: these lower bounds hold by construction.
+    assert gaps[0] >= 0.1 and gaps[1] >= 0.2
