@@ -130,7 +130,8 @@ class Broker:
         self._heartbeat_timer = Timer(heartbeat_interval, self._send_heartbeats)
         self._timers = [
             self._heartbeat_timer,
-            Timer(max(min(heartbeat_interval / 4, 0.25), 0.01), self._check_health),
+            # Checked ten times per interval, so detection lags the limit by at most 10 %.
+            Timer(max(min(heartbeat_interval / 10, 0.25), 0.01), self._check_health),
             Timer(defaults.METRICS_INTERVAL, self._tick),
         ]
 

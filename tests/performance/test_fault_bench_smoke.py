@@ -1,0 +1,22 @@
+"""Smoke tests of the fault benchmarks (bench/failover.py, bench/chaos.py) at tiny sizes."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.performance.test_bench_smoke import run_bench
+
+pytestmark = pytest.mark.performance
+
+
+def test_failover_smoke():
+    summary = run_bench("failover.py", "--reps", "1", "--heartbeat-interval", "0.2")
+    for key in ("sigkill_restart_ms_median", "sigstop_restart_ms_median"):
+        assert isinstance(summary[key], float) and summary[key] > 0
+
+
+def test_chaos_smoke():
+    summary = run_bench("chaos.py", "--tasks", "60", "--workers", "3", "--seconds", "4")
+    assert summary["tasks"] == 60 and summary["rows"] == 60
+    assert summary["lost"] == 0 and summary["duplicates"] == 0
+    assert summary["broker_restarts"] == 1 and sum(summary["faults"].values()) >= 1
