@@ -43,7 +43,7 @@ def test_sigkill_mid_task_completes_elsewhere_on_attempt_2(make_cluster):
     ]
 
 
-def test_closed_socket_is_detected_by_heartbeat_and_late_result_is_stale(make_cluster):
+def test_closed_socket_is_detected_and_late_result_is_stale(make_cluster):
     cluster = make_cluster(workers={"w1": {}, "w2": {}})
     with cluster.client() as client:
         job = client.submit([{"name": "t", "plugin": "sim", "params": {"seconds": 1.0}}])
