@@ -12,9 +12,9 @@ skipped, ``E`` error) with its worker, a short summary of failures and errors na
 worker that ran each, and the closing line (``2 failed, 5 passed, 1 skipped in 3.20s``).
 
 Exit codes are pytest's: 0 all passed, 1 tests failed or errored, 2 interrupted (Ctrl-C
-cancels the job; also collection errors), 4 pytest usage error (bad path or option), 5 no
-tests collected; and dtf's 3 when the broker is unreachable (pytest uses 3 for an internal
-error, which dtf never reports).
+cancels the job; a job cancelled with ``dtf cancel``; collection errors), 4 pytest usage error
+(bad path or option), 5 no tests collected; and dtf's 3 when the broker is unreachable
+(pytest uses 3 for an internal error, which dtf never reports).
 """
 
 from __future__ import annotations
@@ -283,7 +283,9 @@ def _run(client: Client, args: argparse.Namespace) -> int:
         path.write_text(junit.to_xml(name, results), encoding="utf-8")
         print(f"- generated xml file: {path.resolve()} -")
     print(_rule(junit.summary_line(tally, elapsed)), flush=True)
-    return EXIT_TESTS_FAILED if bad else EXIT_OK
+    if bad:
+        return EXIT_TESTS_FAILED
+    return EXIT_INTERRUPTED if any(t["state"] == "cancelled" for t in results) else EXIT_OK
 
 
 def _follow(client: Client, job_id: str, progress: Progress) -> list[dict[str, Any]]:
