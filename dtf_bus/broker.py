@@ -86,6 +86,7 @@ class Broker:
         self._stopping = False
         self._placement_due = False
         self._by_fd: dict[int, WorkerInfo] = {}
+        self._dependents: dict[str, list[str]] = {}  # task id -> ids of tasks that wait for it
         self._delayed: list[tuple[float, int, Task]] = []  # (due, seq, task): retries in back-off
         self._orphans: dict[str, dict[str, int]] = {}  # worker id -> attempts restored from the db
         self._orphans_deadline = 0.0
@@ -563,6 +564,7 @@ class Broker:
         task.error = error or (record.error if record else None)
         self._move(task, state)
         self._store_task(task)
+        self._dependencies_done(task)
         job = self.jobs[task.job_id]
         job.unfinished -= 1
         if job.done:
@@ -571,6 +573,29 @@ class Broker:
                 self._send_durable(peer, protocol.REPLY, {"req": req, "data": status}, urgent=True)
             job.waiters.clear()
             self.events.publish(events.TASK, {"event": "job_done", "job_id": job.job_id, "counts": status["counts"]})
+
+    def _track_dependencies(self, task: Task) -> None:
+        """Queue a task now, or once the tasks it depends on have succeeded."""
+        task.waiting_on = {d for d in task.depends_on if self.tasks[d].state is not TaskState.SUCCEEDED}
+        for dep in task.waiting_on:
+            self._dependents.setdefault(dep, []).append(task.task_id)
+        if not task.waiting_on:
+            self.scheduler.enqueue(task)
+            self._placement_due = True
+
+    def _dependencies_done(self, task: Task) -> None:
+        """A finished task frees its dependents, or dooms them if it did not succeed."""
+        for dep_id in self._dependents.pop(task.task_id, []):
+            dependent = self.tasks[dep_id]
+            if dependent.state.final:
+                continue
+            if task.state is TaskState.SUCCEEDED:
+                dependent.waiting_on.discard(task.task_id)
+                if not dependent.waiting_on:
+                    self.scheduler.enqueue(dependent)
+                    self._placement_due = True
+            else:
+                self._finish(dependent, TaskState.CANCELLED, None, error=f"dependency {task.name!r} {task.state}")
 
     def _place(self) -> None:
         for task, worker in self.scheduler.place():
@@ -610,6 +635,7 @@ class Broker:
         job = Job(job_id=uuid.uuid4().hex[:12], name=body.get("name") or "job", task_ids=[])
         self.jobs[job.job_id] = job
         self.store.put("jobs", (job.job_id, job.name, job.submitted_at, len(specs)))
+        ids = {s["name"]: f"{job.job_id}.{index}" for index, s in enumerate(specs)}
         for index, s in enumerate(specs):
             task = Task(
                 task_id=f"{job.job_id}.{index}",
@@ -624,11 +650,12 @@ class Broker:
                 retry_backoff=s["retry_backoff"],
                 seq=next(self._seq),
                 submitted_at=job.submitted_at,
+                depends_on=[ids[name] for name in s["depends_on"]],
             )
             self.tasks[task.task_id] = task
             job.task_ids.append(task.task_id)
             self.state_counts[TaskState.QUEUED] += 1
-            self.scheduler.enqueue(task)
+            self._track_dependencies(task)
             self._store_task(task)
         job.unfinished = len(specs)
         log.info("job %s (%s): %d task(s) queued", job.job_id, job.name, len(specs))
@@ -646,7 +673,11 @@ class Broker:
             task = self.tasks[task_id]
             counts[str(task.state)] += 1
             if task.state is TaskState.QUEUED:
-                reasons = self.scheduler.why_queued(task)
+                if task.waiting_on:
+                    names = ", ".join(sorted(self.tasks[d].name for d in task.waiting_on))
+                    reasons = [f"waiting for dependencies: {names}"]
+                else:
+                    reasons = self.scheduler.why_queued(task)
                 if reasons:
                     blocked.setdefault(tuple(reasons), []).append(task.name)
         return {
@@ -761,7 +792,7 @@ class Broker:
         self._orphans_deadline = time.monotonic() + grace
         for task in tasks:
             if task.state is TaskState.QUEUED:
-                self.scheduler.enqueue(task)
+                self._track_dependencies(task)
             elif task.state in (TaskState.ASSIGNED, TaskState.RUNNING):
                 self._orphans.setdefault(task.worker_id, {})[task.task_id] = task.attempt
         if tasks:
@@ -812,6 +843,7 @@ class Broker:
                 t.error,
                 t.failures,
                 t.lost_workers,
+                t.depends_on,
             ),
         )
 

@@ -32,6 +32,8 @@ RECONNECT_MAX = 32.0
 STRATEGY = "least_loaded"
 WORKER_SLOTS = 1
 TASK_PRIORITY = 0
+# Anti-starvation: a waiting task gains one priority level per PRIORITY_AGING seconds.
+PRIORITY_AGING = 10.0
 TASK_RETRIES = 0
 # A failed attempt is retried after RETRY_BACKOFF * 2**(n-1) seconds (n = retries used so
 # far), capped at RETRY_BACKOFF_MAX, times a random jitter in [0.5, 1.5).
@@ -68,7 +70,7 @@ ANOMALY_STALL_FACTOR = 5.0  # running this many times its kind's usual duration 
 ANOMALY_STALL_MIN = 5.0  # seconds: never call a task stalled sooner
 ANOMALY_STALL_NO_HISTORY = 300.0  # seconds, for a kind never seen finishing and with no timeout
 ANOMALY_OVERLOAD_PERCENT = 95.0  # cpu, memory or gpu utilisation ...
-ANOMALY_OVERLOAD_BEATS = 5  # ... for this many heartbeats in a row
+ANOMALY_OVERLOAD_SECONDS = 15.0  # ... for this long without a break
 ANOMALY_COOLDOWN = 30.0  # seconds before the same anomaly of the same subject is raised again
 ANOMALY_KEEP = 500  # anomalies kept in memory for the API and dashboard
 # HTTP API and dashboard.

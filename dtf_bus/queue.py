@@ -3,6 +3,13 @@
 Tasks with the same requirements are interchangeable for placement, so each requirement key
 has its own heap. Placement then looks at one head per key instead of scanning every queued
 task, which keeps it flat as the queue grows.
+
+No starvation: a task's effective priority grows by one level for every ``aging`` seconds it
+has waited, so a steady stream of high-priority work cannot hold low-priority work back
+forever (priority 0 submitted ``10 x aging`` seconds ago ranks with priority 10 submitted
+now). Because every task ages at the same rate, the order between two tasks never changes
+while they wait, and the heap key can be computed once: ``priority - submitted_at / aging``.
+Tasks submitted together keep plain priority order.
 """
 
 from __future__ import annotations
@@ -10,19 +17,22 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterator
 
+from dtf_bus import defaults
 from dtf_bus.task import Task, TaskState
 
 
 class TaskQueue:
-    def __init__(self) -> None:
-        self._heaps: dict[str, list[tuple[int, int, Task]]] = {}
+    def __init__(self, aging: float = defaults.PRIORITY_AGING) -> None:
+        self._heaps: dict[str, list[tuple[float, int, Task]]] = {}
         self._size = 0
+        self.aging = aging
 
     def __len__(self) -> int:
         return self._size
 
     def push(self, key: str, task: Task) -> None:
-        heapq.heappush(self._heaps.setdefault(key, []), (-task.priority, task.seq, task))
+        rank = task.priority - task.submitted_at / self.aging
+        heapq.heappush(self._heaps.setdefault(key, []), (-rank, task.seq, task))
         self._size += 1
 
     def heads(self) -> Iterator[tuple[str, Task]]:
@@ -31,7 +41,7 @@ class TaskQueue:
         for key in list(self._heaps):
             task = self._peek(key)
             if task is not None:
-                heads.append((-task.priority, task.seq, key, task))
+                heads.append((self._heaps[key][0][0], task.seq, key, task))
         heads.sort(key=lambda h: (h[0], h[1]))
         for _, _, key, task in heads:
             yield key, task

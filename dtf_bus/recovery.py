@@ -18,7 +18,7 @@ from dtf_bus.task import FINAL_STATES, Attempt, Job, Task, TaskState
 _TASK_COLUMNS = (
     "task_id, job_id, name, plugin, params, requires, priority, timeout, retries, retry_backoff, seq, state, "
     "attempts, worker_id, epoch(submitted_at), epoch(started_at), epoch(ended_at), result, error, failures, "
-    "lost_workers"
+    "lost_workers, depends_on"
 )
 _ATTEMPT_COLUMNS = (
     "task_id, attempt, worker_id, epoch(assigned_at), epoch(started_at), epoch(ended_at), outcome, stale, result, error"
@@ -50,6 +50,7 @@ def load_jobs(cursor: duckdb.DuckDBPyConnection, where: str, params: list[Any]) 
             priority=r[6], timeout=r[7], retries=r[8], retry_backoff=r[9] or 0.0, seq=r[10], state=TaskState(r[11]),
             attempt=r[12], worker_id=r[13], submitted_at=r[14], started_at=r[15], ended_at=r[16],
             result=_json(r[17]), error=r[18], failures=r[19] or 0, lost_workers=r[20] or 0,
+            depends_on=_json(r[21]) or [],
         )  # fmt: skip
         tasks[task.task_id] = task
         job = jobs[task.job_id]

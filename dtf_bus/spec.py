@@ -24,6 +24,7 @@ TASK_FIELDS = {
     "retries",
     "retry_backoff",
     "repeat",
+    "depends_on",
 }
 
 
@@ -58,15 +59,52 @@ def validate(tasks: Any) -> list[dict[str, Any]]:
         raise SpecError("spec has no tasks: 'tasks' must be a non-empty list")
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
+    groups: dict[str, list[str]] = {}  # a repeated task's name -> its copies' names
     for index, raw in enumerate(tasks):
-        for task in _expand(_validate_one(index, raw)):
+        copies = _expand(_validate_one(index, raw))
+        for task in copies:
             if task["name"] in seen:
                 raise SpecError(f"task {task['name']!r}: duplicate name (names must be unique)")
             seen.add(task["name"])
             out.append(task)
+        if len(copies) > 1:
+            groups[str(raw["name"])] = [t["name"] for t in copies]
     if len(out) > defaults.MAX_TASKS_PER_JOB:
         raise SpecError(f"spec has {len(out)} tasks; at most {defaults.MAX_TASKS_PER_JOB} per job")
+    _resolve_dependencies(out, seen, groups)
     return out
+
+
+def _resolve_dependencies(tasks: list[dict[str, Any]], names: set[str], groups: dict[str, list[str]]) -> None:
+    """Turn ``depends_on`` names into task names (a repeated task's name means all its copies)
+    and reject unknown names and cycles, so the job's DAG is sound before anything is queued."""
+    for task in tasks:
+        resolved: list[str] = []
+        for dep in task["depends_on"]:
+            if dep in names:
+                resolved.append(dep)
+            elif dep in groups:
+                resolved.extend(groups[dep])
+            else:
+                raise SpecError(f"task {task['name']!r}: field 'depends_on' names unknown task {dep!r}")
+        if task["name"] in resolved:
+            raise SpecError(f"task {task['name']!r}: field 'depends_on' names the task itself")
+        task["depends_on"] = list(dict.fromkeys(resolved))
+    # Kahn's algorithm: whatever cannot be ordered sits on a cycle.
+    indegree = {t["name"]: len(t["depends_on"]) for t in tasks}
+    dependents: dict[str, list[str]] = {}
+    for t in tasks:
+        for dep in t["depends_on"]:
+            dependents.setdefault(dep, []).append(t["name"])
+    ready = [name for name, n in indegree.items() if n == 0]
+    while ready:
+        for child in dependents.get(ready.pop(), []):
+            indegree[child] -= 1
+            if indegree[child] == 0:
+                ready.append(child)
+    cyclic = sorted(name for name, n in indegree.items() if n > 0)
+    if cyclic:
+        raise SpecError(f"dependency cycle among tasks: {', '.join(cyclic)}")
 
 
 def _validate_one(index: int, raw: Any) -> dict[str, Any]:
@@ -113,6 +151,11 @@ def _validate_one(index: int, raw: Any) -> dict[str, Any]:
     backoff = raw.get("retry_backoff", defaults.RETRY_BACKOFF)
     if not _is_number(backoff) or backoff < 0:
         raise fail("retry_backoff", "must be a non-negative number of seconds")
+    depends_on = raw.get("depends_on", [])
+    if isinstance(depends_on, str):
+        depends_on = [depends_on]
+    if not isinstance(depends_on, list) or not all(isinstance(d, str) and d for d in depends_on):
+        raise fail("depends_on", "must be a list of task names")
     repeat = raw.get("repeat", 1)
     if not _is_int(repeat) or repeat < 1:
         raise fail("repeat", "must be a positive integer")
@@ -127,6 +170,7 @@ def _validate_one(index: int, raw: Any) -> dict[str, Any]:
         "timeout": float(timeout) if timeout is not None else None,
         "retries": retries,
         "retry_backoff": float(backoff),
+        "depends_on": list(depends_on),
         "repeat": repeat,
     }
 
@@ -135,7 +179,7 @@ def _expand(task: dict[str, Any]) -> list[dict[str, Any]]:
     repeat = task.pop("repeat")
     if repeat == 1:
         return [task]
-    return [dict(task, name=f"{task['name']}[{i}]") for i in range(repeat)]
+    return [dict(task, name=f"{task['name']}[{i}]", depends_on=list(task["depends_on"])) for i in range(repeat)]
 
 
 def _is_int(value: Any) -> bool:

@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     result JSON,
     error VARCHAR,
     failures INTEGER,
-    lost_workers INTEGER
+    lost_workers INTEGER,
+    depends_on JSON
 );
 CREATE TABLE IF NOT EXISTS attempts (
     task_id VARCHAR,
@@ -109,9 +110,10 @@ TABLES: dict[str, TableSpec] = {
             "error",
             "failures",
             "lost_workers",
+            "depends_on",
         ),
         1,
-        frozenset({"params", "requires", "result"}),
+        frozenset({"params", "requires", "result", "depends_on"}),
         frozenset({"submitted_at", "started_at", "ended_at"}),
     ),
     "attempts": (

@@ -83,6 +83,8 @@ class Task:
     failures: int = 0  # attempts that failed and consumed a retry
     lost_workers: int = 0  # attempts that ended because the worker died
     history: list[Attempt] = field(default_factory=list)
+    depends_on: list[str] = field(default_factory=list)  # task ids that must succeed first
+    waiting_on: set[str] = field(default_factory=set)  # those of them not succeeded yet
 
     def attempt_record(self, number: int) -> Attempt | None:
         for record in reversed(self.history):
@@ -112,6 +114,7 @@ class Task:
             "ended_at": self.ended_at,
             "result": self.result,
             "error": self.error,
+            "depends_on": self.depends_on,
             "history": [
                 {
                     "attempt": a.number,

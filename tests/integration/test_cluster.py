@@ -216,3 +216,40 @@ def test_long_task_never_delays_heartbeats(make_cluster):
         results = client.results(job)
     assert [(r["state"], r["attempts"]) for r in results] == [("succeeded", 1), ("succeeded", 1)]
     assert "lost" not in cluster.broker.log_path.read_text()
+
+
+def test_dag_runs_in_order_and_cancels_dependents_of_a_failure(make_cluster):
+    cluster = make_cluster(workers={"w1": {"slots": 4}})
+    tasks = [
+        {"name": "build", "plugin": "sim", "params": {"seconds": 0.2}, "repeat": 2},
+        {"name": "test", "plugin": "sim", "params": {"seconds": 0.1}, "depends_on": ["build"]},
+        {"name": "broken", "plugin": "sim", "params": {"outcome": "fail"}, "depends_on": ["build[0]"]},
+        {"name": "deploy", "plugin": "sim", "depends_on": ["test", "broken"]},
+        {"name": "report", "plugin": "sim", "depends_on": ["deploy"]},
+    ]
+    with cluster.client() as client:
+        job = client.submit(tasks)
+        status = client.status(job)
+        waiting = [b["reasons"][0] for b in status["blocked"]]
+        assert "waiting for dependencies: build[0], build[1]" in waiting
+        client.wait(job, timeout=30)
+        r = {t["name"]: t for t in client.results(job)}
+    assert r["test"]["started_at"] >= max(r["build[0]"]["ended_at"], r["build[1]"]["ended_at"])
+    assert r["test"]["state"] == "succeeded" and r["broken"]["state"] == "failed"
+    assert r["deploy"]["state"] == "cancelled" and r["deploy"]["error"] == "dependency 'broken' failed"
+    assert r["report"]["state"] == "cancelled" and r["report"]["error"] == "dependency 'deploy' cancelled"
+    assert r["deploy"]["history"] == [] and r["report"]["history"] == []  # never ran
+
+
+def test_dependency_cycle_rejected_at_submit(make_cluster, tmp_path):
+    from tests.integration.test_cli import dtf
+
+    cluster = make_cluster()
+    spec = tmp_path / "cycle.toml"
+    spec.write_text(
+        '[[tasks]]\nname = "a"\nplugin = "sim"\ndepends_on = ["b"]\n'
+        '[[tasks]]\nname = "b"\nplugin = "sim"\ndepends_on = ["a"]\n'
+    )
+    run = dtf("submit", str(spec), broker=cluster.endpoint)
+    assert run.returncode == 2
+    assert run.stderr.strip() == "dtf submit: invalid spec: dependency cycle among tasks: a, b"

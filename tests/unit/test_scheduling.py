@@ -132,3 +132,16 @@ def test_registry_replaces_same_worker_id():
     assert registry.add(second) is first
     assert registry.by_peer(b"w") is None and registry.by_peer(b"new-peer") is second
     assert len(registry) == 1
+
+
+def test_waiting_low_priority_work_is_not_starved():
+    """Aging: priority 0 that has waited 10 x aging seconds outranks priority 5 submitted now."""
+    registry = Registry()
+    sched = Scheduler(registry, LeastLoaded())
+    old = task("old-low", 0, priority=0)
+    old.submitted_at -= 100  # waited 100 s, aging 10 s per level: effective priority 10
+    sched.enqueue(old)
+    for i in range(1, 4):
+        sched.enqueue(task(f"new-high{i}", i, priority=5))
+    registry.add(worker("w", slots=1))
+    assert [t.name for t, _ in sched.place()] == ["old-low"]

@@ -19,6 +19,7 @@ def test_defaults_and_repeat():
         "timeout": None,
         "retries": 0,
         "retry_backoff": 1.0,
+        "depends_on": [],
     }
 
 
@@ -71,3 +72,42 @@ def test_load_reports_syntax_errors(tmp_path):
         spec.load(bad)
     with pytest.raises(spec.SpecError, match="cannot read spec"):
         spec.load(tmp_path / "missing.toml")
+
+
+def test_depends_on_resolves_repeated_groups():
+    tasks = spec.validate(
+        [
+            {"name": "build", "plugin": "sim", "repeat": 2},
+            {"name": "test", "plugin": "sim", "depends_on": ["build"]},
+            {"name": "report", "plugin": "sim", "depends_on": "test"},
+        ]
+    )
+    deps = {t["name"]: t["depends_on"] for t in tasks}
+    assert deps == {"build[0]": [], "build[1]": [], "test": ["build[0]", "build[1]"], "report": ["test"]}
+    assert spec.validate(tasks) == tasks  # validating an already validated spec changes nothing
+
+
+@pytest.mark.parametrize(
+    ("tasks", "message"),
+    [
+        (
+            [{"name": "a", "plugin": "sim", "depends_on": ["ghost"]}],
+            "task 'a': field 'depends_on' names unknown task 'ghost'",
+        ),
+        ([{"name": "a", "plugin": "sim", "depends_on": ["a"]}], "names the task itself"),
+        (
+            [
+                {"name": "a", "plugin": "sim", "depends_on": ["c"]},
+                {"name": "b", "plugin": "sim", "depends_on": ["a"]},
+                {"name": "c", "plugin": "sim", "depends_on": ["b"]},
+                {"name": "d", "plugin": "sim"},
+            ],
+            "dependency cycle among tasks: a, b, c",
+        ),
+        ([{"name": "a", "plugin": "sim", "depends_on": [1]}], "field 'depends_on' must be a list of task names"),
+    ],
+)
+def test_bad_dependencies_rejected(tasks, message):
+    with pytest.raises(spec.SpecError) as err:
+        spec.validate(tasks)
+    assert message in str(err.value)

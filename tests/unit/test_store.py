@@ -12,8 +12,8 @@ def test_rows_coalesce_and_survive_close(tmp_path):
     path = tmp_path / "r.duckdb"
     store = Store(path, flush_interval=0.05)
     base = ("j.0", "j", "t", "sim", {"seconds": 1}, {}, 0, None, 0, 1.0, 1)
-    store.put("tasks", (*base, "queued", 1, None, 1.7e9, None, None, None, None, 0, 0))
-    store.put("tasks", (*base, "succeeded", 2, "w1", 1.7e9, 1.7e9 + 1, 1.7e9 + 2, {"ok": True}, None, 0, 1))
+    store.put("tasks", (*base, "queued", 1, None, 1.7e9, None, None, None, None, 0, 0, []))
+    store.put("tasks", (*base, "succeeded", 2, "w1", 1.7e9, 1.7e9 + 1, 1.7e9 + 2, {"ok": True}, None, 0, 1, []))
     store.put("attempts", ("j.0", 1, "w0", 1.7e9, None, 1.7e9, "lost", False, None, "worker lost"))
     store.put("attempts", ("j.0", 2, "w1", 1.7e9, 1.7e9 + 1, 1.7e9 + 2, "succeeded", False, {"ok": True}, None))
     assert store.flush(10)
