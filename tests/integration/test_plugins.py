@@ -179,9 +179,11 @@ def test_pytest_task_timeout_kills_the_tests_and_their_children(make_cluster, tm
         },
     )
     cluster = make_cluster(workers={"w1": {}})
-    run = dtf("pytest", "--timeout", "1.5", "--broker", cluster.endpoint, cwd=project)
+    # Long enough for pytest to start and reach the test on a loaded 2-core machine.
+    run = dtf("pytest", "--timeout", "4", "--broker", cluster.endpoint, cwd=project)
     assert run.returncode == 1, run.stdout + run.stderr
-    assert re.search(r"^ERROR test_slow.py \[w1\] - timed out after 1.5s$", run.stdout, re.M), run.stdout
+    assert re.search(r"^ERROR test_slow.py \[w1\] - timed out after 4.0s$", run.stdout, re.M), run.stdout
+    assert pidfile.exists(), "the test never started its child within the timeout"
     child = int(pidfile.read_text())
     wait_for(
         lambda: not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE,
