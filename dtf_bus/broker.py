@@ -35,6 +35,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from dtf_bus import balancer, config, defaults, events, protocol, recovery, spec
+from dtf_bus.balancer.history import History, task_key
 from dtf_bus.health import Health
 from dtf_bus.hooks import BrokerHook
 from dtf_bus.registry import Registry, WorkerInfo
@@ -73,13 +74,17 @@ class Broker:
         heartbeat_liveness: int = defaults.HEARTBEAT_LIVENESS,
         dead_liveness: int = defaults.DEAD_LIVENESS,
         max_lost_workers: int = defaults.MAX_LOST_WORKERS,
+        prefetch: int = defaults.PREFETCH,
         hooks: list[BrokerHook] | None = None,
     ) -> None:
         self.hooks: list[BrokerHook] = [ResultRows(), *(hooks or [])]  # test/benchmark rows by default
         self.health = Health(heartbeat_interval, heartbeat_liveness, max(dead_liveness, heartbeat_liveness))
         self.max_lost_workers = max_lost_workers
         self.registry = Registry()
-        self.scheduler = Scheduler(self.registry, balancer.load(strategy))
+        self.prefetch = prefetch
+        self.history = History()
+        self.scheduler = Scheduler(self.registry, balancer.load(strategy, self.history), self.history)
+        self._steals: dict[str, tuple[str, int]] = {}  # task id -> (thief id, attempt) asked for
         self.tasks: dict[str, Task] = {}
         self.jobs: dict[str, Job] = {}
         self.state_counts: Counter[str] = Counter()
@@ -119,6 +124,7 @@ class Broker:
             protocol.TASK_RESULT: self._on_task_result,
             protocol.UNREGISTER: self._on_unregister,
             protocol.DRAIN: self._on_drain,
+            protocol.STEAL_ACK: self._on_steal_ack,
             protocol.SUBMIT: self._on_submit,
             protocol.STATUS: self._on_status,
             protocol.WAIT: self._on_wait,
@@ -126,6 +132,7 @@ class Broker:
             protocol.WORKERS: self._on_workers,
             protocol.CANCEL_JOB: self._on_cancel_job,
             protocol.DRAIN_WORKER: self._on_drain_worker,
+            protocol.BALANCER_STATS: lambda peer, body: self._reply(peer, body, self.scheduler.stats()),
             protocol.PING: self._on_ping,
         }
         self._heartbeat_timer = Timer(heartbeat_interval, self._send_heartbeats)
@@ -134,6 +141,7 @@ class Broker:
             # Checked ten times per interval, so detection lags the limit by at most 10 %.
             Timer(max(min(heartbeat_interval / 10, 0.25), 0.01), self._check_health),
             Timer(defaults.METRICS_INTERVAL, self._tick),
+            Timer(defaults.STEAL_INTERVAL, self._steal),
         ]
 
     # ------------------------------------------------------------------ loop
@@ -284,6 +292,7 @@ class Broker:
             plugins=frozenset(str(p) for p in body["plugins"]),
             fd=body.get("_fd"),
             heartbeat_interval=interval,
+            prefetch=self.prefetch,
         )
         old = self.registry.add(worker)
         if worker.fd is not None:
@@ -446,7 +455,8 @@ class Broker:
         self._hook("on_attempt_result", task, record)
         worker.completed += 1
         if record.started_at is not None:
-            self.scheduler.strategy.task_done(task, worker, record.ended_at - record.started_at)
+            self.scheduler.task_done(task, worker, record.ended_at - record.started_at)
+            self._store_duration(worker, task)
         if outcome == "succeeded":
             self._finish(task, TaskState.SUCCEEDED, record)
         elif outcome == "cancelled":
@@ -506,6 +516,8 @@ class Broker:
 
     def _move(self, task: Task, state: TaskState) -> None:
         """Every task state change goes through here: counted, and published on events.task."""
+        if self._steals.pop(task.task_id, None) is not None:  # a steal it outran
+            self.scheduler.steal_done(task, None)
         self.state_counts[task.state] -= 1
         task.move(state)
         self.state_counts[state] += 1
@@ -605,19 +617,22 @@ class Broker:
             record = Attempt(task.attempt, worker.worker_id, now)
             task.history.append(record)
             self._move(task, TaskState.ASSIGNED)
-            self._send(
-                worker.peer,
-                protocol.ASSIGN,
-                {
-                    "task_id": task.task_id,
-                    "attempt": task.attempt,
-                    "plugin": task.plugin,
-                    "params": task.params,
-                    "timeout": task.timeout,
-                },
-            )
+            self._send_assign(worker, task)
             self._store_attempt(task, record)
             self._store_task(task)
+
+    def _send_assign(self, worker: WorkerInfo, task: Task) -> None:
+        self._send(
+            worker.peer,
+            protocol.ASSIGN,
+            {
+                "task_id": task.task_id,
+                "attempt": task.attempt,
+                "plugin": task.plugin,
+                "params": task.params,
+                "timeout": task.timeout,
+            },
+        )
 
     # ---------------------------------------------------------------- clients
 
@@ -741,6 +756,47 @@ class Broker:
         self._send(worker.peer, protocol.DRAIN, {"reason": "requested by a client"})
         self._reply(peer, body, {"worker_id": worker.worker_id, "running": len(worker.inflight)})
 
+    # ------------------------------------------------------------- stealing
+
+    def _steal(self, now: float) -> None:
+        """Phase 1: ask holders to give up prefetched tasks an idle worker would finish sooner."""
+        for task, holder, thief in self.scheduler.steals(self.tasks):
+            self._steals[task.task_id] = (thief.worker_id, task.attempt)
+            self._send(holder.peer, protocol.STEAL, {"task_id": task.task_id, "attempt": task.attempt})
+
+    def _on_steal_ack(self, peer: bytes, body: dict[str, Any]) -> None:
+        """Phase 2: the holder gave the task up (it had not started it), or it had started."""
+        holder = self.registry.by_peer(peer)
+        asked = self._steals.pop(body["task_id"], None)
+        task = self.tasks.get(body["task_id"])
+        if asked is None or task is None:
+            return
+        thief = self.registry.get(asked[0])
+        if not body["ok"] or self._current(holder, task.task_id, body["attempt"]) is None:
+            self.scheduler.steal_done(task, None)
+            return
+        holder.inflight.pop(task.task_id, None)
+        if thief is None or thief.state != "alive":
+            self.scheduler.steal_done(task, None)
+            self._requeue(task)  # the thief left meanwhile; the attempt never started anywhere
+            return
+        now = time.time()
+        task.worker_id = thief.worker_id
+        task.assigned_at = now
+        record = task.history[-1]
+        record.worker_id = thief.worker_id
+        record.assigned_at = now
+        thief.inflight[task.task_id] = task.attempt
+        self.scheduler.steal_done(task, thief)
+        self._send_assign(thief, task)
+        self._store_attempt(task, record)
+        self._store_task(task)
+        self.events.publish(
+            events.TASK,
+            {"event": "stolen", "task_id": task.task_id, "from": holder.worker_id, "worker_id": thief.worker_id},
+        )
+        log.debug("task %s stolen from %s by %s", task.task_id, holder.worker_id, thief.worker_id)
+
     def _on_ping(self, peer: bytes, body: dict[str, Any]) -> None:
         self._reply(
             peer,
@@ -786,6 +842,7 @@ class Broker:
         """Resume from the database: unfinished jobs come back as they were committed."""
         cursor = self.store.cursor()
         self._seq = itertools.count(recovery.next_seq(cursor))
+        self.history.load(recovery.load_durations(cursor))
         jobs, tasks = recovery.load_unfinished(cursor)
         self._adopt(jobs, tasks)
         grace = self.health.interval * self.health.liveness * 2
@@ -864,6 +921,11 @@ class Broker:
             ),
         )
 
+    def _store_duration(self, worker: WorkerInfo, task: Task) -> None:
+        key = task_key(task)
+        stat = self.history.stats[(worker.worker_id, task.plugin, key)]
+        self.store.put("task_durations", (worker.worker_id, task.plugin, key, stat.ewma, stat.count, time.time()))
+
     def _store_worker(self, w: WorkerInfo, state: str) -> None:
         self.store.put(
             "workers",
@@ -898,6 +960,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--dead-liveness", type=int, help="silent intervals before a missing worker is removed")
     parser.add_argument("--max-lost-workers", type=int, help="workers a task may lose before it fails as poison")
+    parser.add_argument("--prefetch", type=int, help="tasks a worker may hold beyond its slots (default 0)")
     parser.add_argument("--ready-file", help="write the bound endpoints here as JSON once listening")
     parser.add_argument("--http", metavar="HOST:PORT", help="serve the HTTP API and WebSocket here (port 0: any)")
     parser.add_argument("--metrics-retention", type=float, help="seconds of metrics history kept in the database")
@@ -917,6 +980,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         dead_liveness = config.positive_int(pick("dead_liveness", defaults.DEAD_LIVENESS), "dead_liveness")
         max_lost = config.positive_int(pick("max_lost_workers", defaults.MAX_LOST_WORKERS), "max_lost_workers")
+        prefetch = pick("prefetch", defaults.PREFETCH)
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
+            raise config.ConfigError(f"prefetch must be an integer >= 0, got {prefetch!r}")
     except config.ConfigError as exc:
         print(f"dtf-broker: {exc}", file=sys.stderr)
         return 2
@@ -930,6 +996,7 @@ def main(argv: list[str] | None = None) -> int:
             heartbeat_liveness=liveness,
             dead_liveness=dead_liveness,
             max_lost_workers=max_lost,
+            prefetch=prefetch,
         )
     except balancer.UnknownStrategy as exc:
         print(f"dtf-broker: {exc}", file=sys.stderr)

@@ -123,5 +123,9 @@ class Client:
         """Ask a worker to finish its tasks, take no new ones and exit."""
         return self.request(protocol.DRAIN_WORKER, {"worker_id": worker_id})
 
+    def balancer_stats(self) -> dict[str, Any]:
+        """Placement counters: assignments per worker, steals, queue wait, utilisation, efficiency."""
+        return self.request(protocol.BALANCER_STATS, {})
+
     def ping(self) -> dict[str, Any]:
         return self.request(protocol.PING, {})

@@ -39,6 +39,14 @@ TASK_RETRIES = 0
 # far), capped at RETRY_BACKOFF_MAX, times a random jitter in [0.5, 1.5).
 RETRY_BACKOFF = 1.0
 RETRY_BACKOFF_MAX = 60.0
+# Placement history: weight of the newest duration in the moving average, and the guess
+# for a kind of task never seen anywhere.
+HISTORY_ALPHA = 0.3
+DEFAULT_TASK_ESTIMATE = 1.0
+# Tasks a worker may hold beyond its slots (queued on the worker, not started): hides the
+# round trip between tasks; work stealing moves them to idle workers when that is faster.
+PREFETCH = 0
+STEAL_INTERVAL = 0.1  # seconds between looks for work to steal
 # A task whose attempts lost this many workers (killed, hung) is poison: it fails.
 MAX_LOST_WORKERS = 3
 
@@ -99,6 +107,17 @@ KILL_GRACE = 2.0
 # Hostile input limits.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 MAX_TASKS_PER_JOB = 100_000
+MAX_NESTING_DEPTH = 64  # containers within containers in a message (JSON encoding recurses per level)
+MAX_ID_CHARS = 256  # worker, job and task ids
+MAX_WORKER_SLOTS = 65_536
+
+# Security (security.py, apikeys.py). CURVE keys for workers and clients come from flags, config or these.
+CURVE_SECRET_ENV = "DTF_CURVE_SECRET"
+BROKER_KEY_ENV = "DTF_BROKER_KEY"
+KEYS_RELOAD_INTERVAL = 1.0  # seconds between looks at the authorized-keys directory (or after SIGHUP)
+SECURITY_LOG_INTERVAL = 60.0  # a refused peer is logged once per this many seconds (repeats counted)
+API_KEYS_ENV = "DTF_API_KEYS"  # the API-key file for `dtf keys api-key` and the broker's --api-keys
+API_KEY_ENV = "DTF_API_KEY"  # a key for HTTP clients (the dashboard) to send
 
 # Hardware detection: each probe (nvidia-smi, rocm-smi, a browser's --version) gets this many
 # seconds, so a wedged driver never keeps a worker from starting. Importing torch to ask it

@@ -24,11 +24,13 @@ TASK_RESULT = "task_result"
 UNREGISTER = "unregister"
 # Both ways: a worker announces it is draining (SIGTERM), or the broker tells it to drain.
 DRAIN = "drain"
+STEAL_ACK = "steal_ack"  # worker -> broker: whether it gave the task up (phase 2)
 # Broker -> worker
 REGISTERED = "registered"
 ASSIGN = "assign"
 CANCEL = "cancel"
 RESULT_ACK = "result_ack"
+STEAL = "steal"  # give up this task if you have not started it (work stealing, phase 1)
 REREGISTER = "reregister"
 # Client -> broker (each carries a client-chosen ``req`` echoed in the reply)
 SUBMIT = "submit"
@@ -38,6 +40,7 @@ RESULTS = "results"
 WORKERS = "workers"
 CANCEL_JOB = "cancel_job"
 DRAIN_WORKER = "drain_worker"
+BALANCER_STATS = "balancer_stats"
 PING = "ping"
 # Broker -> client, and broker -> anyone on a bad message
 REPLY = "reply"
@@ -87,6 +90,8 @@ SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     },
     CANCEL: {"task_id": (_STR, True), "attempt": (_INT, True), "reason": (_STR, False)},
     RESULT_ACK: {"task_id": (_STR, True), "attempt": (_INT, True)},
+    STEAL: {"task_id": (_STR, True), "attempt": (_INT, True)},
+    STEAL_ACK: {"task_id": (_STR, True), "attempt": (_INT, True), "ok": ((bool,), True)},
     REREGISTER: {"reason": (_STR, False)},
     SUBMIT: {"req": (_INT, True), "tasks": (_LIST, True), "name": (_STR, False)},
     STATUS: {"req": (_INT, True), "job_id": (_STR, True)},
@@ -95,12 +100,15 @@ SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     WORKERS: {"req": (_INT, True)},
     CANCEL_JOB: {"req": (_INT, True), "job_id": (_STR, True)},
     DRAIN_WORKER: {"req": (_INT, True), "worker_id": (_STR, True)},
+    BALANCER_STATS: {"req": (_INT, True)},
     PING: {"req": (_INT, True)},
     REPLY: {"req": (_INT, True), "data": ((dict, list), True)},
     ERROR: {"req": ((int, type(None)), False), "error": (_STR, True)},
 }
 
-CLIENT_REQUESTS = frozenset({SUBMIT, STATUS, WAIT, RESULTS, WORKERS, CANCEL_JOB, DRAIN_WORKER, PING})
+CLIENT_REQUESTS = frozenset(
+    {SUBMIT, STATUS, WAIT, RESULTS, WORKERS, CANCEL_JOB, DRAIN_WORKER, BALANCER_STATS, PING}
+)
 
 
 class ProtocolError(ValueError):

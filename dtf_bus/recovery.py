@@ -76,6 +76,11 @@ def load_unfinished(cursor: duckdb.DuckDBPyConnection) -> tuple[list[Job], list[
     return load_jobs(cursor, where, [])
 
 
+def load_durations(cursor: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str, float, int]]:
+    """What the task analyzer had learned before the restart."""
+    return cursor.execute("SELECT worker_id, plugin, task_key, ewma_s, samples FROM task_durations").fetchall()
+
+
 def next_seq(cursor: duckdb.DuckDBPyConnection) -> int:
     """Submit order continues where the previous broker left off."""
     return (cursor.execute("SELECT max(seq) FROM tasks").fetchone()[0] or 0) + 1

@@ -17,7 +17,7 @@ class WorkerInfo:
     worker_id: str
     peer: bytes  # ROUTER routing id of the current connection
     capabilities: dict[str, Any]
-    slots: int
+    slots: int  # tasks run at once
     plugins: frozenset[str]
     registered_at: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.monotonic)
@@ -27,6 +27,7 @@ class WorkerInfo:
     state: str = "alive"  # alive | missing (silent, may come back) | draining (no new work)
     fd: int | None = None  # the connection's socket descriptor, to match socket-monitor events
     heartbeat_interval: float = 0.0  # the interval this worker was last told to use
+    prefetch: int = 0  # tasks it may hold queued beyond its slots
     abandoned: dict[str, int] = field(default_factory=dict)  # attempts requeued while it was missing
 
     @property
@@ -35,9 +36,15 @@ class WorkerInfo:
 
     @property
     def free_slots(self) -> int:
+        """Tasks it can take now: slots plus prefetch, minus what it holds."""
         if self.state != "alive":
             return 0
-        return self.slots - len(self.inflight)
+        return self.slots + self.prefetch - len(self.inflight)
+
+    @property
+    def idle_slots(self) -> int:
+        """Slots with nothing to run: the worker could start a task this moment."""
+        return max(self.slots - len(self.inflight), 0) if self.state == "alive" else 0
 
     @property
     def load(self) -> float:

@@ -1,28 +1,49 @@
-"""Placement: match queued tasks to workers with free slots, through the chosen strategy.
+"""Placement: match queued tasks to workers with free capacity, through the chosen strategy.
 
 The broker calls :meth:`Scheduler.place` once per batch of messages; it returns the
 assignments to send. Which workers can run which requirement key is cached until the
 registry changes, so a placement costs one look at each key's head, not a queue scan.
+
+Work stealing (:meth:`Scheduler.steals`): a worker may hold ``slots + prefetch`` tasks; the
+ones beyond its slots wait on it, not started. When another capable worker sits idle and
+would finish such a task sooner, the broker asks the holder to give it up (two-phase: only
+the holder knows whether it has started it) and moves it.
 """
 
 from __future__ import annotations
 
+import time
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
 from dtf_bus import matching
 from dtf_bus.balancer import Strategy
+from dtf_bus.balancer.history import History
 from dtf_bus.queue import TaskQueue
 from dtf_bus.registry import Registry, WorkerInfo
-from dtf_bus.task import Task
+from dtf_bus.task import Task, TaskState
 
 
 class Scheduler:
-    def __init__(self, registry: Registry, strategy: Strategy) -> None:
+    def __init__(self, registry: Registry, strategy: Strategy, history: History | None = None) -> None:
         self.registry = registry
         self.strategy = strategy
+        self.history = history or History()
         self.queue = TaskQueue()
         self._capable: dict[str, list[WorkerInfo]] = {}
         self._capable_version = -1
+        self._stealing: dict[str, str] = {}  # task id -> thief id, asked and not yet answered
+        # Decision counters, served to the monitoring API.
+        self.assignments: Counter[str] = Counter()
+        self.steal_count = 0
+        self._wait_total = 0.0
+        self._wait_count = 0
+        self._efficiency_total = 0.0
+        self._efficiency_count = 0
 
     def enqueue(self, task: Task) -> None:
+        task.queued_at = time.time()
         self.queue.push(matching.requirement_key(task.plugin, task.requires), task)
 
     def capable(self, key: str, task: Task) -> list[WorkerInfo]:
@@ -36,9 +57,10 @@ class Scheduler:
         return workers
 
     def place(self) -> list[tuple[Task, WorkerInfo]]:
-        """Assign as many queued tasks as free capable slots allow, best task first."""
+        """Assign as many queued tasks as free capable capacity allows, best task first."""
         placements: list[tuple[Task, WorkerInfo]] = []
         free = self.registry.free_slots()
+        now = time.time()
         while free > 0 and len(self.queue):
             for key, task in self.queue.heads():
                 candidates = [w for w in self.capable(key, task) if w.free_slots > 0]
@@ -50,8 +72,19 @@ class Scheduler:
             worker = self.strategy.choose(task, candidates)
             worker.inflight[task.task_id] = task.attempt
             placements.append((task, worker))
+            self.assignments[worker.worker_id] += 1
+            self._wait_total += now - task.queued_at
+            self._wait_count += 1
             free -= 1
         return placements
+
+    def task_done(self, task: Task, worker: WorkerInfo, duration: float) -> None:
+        best = self.history.best(task, self.capable(matching.requirement_key(task.plugin, task.requires), task))
+        self.history.record(worker, task, duration)
+        self.strategy.task_done(task, worker, duration)
+        if best is not None and duration > 0:
+            self._efficiency_total += min(best / duration, 1.0)
+            self._efficiency_count += 1
 
     def why_queued(self, task: Task) -> list[str]:
         """Reasons a queued task cannot be placed; empty when it only waits for a free slot."""
@@ -59,3 +92,71 @@ class Scheduler:
         if self.capable(key, task):
             return []
         return matching.explain(task.plugin, task.requires, self.registry)
+
+    # ------------------------------------------------------------ stealing
+
+    def steals(self, tasks: Mapping[str, Task]) -> list[tuple[Task, WorkerInfo, WorkerInfo]]:
+        """(task, holder, thief) moves worth asking for: idle thieves, prefetched tasks."""
+        promised = Counter(self._stealing.values())
+        thieves = [w for w in self.registry if w.idle_slots > promised[w.worker_id]]
+        if not thieves:
+            return []
+        moves = []
+        for thief in thieves:
+            for _ in range(thief.idle_slots - promised[thief.worker_id]):
+                best: tuple[float, Task, WorkerInfo] | None = None
+                for holder in self.registry:
+                    if holder is thief or len(holder.inflight) <= holder.slots:
+                        continue
+                    candidate = self._stealable(holder, thief, tasks)
+                    if candidate is not None and (best is None or candidate[0] > best[0]):
+                        best = (candidate[0], candidate[1], holder)
+                if best is None:
+                    break
+                _, task, holder = best
+                self._stealing[task.task_id] = thief.worker_id
+                moves.append((task, holder, thief))
+        return moves
+
+    def _stealable(self, holder: WorkerInfo, thief: WorkerInfo, tasks: Mapping[str, Task]) -> tuple[float, Task] | None:
+        """The task the holder would start last, if the thief would finish it sooner."""
+        held = [tasks[t] for t in holder.inflight if t in tasks]
+        for task in reversed(held):  # most recently assigned waits longest
+            if (
+                task.state is not TaskState.ASSIGNED
+                or task.task_id in self._stealing
+                or not matching.can_run(task.plugin, task.requires, thief)
+            ):
+                continue
+            ahead = sum(self.history.estimate(holder, t) for t in held if t is not task)
+            holder_finish = ahead / holder.slots + self.history.estimate(holder, task)
+            thief_finish = self.history.estimate(thief, task)
+            if thief_finish < holder_finish:
+                return holder_finish - thief_finish, task
+            return None
+        return None
+
+    def steal_done(self, task: Task, thief: WorkerInfo | None) -> None:
+        """The holder answered; ``thief`` is None when the task had already started."""
+        self._stealing.pop(task.task_id, None)
+        if thief is not None:
+            self.steal_count += 1
+            self.assignments[thief.worker_id] += 1
+
+    # ---------------------------------------------------------- observability
+
+    def stats(self) -> dict[str, Any]:
+        workers = list(self.registry)
+        slots = sum(w.slots for w in workers)
+        running = sum(min(len(w.inflight), w.slots) for w in workers)
+        return {
+            "strategy": self.strategy.name,
+            "assignments": dict(self.assignments),
+            "steals": self.steal_count,
+            "queued": len(self.queue),
+            "avg_queue_wait_s": self._wait_total / self._wait_count if self._wait_count else 0.0,
+            "utilisation": running / slots if slots else 0.0,
+            "assignment_efficiency": (
+                self._efficiency_total / self._efficiency_count if self._efficiency_count else None
+            ),
+        }

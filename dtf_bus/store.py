@@ -69,6 +69,15 @@ CREATE TABLE IF NOT EXISTS attempts (
     error VARCHAR,
     PRIMARY KEY (task_id, attempt)
 );
+CREATE TABLE IF NOT EXISTS task_durations (
+    worker_id VARCHAR,
+    plugin VARCHAR,
+    task_key VARCHAR,
+    ewma_s DOUBLE,
+    samples BIGINT,
+    updated_at TIMESTAMP,
+    PRIMARY KEY (worker_id, plugin, task_key)
+);
 CREATE TABLE IF NOT EXISTS workers (
     worker_id VARCHAR PRIMARY KEY,
     hostname VARCHAR,
@@ -133,6 +142,12 @@ TABLES: dict[str, TableSpec] = {
         frozenset({"result"}),
         frozenset({"assigned_at", "started_at", "ended_at"}),
     ),
+    "task_durations": (
+        ("worker_id", "plugin", "task_key", "ewma_s", "samples", "updated_at"),
+        3,
+        frozenset(),
+        frozenset({"updated_at"}),
+    ),
     "workers": (
         (
             "worker_id",
@@ -181,6 +196,7 @@ class Store:
         self._mark_seq = 0
         self.durable_seq = 0
         self._durable = threading.Condition()
+        self._wake = threading.Event()  # set to make the writer commit now rather than at its interval
         self._notify_r, self._notify_w = os.pipe()
         os.set_blocking(self._notify_r, False)
         os.set_blocking(self._notify_w, False)
@@ -221,6 +237,8 @@ class Store:
         """
         self._mark_seq += 1
         self._queue.put((_MARK, (self._mark_seq, urgent)))
+        if urgent:
+            self._wake.set()
         return self._mark_seq
 
     @property
@@ -247,6 +265,7 @@ class Store:
 
     def close(self) -> None:
         self._queue.put((_STOP, None))
+        self._wake.set()
         self._thread.join()
         self._con.close()
         os.close(self._notify_r)
@@ -258,24 +277,28 @@ class Store:
             batch: dict[str, dict[Any, tuple]] = {}
             count = 0
             marked = 0
-            deadline = time.monotonic() + self.flush_interval
+            # Sleep through the flush interval, then drain what came. Blocking in get() per row
+            # would wake this thread on every put, to fight the broker's loop for the GIL row
+            # by row (bench/README.md has the profile). mark(urgent=True) and close() wake it.
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
             while count < self.flush_rows:
                 try:
-                    table, row = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
+                    table, row = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if table is _STOP:
                     stopping = True
                     break
                 if table is _MARK:
-                    marked, urgent = row
-                    if urgent:
-                        break
+                    marked = row[0]
                     continue
                 keylen = self.tables[table][1]
                 # Keyed tables keep a row's last version; append-only ones keep every row.
                 batch.setdefault(table, {})[row[:keylen] if keylen else count] = row
                 count += 1
+            else:
+                self._wake.set()  # a full batch: more rows may wait, so go again at once
             if count:
                 self._write(batch)
             if marked:

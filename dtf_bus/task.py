@@ -85,6 +85,7 @@ class Task:
     history: list[Attempt] = field(default_factory=list)
     depends_on: list[str] = field(default_factory=list)  # task ids that must succeed first
     waiting_on: set[str] = field(default_factory=set)  # those of them not succeeded yet
+    queued_at: float = 0.0  # when it last entered the queue, for queue-wait statistics
 
     def attempt_record(self, number: int) -> Attempt | None:
         for record in reversed(self.history):

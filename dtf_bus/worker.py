@@ -70,6 +70,9 @@ class Worker:
         self.reconnect_initial = reconnect_initial
         self.reconnect_max = reconnect_max
         self.running: dict[str, Running] = {}
+        # Assigned beyond our slots (the broker's prefetch): started as slots free up, unless
+        # the broker steals them back for an idle worker first.
+        self.pending: dict[str, dict[str, Any]] = {}
         self.unacked: dict[tuple[str, int], dict[str, Any]] = {}
         self._done: queue.SimpleQueue = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
@@ -86,6 +89,7 @@ class Worker:
             protocol.REGISTERED: self._on_registered,
             protocol.ASSIGN: self._on_assign,
             protocol.CANCEL: self._on_cancel,
+            protocol.STEAL: self._on_steal,
             protocol.RESULT_ACK: self._on_result_ack,
             protocol.REREGISTER: self._on_reregister,
             protocol.HEARTBEAT: self._on_heartbeat,
@@ -123,7 +127,7 @@ class Worker:
 
     def _drained(self) -> bool:
         """Draining and done: nothing running, and every result delivered (or undeliverable)."""
-        if not self._draining or self.running:
+        if not self._draining or self.running or self.pending:
             return False
         if not self.unacked:
             return True
@@ -253,7 +257,9 @@ class Worker:
                 "slots": self.slots,
                 "plugins": sorted(self.executors),
                 # Attempts we hold: running, or finished with the result not yet acknowledged.
-                "running": [[tid, r.ctx.attempt] for tid, r in self.running.items()] + [list(k) for k in self.unacked],
+                "running": [[tid, r.ctx.attempt] for tid, r in self.running.items()]
+                + [[tid, body["attempt"]] for tid, body in self.pending.items()]
+                + [list(k) for k in self.unacked],
             },
         )
 
@@ -301,8 +307,27 @@ class Worker:
     def _on_assign(self, body: dict[str, Any]) -> None:
         task_id, attempt = body["task_id"], body["attempt"]
         current = self.running.get(task_id)
-        if current is not None and current.ctx.attempt == attempt:
+        if (current is not None and current.ctx.attempt == attempt) or task_id in self.pending:
             return  # duplicate delivery
+        if len(self.running) >= self.slots:
+            self.pending[task_id] = body
+            return
+        self._start(body)
+
+    def _start_pending(self) -> None:
+        while self.pending and len(self.running) < self.slots:
+            task_id = next(iter(self.pending))
+            self._start(self.pending.pop(task_id))
+
+    def _on_steal(self, body: dict[str, Any]) -> None:
+        held = self.pending.get(body["task_id"])
+        ok = held is not None and held["attempt"] == body["attempt"]
+        if ok:
+            del self.pending[body["task_id"]]
+        self._send(protocol.STEAL_ACK, {"task_id": body["task_id"], "attempt": body["attempt"], "ok": ok})
+
+    def _start(self, body: dict[str, Any]) -> None:
+        task_id, attempt = body["task_id"], body["attempt"]
         ctx = TaskContext(
             task_id=task_id,
             attempt=attempt,
@@ -322,6 +347,10 @@ class Worker:
         run.thread.start()
 
     def _on_cancel(self, body: dict[str, Any]) -> None:
+        held = self.pending.get(body["task_id"])
+        if held is not None and held["attempt"] == body["attempt"]:
+            del self.pending[body["task_id"]]  # never started: nothing to stop or report
+            return
         run = self.running.get(body["task_id"])
         if run is not None and run.ctx.attempt == body["attempt"]:
             log.info("cancelling %s attempt %d: %s", body["task_id"], body["attempt"], body.get("reason", ""))
@@ -383,6 +412,7 @@ class Worker:
             if run is not None and run.ctx.attempt == result["attempt"]:
                 del self.running[result["task_id"]]
             log.debug("task %s attempt %d %s", result["task_id"], result["attempt"], result["outcome"])
+            self._start_pending()
             key = (result["task_id"], result["attempt"])
             self.unacked[key] = result
             if self._registered:

@@ -8,12 +8,16 @@ preference. Third-party strategies register under the ``dtf.strategies`` entry-p
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from importlib.metadata import entry_points
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from dtf_bus.registry import WorkerInfo
 from dtf_bus.task import Task
+
+if TYPE_CHECKING:
+    from dtf_bus.balancer.history import History
 
 ENTRY_POINT_GROUP = "dtf.strategies"
 
@@ -42,13 +46,15 @@ def available() -> dict[str, object]:
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
-def load(name: str) -> Strategy:
+def load(name: str, history: History | None = None) -> Strategy:
+    """Build the named strategy; one whose constructor takes ``history`` gets the broker's."""
     eps = available()
     if name not in eps:
         known = ", ".join(sorted(eps)) or "none installed"
         raise UnknownStrategy(f"unknown strategy {name!r} (available: {known})")
     factory = eps[name].load()
-    strategy = factory()
+    wants_history = "history" in inspect.signature(factory).parameters
+    strategy = factory(history=history) if wants_history and history is not None else factory()
     if not isinstance(strategy, Strategy):
         raise UnknownStrategy(f"strategy {name!r} does not implement the Strategy protocol")
     return strategy

@@ -1,0 +1,111 @@
+"""Strategies, the task analyzer and steal selection on pure data."""
+
+import pytest
+
+from dtf_bus.balancer import load
+from dtf_bus.balancer.affinity import Affinity
+from dtf_bus.balancer.history import History, task_key
+from dtf_bus.balancer.performance_based import PerformanceBased
+from dtf_bus.registry import Registry, WorkerInfo
+from dtf_bus.scheduler import Scheduler
+from dtf_bus.task import Task, TaskState
+
+pytestmark = pytest.mark.unit
+
+
+def worker(worker_id, speed=1.0, slots=1, prefetch=0, hardware=("cpu",)):
+    w = WorkerInfo(worker_id, worker_id.encode(), {"hardware": list(hardware), "speed": speed}, slots,
+                   frozenset({"sim"}), prefetch=prefetch)  # fmt: skip
+    return w
+
+
+def task(name, seq=0, seconds=None, **params):
+    if seconds is not None:
+        params["seconds"] = seconds
+    return Task(f"j.{seq}", "j", name, "sim", params, {}, 0, None, 0, seq)
+
+
+def test_history_learns_and_falls_back():
+    h = History(alpha=0.5)
+    fast, slow, new = worker("fast", speed=4), worker("slow", speed=1), worker("new", speed=2)
+    assert h.estimate(slow, task("build", seconds=8)) == 8.0  # sim param / speed
+    assert h.estimate(fast, task("build", seconds=8)) == 2.0
+    assert h.estimate(slow, task("other")) == 1.0  # nothing known: the default
+    h.record(fast, task("unit[0]"), 2.0)
+    h.record(fast, task("unit[1]"), 4.0)  # ewma 3.0, and [i] copies share a key
+    assert task_key(task("unit[7]")) == "unit"
+    assert h.estimate(fast, task("unit[9]")) == 3.0
+    assert h.estimate(new, task("unit[9]")) == 6.0  # seen on fast (speed 4) only: scaled to speed 2
+    assert h.best(task("unit[2]"), [fast, slow]) == 3.0 and h.best(task("zzz"), [fast]) is None
+
+
+def test_history_persists_through_load():
+    h = History()
+    h.load([("w1", "sim", "unit", 2.5, 10)], speeds={"w1": 1.0})
+    assert h.estimate(worker("w1"), task("unit[0]")) == 2.5
+    assert h.estimate(worker("w2", speed=2), task("unit[0]")) == 1.25
+
+
+def test_performance_based_prefers_fast_worker_until_its_backlog_says_otherwise():
+    h = History()
+    strategy = PerformanceBased(history=h)
+    fast, slow = worker("fast", speed=4, prefetch=4), worker("slow", speed=1)
+    for w in (fast, slow):
+        strategy.add_worker(w)
+    picks = []
+    for i in range(6):
+        t = task(f"t{i}", i, seconds=4)
+        chosen = strategy.choose(t, [fast, slow])
+        chosen.inflight[t.task_id] = 1
+        picks.append(chosen.worker_id)
+    # fast finishes a 4 s task in 1 s: it takes four before idle slow (4 s) is as good.
+    assert picks[:4] == ["fast"] * 4 and "slow" in picks[4:]
+
+
+def test_affinity_is_sticky_but_never_waits():
+    strategy = Affinity()
+    a, b = worker("a", slots=2), worker("b", slots=2)
+    for w in (a, b):
+        strategy.add_worker(w)
+    first = strategy.choose(task("x", 0, affinity="resnet"), [a, b])
+    first.inflight["j.0"] = 1
+    assert strategy.choose(task("y", 1, affinity="resnet"), [a, b]) is first
+    other = b if first is a else a
+    assert strategy.choose(task("z", 2, affinity="resnet"), [other]) is other  # home full: elsewhere
+    strategy.remove_worker(first.worker_id)
+    assert strategy.choose(task("w", 3, affinity="resnet"), [a, b]) is not None
+
+
+def test_all_strategies_load_by_name_with_history():
+    h = History()
+    for name in ("round_robin", "least_loaded", "performance_based", "affinity"):
+        assert load(name, h).name == name
+    assert load("performance_based", h).history is h
+
+
+def test_steal_moves_a_prefetched_task_to_an_idle_faster_worker():
+    registry = Registry()
+    h = History()
+    sched = Scheduler(registry, PerformanceBased(history=h), h)
+    busy = worker("busy", speed=1, slots=1, prefetch=3)
+    registry.add(busy)
+    tasks = {}
+    for i in range(4):
+        t = task(f"t{i}", i, seconds=2)
+        sched.enqueue(t)
+        tasks[t.task_id] = t
+    for t, _ in sched.place():
+        t.state = TaskState.ASSIGNED
+    tasks["j.0"].state = TaskState.RUNNING  # the one it started
+    assert len(busy.inflight) == 4
+    assert sched.steals(tasks) == []  # no idle worker yet
+    idle = worker("idle", speed=2, slots=2)
+    registry.add(idle)
+    moves = sched.steals(tasks)
+    assert [(t.task_id, f.worker_id, to.worker_id) for t, f, to in moves] == [
+        ("j.3", "busy", "idle"),
+        ("j.2", "busy", "idle"),
+    ]
+    assert sched.steals(tasks) == []  # already asked for: not asked twice
+    sched.steal_done(moves[0][0], idle)
+    assert sched.stats()["steals"] == 1
