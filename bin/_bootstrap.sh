@@ -18,3 +18,13 @@ elif [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
     touch "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"
+# The dashboard's browser tests drive Debian's chromium; install it where we may (root, apt).
+if [ ! -x /usr/bin/chromium ] && [ -z "${DTF_NO_INSTALL:-}" ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "bootstrap: apt-get install chromium (for the dashboard's browser tests)" >&2
+        { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } >/dev/null 2>&1 \
+            || echo "bootstrap: could not install chromium; the browser tests will fail" >&2
+    else
+        echo "bootstrap: /usr/bin/chromium missing; install Debian's chromium for the browser tests" >&2
+    fi
+fi

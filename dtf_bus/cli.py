@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dtf_bus import hardware, junit, pytest_dist, spec
+from dtf_bus import defaults, hardware, junit, pytest_dist, spec
 from dtf_bus.client import BrokerUnreachable, Client, ClientError, default_endpoint
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -178,7 +178,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.suite:
         suite = spec.load(args.suite)
     cluster = LocalCluster(
-        args.workdir, db=args.db, bind=args.bind, metrics_bind=args.metrics_bind, strategy=args.strategy
+        args.workdir,
+        db=args.db,
+        bind=args.bind,
+        metrics_bind=args.metrics_bind,
+        strategy=args.strategy,
+        http=args.http,
     )
     stopping = False
 
@@ -205,6 +210,18 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"results  {cluster.db}")
         print(f"logs     {cluster.workdir / 'logs'}")
         print(f"try      dtf workers --broker {cluster.endpoint}")
+        print(f"api      {cluster.http_url}/api  (Prometheus {cluster.http_url}/metrics, WebSocket /ws)")
+        if args.dashboard or args.open_browser:
+            try:
+                url = cluster.start_dashboard(port=args.dashboard_port)
+            except ClusterError as exc:
+                print(f"dtf up: the dashboard did not start: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            print(f"dashboard {url}", flush=True)
+            if args.open_browser:
+                import webbrowser
+
+                webbrowser.open(url)
         code = EXIT_OK
         if suite is not None:
             name, tasks = suite
@@ -292,6 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bind", default="tcp://127.0.0.1:5555")
     p.add_argument("--metrics-bind", default="tcp://127.0.0.1:5556")
     p.add_argument("--strategy", default=None)
+    p.add_argument(
+        "--http",
+        default=f"{defaults.HTTP_HOST}:{defaults.HTTP_PORT}",
+        metavar="HOST:PORT",
+        help="the broker's HTTP API (port 0: any)",
+    )
+    p.add_argument("--dashboard", action="store_true", help="serve the live Bokeh dashboard too")
+    p.add_argument("--dashboard-port", type=int, default=defaults.DASHBOARD_PORT, help="the dashboard's port (0: any)")
+    p.add_argument("--open-browser", action="store_true", help="open the dashboard in a browser (implies --dashboard)")
     p.set_defaults(func=None)
     return parser
 

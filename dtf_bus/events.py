@@ -1,7 +1,8 @@
 """The PUB channel: task and worker state changes and metrics, one topic per stream.
 
 Frames are ``[topic, msgpack(payload)]`` so subscribers filter by prefix without decoding
-(``events.task``, ``events.worker``, ``metrics.system``). PUB never blocks: a slow subscriber
+(``events.task``, ``events.worker``, ``metrics.system``, ``metrics.worker.<id>``, ``anomaly``).
+PUB never blocks: a slow subscriber
 loses messages at its high-water mark instead of stalling the broker.
 """
 
@@ -16,6 +17,8 @@ import zmq
 TASK = b"events.task"
 WORKER = b"events.worker"
 SYSTEM_METRICS = b"metrics.system"
+WORKER_METRICS = b"metrics.worker."  # + worker id: one topic per worker, so a view can follow one
+ANOMALY = b"anomaly"
 
 
 class Publisher:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from dtf_bus.broker import Broker
     from dtf_bus.registry import WorkerInfo
-    from dtf_bus.task import Attempt, Task
+    from dtf_bus.task import Attempt, Job, Task
 
 
 class BrokerHook:
@@ -31,6 +31,9 @@ class BrokerHook:
     def on_worker_registered(self, broker: Broker, worker: WorkerInfo) -> None: ...
 
     def on_worker_lost(self, broker: Broker, worker: WorkerInfo, reason: str) -> None: ...
+
+    def on_job_submitted(self, broker: Broker, job: Job) -> None:
+        """A job's tasks were just queued (they enter ``queued`` without an ``on_task_state``)."""
 
     def on_heartbeat(self, broker: Broker, worker: WorkerInfo) -> None:
         """A heartbeat arrived; ``worker.metrics`` holds what the worker reported."""

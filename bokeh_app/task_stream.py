@@ -1,0 +1,103 @@
+"""The task stream: each finished task a bar on its worker's row, from start to end (as in Dask).
+
+Bars come from ``events.task``: a task's ``running`` event opens it, its final event closes
+it. Colour is by task kind; failures are red. Old bars roll over, so a long run keeps a
+bounded page.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bokeh.models import ColumnDataSource, FixedTicker, HoverTool
+from bokeh.palettes import Category10_10
+from bokeh.plotting import figure
+
+from dtf_bus import defaults
+
+from .timeaxis import formatter, local_ms
+
+FINAL = ("succeeded", "failed", "timed_out", "cancelled")
+STATE_COLOURS = {"failed": "#d62728", "timed_out": "#8c0000", "cancelled": "#aaaaaa"}
+MAX_LABELLED_ROWS = 60  # beyond this, worker names on the axis would overlap: hover tells
+
+
+class TaskStream:
+    def __init__(self, rollover: int = defaults.DASHBOARD_TASK_STREAM) -> None:
+        self.rollover = rollover
+        self.source = ColumnDataSource(
+            {k: [] for k in ("start", "end", "y", "colour", "name", "worker", "state", "duration")}
+        )
+        self.figure = figure(
+            title="Task stream",
+            x_axis_type="datetime",
+            height=300,
+            sizing_mode="stretch_width",
+            tools="xpan,xwheel_zoom,reset,save",
+            toolbar_location="above",
+        )
+        self.figure.hbar(
+            y="y", left="start", right="end", height=0.8, fill_color="colour", line_color=None, source=self.source
+        )
+        self.figure.add_tools(
+            HoverTool(
+                tooltips=[
+                    ("task", "@name"),
+                    ("worker", "@worker"),
+                    ("state", "@state"),
+                    ("seconds", "@duration{0.000}"),
+                ]
+            )
+        )
+        self.figure.yaxis.axis_label = "worker"
+        self.ticker = FixedTicker(ticks=[])  # one ticker, updated in place (replacing it races the browser)
+        self.figure.yaxis.ticker = self.ticker
+        self.figure.xaxis.formatter = formatter()
+        self.rows: dict[str, int] = {}
+        self.kinds: dict[str, str] = {}
+        self._open: dict[str, tuple[float, str]] = {}
+
+    def _row(self, worker: str) -> int:
+        row = self.rows.get(worker)
+        if row is None:
+            row = self.rows[worker] = len(self.rows)
+            ticks = list(self.rows.values())
+            if len(ticks) <= MAX_LABELLED_ROWS:
+                self.ticker.ticks = ticks
+                self.figure.yaxis.major_label_overrides = {v: k for k, v in self.rows.items()}
+        return row
+
+    def _colour(self, name: str, state: str) -> str:
+        if state in STATE_COLOURS:
+            return STATE_COLOURS[state]
+        kind = name.split("[", 1)[0]
+        colour = self.kinds.get(kind)
+        if colour is None:
+            colour = self.kinds[kind] = Category10_10[len(self.kinds) % 10]
+        return colour
+
+    def update(self, events: list[tuple[int, str, dict[str, Any]]]) -> None:
+        bars: dict[str, list[Any]] = {k: [] for k in self.source.data}
+        for _, topic, p in events:
+            if topic != "events.task" or "task_id" not in p:
+                continue
+            event, task_id = p.get("event"), p["task_id"]
+            if event == "running" and p.get("worker_id"):
+                self._open[task_id] = (p["ts"], p["worker_id"])
+                if len(self._open) > 100_000:  # tasks whose end we never saw (dropped frames)
+                    self._open.pop(next(iter(self._open)))
+            elif event in FINAL and task_id in self._open:
+                start, worker = self._open.pop(task_id)
+                name = p.get("name") or task_id
+                bars["start"].append(local_ms(start))
+                bars["end"].append(local_ms(p["ts"]))
+                bars["y"].append(self._row(worker))
+                bars["colour"].append(self._colour(name, event))
+                bars["name"].append(name)
+                bars["worker"].append(worker)
+                bars["state"].append(event)
+                bars["duration"].append(p["ts"] - start)
+            elif event == "queued":
+                self._open.pop(task_id, None)
+        if bars["start"]:
+            self.source.stream(bars, rollover=self.rollover)
