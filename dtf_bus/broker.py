@@ -34,7 +34,7 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from dtf_bus import balancer, config, defaults, events, protocol, recovery, spec
+from dtf_bus import balancer, config, defaults, events, protocol, recovery, security, spec
 from dtf_bus.balancer.history import History, task_key
 from dtf_bus.health import Health
 from dtf_bus.hooks import BrokerHook
@@ -75,7 +75,10 @@ class Broker:
         dead_liveness: int = defaults.DEAD_LIVENESS,
         max_lost_workers: int = defaults.MAX_LOST_WORKERS,
         prefetch: int = defaults.PREFETCH,
+        steal: bool = True,
         hooks: list[BrokerHook] | None = None,
+        curve_secret: str | Path | None = None,
+        authorized_keys: str | Path | None = None,
     ) -> None:
         self.hooks: list[BrokerHook] = [ResultRows(), *(hooks or [])]  # test/benchmark rows by default
         self.health = Health(heartbeat_interval, heartbeat_liveness, max(dead_liveness, heartbeat_liveness))
@@ -101,18 +104,30 @@ class Broker:
         self._unreleased: collections.deque[tuple[int, list[tuple[bytes, str, dict[str, Any]]]]] = collections.deque()
 
         self.ctx = zmq.Context()
+        # CURVE on both sockets, admitting only authorized keys (dtf_bus.security); None: plaintext.
+        self.guard = security.KeyGuard(self.ctx, curve_secret, authorized_keys) if curve_secret else None
+        if authorized_keys and not curve_secret:
+            raise security.SecurityError("--authorized-keys needs --curve-secret (the broker's own keypair)")
         self.router = self.ctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unreachable peer -> error, not silence
         self.router.setsockopt(zmq.MAXMSGSIZE, defaults.MAX_MESSAGE_BYTES)
         self.router.setsockopt(zmq.LINGER, 0)
+        if self.guard is not None:
+            self.guard.secure(self.router)
         self.router.bind(zmq_endpoint(bind))
         # A closed TCP connection shows here within a millisecond; heartbeats are only the net.
-        self.monitor = self.router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self.monitor = self.router.get_monitor_socket(
+            zmq.EVENT_DISCONNECTED | (security.HANDSHAKE_FAILED_EVENTS if self.guard else 0)
+        )
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.LINGER, 0)
+        if self.guard is not None:
+            self.guard.secure(self.pub)
         self.pub.bind(zmq_endpoint(metrics_bind))
         self.endpoint = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.metrics_endpoint = self.pub.getsockopt(zmq.LAST_ENDPOINT).decode()
+        if self.guard is None:
+            security.warn_if_exposed([self.endpoint, self.metrics_endpoint])
         self.events = events.Publisher(self.pub)
         self.store = Store(db)
         self._restore()
@@ -141,8 +156,10 @@ class Broker:
             # Checked ten times per interval, so detection lags the limit by at most 10 %.
             Timer(max(min(heartbeat_interval / 10, 0.25), 0.01), self._check_health),
             Timer(defaults.METRICS_INTERVAL, self._tick),
-            Timer(defaults.STEAL_INTERVAL, self._steal),
+            *([Timer(defaults.KEYS_RELOAD_INTERVAL, self._check_keys)] if self.guard else []),
         ]
+        if steal:
+            self._timers.append(Timer(defaults.STEAL_INTERVAL, self._steal))
 
     # ------------------------------------------------------------------ loop
 
@@ -197,12 +214,16 @@ class Broker:
         self.monitor.close()
         self.router.close()
         self.pub.close()
+        if self.guard is not None:
+            self.guard.close()
         self.ctx.term()
         self.store.close()
         log.info("broker stopped; results in %s", self.store.path)
 
     def _dispatch(self, frames: list[zmq.Frame]) -> None:
         peer = frames[0].bytes
+        if self.guard is not None and self.guard.revoked and self.guard.cut_off(peer, frames[-1]):
+            return  # a connection whose key was revoked after its handshake: no reply, no service
         if len(frames) != 2:
             log.warning("dropping message with %d frames (expected 1 after the routing id)", len(frames) - 1)
             self._send(peer, protocol.ERROR, {"error": "expected exactly one frame"})
@@ -224,6 +245,8 @@ class Broker:
             return
         if kind == protocol.REGISTER:
             body["_fd"] = frames[1].get(zmq.SRCFD)
+            if self.guard is not None:
+                body["_key"] = frames[1].get("User-Id")  # the peer's CURVE key, set by our ZAP handler
         try:
             self._handlers[kind](peer, body)
         except _ClientError as exc:
@@ -268,6 +291,9 @@ class Broker:
     def _on_socket_events(self) -> None:
         while self.monitor.poll(0):
             event = recv_monitor_message(self.monitor)
+            if event["event"] != zmq.EVENT_DISCONNECTED:
+                self.guard.handshake_failed(event)
+                continue
             worker = self._by_fd.pop(event["value"], None)
             if worker is not None and self.registry.get(worker.worker_id) is worker:
                 # The descriptor may already serve a new connection: a probe tells. Sending to a
@@ -282,6 +308,13 @@ class Broker:
         hardware = caps.get("hardware", [])
         if not worker_id or body["slots"] < 1 or not isinstance(hardware, list):
             raise _ClientError("register: worker_id must be non-empty, slots >= 1, hardware a list")
+        current = self.registry.by_peer(peer)
+        if current is not None and current.worker_id != worker_id:
+            raise _ClientError(f"register: this connection is worker {current.worker_id!r}; one id per connection")
+        if self.guard is not None:
+            refusal = self.guard.bind(worker_id, body.get("_key"))
+            if refusal is not None:
+                raise _ClientError(f"register: {refusal}")
         caps["hardware"] = [str(h) for h in hardware]
         interval = self.health.interval_for(len(self.registry) + 1)
         worker = WorkerInfo(
@@ -341,6 +374,8 @@ class Broker:
         worker = self.registry.by_peer(peer)
         if worker is not None:
             self._worker_lost(worker, "unregistered", state="left")
+            if self.guard is not None:
+                self.guard.release(worker.worker_id)  # left cleanly: its id is free again
 
     def _on_drain(self, peer: bytes, body: dict[str, Any]) -> None:
         """The worker got SIGTERM: it finishes what it has and takes nothing new."""
@@ -713,7 +748,8 @@ class Broker:
         job = self._job(body)
         if job.done:
             self._reply(peer, body, self._job_status(job))
-        elif (peer, body["req"]) not in job.waiters:
+        else:  # one wait per connection (its latest request): a flood of waits cannot grow the list
+            job.waiters[:] = [w for w in job.waiters if w[0] != peer]
             job.waiters.append((peer, body["req"]))
 
     def _on_results(self, peer: bytes, body: dict[str, Any]) -> None:
@@ -835,6 +871,18 @@ class Broker:
 
     def _tick(self, now: float) -> None:
         self._hook("on_tick", now)  # metrics.system and the rest: dtf_bus.monitor
+
+    def _check_keys(self, now: float) -> None:
+        """The authorized keys changed (or SIGHUP): cut off every connection of a revoked key."""
+        revoked_workers = self.guard.reload_if_changed()
+        if revoked_workers is None:
+            return
+        for worker_id in revoked_workers:
+            worker = self.registry.get(worker_id)
+            if worker is not None:
+                self._worker_lost(worker, "its CURVE key was revoked")
+        # Subscribers handshook once: rebinding PUB drops them all; the authorized reconnect.
+        self.guard.rebind(self.pub, self.metrics_endpoint)
 
     # ------------------------------------------------------------ persistence
 
@@ -961,6 +1009,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dead-liveness", type=int, help="silent intervals before a missing worker is removed")
     parser.add_argument("--max-lost-workers", type=int, help="workers a task may lose before it fails as poison")
     parser.add_argument("--prefetch", type=int, help="tasks a worker may hold beyond its slots (default 0)")
+    parser.add_argument(
+        "--no-steal", dest="steal", action="store_false", default=None, help="turn work stealing off"
+    )
+    parser.add_argument("--curve-secret", metavar="FILE", help="the broker's keypair (.key_secret): CURVE on")
+    parser.add_argument("--authorized-keys", metavar="DIR", help="public keys (*.key) admitted; re-read on change")
     parser.add_argument("--ready-file", help="write the bound endpoints here as JSON once listening")
     parser.add_argument("--http", metavar="HOST:PORT", help="serve the HTTP API and WebSocket here (port 0: any)")
     parser.add_argument("--metrics-retention", type=float, help="seconds of metrics history kept in the database")
@@ -996,9 +1049,12 @@ def main(argv: list[str] | None = None) -> int:
             heartbeat_liveness=liveness,
             dead_liveness=dead_liveness,
             max_lost_workers=max_lost,
+            curve_secret=pick("curve_secret", None),
+            authorized_keys=pick("authorized_keys", None),
             prefetch=prefetch,
+            steal=bool(pick("steal", True)),
         )
-    except balancer.UnknownStrategy as exc:
+    except (balancer.UnknownStrategy, security.SecurityError) as exc:
         print(f"dtf-broker: {exc}", file=sys.stderr)
         return 2
     except zmq.ZMQError as exc:
@@ -1009,6 +1065,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     signal.signal(signal.SIGTERM, broker.stop)
     signal.signal(signal.SIGINT, broker.stop)
+    if broker.guard is not None:
+        signal.signal(signal.SIGHUP, broker.guard.request_reload)
+        security.set_default_client_curve(broker.guard.client_curve())  # the HTTP API's own client
     from dtf_bus import api  # tornado and prometheus only load in the broker process
 
     try:

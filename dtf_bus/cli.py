@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dtf_bus import defaults, hardware, junit, pytest_dist, spec
+from dtf_bus import defaults, hardware, junit, keys_cli, pytest_dist, security, spec
 from dtf_bus.client import BrokerUnreachable, Client, ClientError, default_endpoint
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -266,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     def with_broker(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--broker", default=None, help=f"broker endpoint (default $DTF_BROKER or {default_endpoint()})")
         p.add_argument("--timeout-connect", type=float, default=5.0, help=argparse.SUPPRESS)
+        p.add_argument("--curve-secret", metavar="FILE", help="this client's CURVE keypair (default $DTF_CURVE_SECRET)")
+        p.add_argument("--broker-key", metavar="FILE", help="the broker's CURVE public key (default $DTF_BROKER_KEY)")
         return p
 
     p = with_broker(sub.add_parser("submit", help="submit a TOML/JSON spec of [[tasks]]"))
@@ -290,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_results)
 
     pytest_dist.add_parser(sub, with_broker)
+    keys_cli.add_parser(sub)
 
     p = with_broker(sub.add_parser("cancel", help="cancel a job's unfinished tasks"))
     p.add_argument("job")
@@ -331,8 +334,14 @@ def main(argv: list[str] | None = None) -> int:
                 print("dtf up: --workers must be at least 1", file=sys.stderr)
                 return EXIT_USAGE
             return cmd_up(args)
-        with Client(args.broker, timeout=args.timeout_connect) as client:
+        if args.command == "keys":
+            return keys_cli.run(args)
+        curve = security.resolve_client_curve(args.curve_secret, args.broker_key)
+        with Client(args.broker, timeout=args.timeout_connect, curve=curve) as client:
             return args.func(client, args)
+    except security.SecurityError as exc:
+        print(f"dtf {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except spec.SpecError as exc:
         print(f"dtf {args.command}: invalid spec: {exc}", file=sys.stderr)
         return EXIT_USAGE

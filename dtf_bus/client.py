@@ -15,7 +15,7 @@ from typing import Any
 
 import zmq
 
-from dtf_bus import defaults, protocol, spec
+from dtf_bus import defaults, protocol, security, spec
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +33,21 @@ def default_endpoint() -> str:
 
 
 class Client:
-    def __init__(self, endpoint: str | None = None, timeout: float = defaults.CLIENT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        timeout: float = defaults.CLIENT_TIMEOUT,
+        curve: security.ClientCurve | None = None,
+    ) -> None:
+        """``curve``: CURVE keys; by default from $DTF_CURVE_SECRET and $DTF_BROKER_KEY (if set)."""
         self.endpoint = endpoint or default_endpoint()
         self.timeout = timeout
+        curve = curve if curve is not None else security.resolve_client_curve()
         self._ctx = zmq.Context.instance()
         self._socket = self._ctx.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            security.make_client(self._socket, curve)
         self._socket.connect(self.endpoint)
         self._req = itertools.count(1)
 

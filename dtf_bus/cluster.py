@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dtf_bus import defaults
+from dtf_bus import defaults, security
 from dtf_bus.client import Client
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,9 @@ class LocalCluster:
         metrics_bind: str = "tcp://127.0.0.1:0",
         log_level: str = "INFO",
         http: str | None = None,
+        secure: bool = False,
     ) -> None:
+        """``secure``: CURVE on, with keys made in ``workdir/keys`` (broker, client, one per worker)."""
         self.workdir = Path(workdir)
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         self.db = Path(db) if db else self.workdir / "dtf.duckdb"
@@ -114,6 +116,13 @@ class LocalCluster:
         self.http_url = ""
         self.dashboard: Proc | None = None
         self.dashboard_url = ""
+        self.secure = secure
+        self.keys_dir = self.workdir / "keys"
+        self.authorized_dir = self.keys_dir / "authorized"  # the broker's --authorized-keys
+        self.client_curve: security.ClientCurve | None = None
+        if secure:
+            self.broker_public, self.broker_secret = security.generate(self.keys_dir, "broker", overwrite=True)
+            self.client_curve = security.client_curve(self.node_key("client"), self.broker_public)
 
     # --------------------------------------------------------------- broker
 
@@ -145,6 +154,8 @@ class LocalCluster:
             argv += ["--dead-liveness", str(self.dead_liveness)]
         if self.http:  # a restarted broker keeps the port it had
             argv += ["--http", self.http_url.removeprefix("http://") or self.http]
+        if self.secure:
+            argv += ["--curve-secret", str(self.broker_secret), "--authorized-keys", str(self.authorized_dir)]
         argv += extra_args or []
         self.broker = self._spawn("broker", argv)
 
@@ -176,7 +187,9 @@ class LocalCluster:
         capabilities: list[str] | None = None,
         config: str | Path | None = None,
         extra_args: list[str] | None = None,
+        authorized: bool = True,
     ) -> Proc:
+        """In a secure cluster the worker gets its own keypair, admitted unless ``authorized`` is False."""
         argv = [
             sys.executable,
             "-m",
@@ -190,6 +203,9 @@ class LocalCluster:
             "--log-level",
             self.log_level,
         ]
+        if self.secure:
+            secret = self.node_key(f"worker-{worker_id}", authorized)
+            argv += ["--curve-secret", str(secret), "--broker-key", str(self.broker_public)]
         for cap in capabilities or []:
             argv += ["--capability", cap]
         if config:
@@ -201,6 +217,8 @@ class LocalCluster:
         argv += extra_args or []
         proc = self._spawn(f"worker-{worker_id}", argv)
         proc.extra = {"slots": slots, "capabilities": capabilities, "config": config, "extra_args": extra_args}
+        if not authorized:
+            proc.extra["authorized"] = False
         self.workers[worker_id] = proc
         return proc
 
@@ -289,7 +307,22 @@ class LocalCluster:
     # --------------------------------------------------------------- common
 
     def client(self, timeout: float = defaults.CLIENT_TIMEOUT) -> Client:
-        return Client(self.endpoint, timeout=timeout)
+        return Client(self.endpoint, timeout=timeout, curve=self.client_curve)
+
+    # ------------------------------------------------------------- CURVE keys
+
+    def node_key(self, name: str, authorized: bool = True) -> Path:
+        """A node's secret key file (made on first use); its public key admitted if ``authorized``."""
+        secret = self.keys_dir / f"{name}.key_secret"
+        if not secret.exists():
+            security.generate(self.keys_dir, name)
+        if authorized:
+            security.authorize(self.keys_dir / f"{name}.key", self.authorized_dir)
+        return secret
+
+    def revoke(self, name: str) -> None:
+        """Remove a node's key (``worker-ID`` for a worker) from the authorized directory."""
+        (self.authorized_dir / f"{name}.key").unlink()
 
     def _spawn(self, name: str, argv: list[str]) -> Proc:
         log_path = self.workdir / "logs" / f"{name}.log"

@@ -61,15 +61,21 @@ class Scheduler:
         placements: list[tuple[Task, WorkerInfo]] = []
         free = self.registry.free_slots()
         now = time.time()
+        deferred: set[str] = set()  # keys whose head the strategy chose to hold back this round
         while free > 0 and len(self.queue):
             for key, task in self.queue.heads():
+                if key in deferred:
+                    continue
                 candidates = [w for w in self.capable(key, task) if w.free_slots > 0]
                 if candidates:
                     break
             else:
                 return placements  # nothing queued can run on any free slot
-            self.queue.pop(key)
             worker = self.strategy.choose(task, candidates)
+            if worker is None:
+                deferred.add(key)
+                continue
+            self.queue.pop(key)
             worker.inflight[task.task_id] = task.attempt
             placements.append((task, worker))
             self.assignments[worker.worker_id] += 1

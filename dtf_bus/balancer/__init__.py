@@ -32,8 +32,9 @@ class Strategy(Protocol):
 
     def task_done(self, task: Task, worker: WorkerInfo, duration: float) -> None: ...
 
-    def choose(self, task: Task, candidates: Sequence[WorkerInfo]) -> WorkerInfo:
-        """Pick one of ``candidates`` (never empty; each can run ``task`` and has a free slot)."""
+    def choose(self, task: Task, candidates: Sequence[WorkerInfo]) -> WorkerInfo | None:
+        """Pick one of ``candidates`` (never empty; each can run ``task`` and has room), or
+        None to keep the task queued until the worker the strategy wants has room."""
         ...
 
 

@@ -20,3 +20,24 @@ def test_chaos_smoke():
     assert summary["tasks"] == 60 and summary["rows"] == 60
     assert summary["lost"] == 0 and summary["duplicates"] == 0
     assert summary["broker_restarts"] == 1 and sum(summary["faults"].values()) >= 1
+
+
+def test_makespan_smoke():
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[2] / "bench" / "makespan.py"
+    args = ["--json", "--tasks", "12", "--mean", "0.05", "--only", "round_robin,performance_based"]
+    proc = subprocess.run([sys.executable, str(bench), *args], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert [r["strategy"] for r in rows] == [
+        "round_robin (no stealing, baseline)",
+        "round_robin",
+        "performance_based",
+    ]
+    for r in rows:
+        assert {"strategy", "makespan_s", "lower_bound_s", "ratio"} <= set(r)
+        assert r["makespan_s"] > 0 and r["lower_bound_s"] > 0 and r["ratio"] >= 1.0

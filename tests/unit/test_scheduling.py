@@ -98,14 +98,15 @@ def test_least_loaded_prefers_idle_and_alternates():
     assert picks in (["a", "b", "a", "b"], ["b", "a", "b", "a"])
 
 
-def test_round_robin_cycles_over_candidates():
-    ws = [worker(n) for n in "abc"]
+def test_round_robin_deals_in_turn_and_waits_for_a_full_worker():
+    ws = [worker(n) for n in "ab"] + [worker("c", hardware=("cpu", "cuda"))]
     strategy = RoundRobin()
     for w in ws:
         strategy.add_worker(w)
     picks = [strategy.choose(task("t", i), ws).worker_id for i in range(4)]
     assert picks == ["a", "b", "c", "a"]
-    assert strategy.choose(task("t", 9), [ws[2]]).worker_id == "c"
+    assert strategy.choose(task("t", 9), [ws[2]]) is None  # b's turn and b is full: wait
+    assert strategy.choose(task("g", 10, hardware="cuda"), [ws[2]]).worker_id == "c"  # only c can
 
 
 def test_strategies_load_by_entry_point():
