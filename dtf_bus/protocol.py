@@ -10,9 +10,12 @@ against :data:`SCHEMAS` so that handlers can trust the shape of what they receiv
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
+
+from dtf_bus import defaults
 
 VERSION = 1
 
@@ -127,7 +130,9 @@ def encode(kind: str, body: dict[str, Any]) -> bytes:
 def decode(frame: bytes) -> tuple[str, dict[str, Any]]:
     """Unpack and validate one frame, raising :class:`ProtocolError` with the reason."""
     try:
-        msg = msgpack.unpackb(frame, raw=False, strict_map_key=True, max_bin_len=len(frame))
+        # Every declared length is bounded by the frame itself (a huge declared length fails at
+        # once instead of allocating); extension types are not part of the protocol at all.
+        msg = msgpack.unpackb(frame, raw=False, strict_map_key=True, max_bin_len=len(frame), max_ext_len=0)
     except Exception as exc:  # msgpack raises several unrelated types for garbage
         raise ProtocolError(f"not msgpack: {type(exc).__name__}: {exc}") from None
     if not isinstance(msg, list) or len(msg) != 3:
@@ -150,4 +155,60 @@ def decode(frame: bytes) -> tuple[str, dict[str, Any]]:
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             names = "/".join(t.__name__ for t in types)
             raise ProtocolError(f"{kind}: field {field!r} must be {names}, got {type(value).__name__}", req)
+    for field, check in _LIMITS.get(kind, ()):
+        value = body.get(field)
+        if value is not None:
+            reason = check(value)
+            if reason is not None:
+                raise ProtocolError(f"{kind}: field {field!r} {reason}", req)
     return kind, body
+
+
+# Limits beyond the types: what a peer could otherwise use to hurt the broker or its store
+# (ids of megabytes, timestamps DuckDB cannot hold, nesting that overflows JSON encoding).
+
+
+def _id(value: str) -> str | None:
+    return None if len(value) <= defaults.MAX_ID_CHARS else f"is longer than {defaults.MAX_ID_CHARS} characters"
+
+
+def _time(value: float) -> str | None:
+    return None if 0 <= value < 1e11 else f"is not a plausible epoch timestamp ({value!r})"
+
+
+def _slots(value: int) -> str | None:
+    return None if 1 <= value <= defaults.MAX_WORKER_SLOTS else f"must be 1..{defaults.MAX_WORKER_SLOTS}"
+
+
+def _nesting(value: Any) -> str | None:
+    """Containers nested at most MAX_NESTING_DEPTH deep (iterative: hostile depth cannot recurse)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > defaults.MAX_NESTING_DEPTH:
+            return f"is nested deeper than {defaults.MAX_NESTING_DEPTH} levels"
+        for child in item.values() if type(item) is dict else item:
+            if type(child) is dict or type(child) is list:
+                stack.append((child, depth + 1))
+    return None
+
+
+_JOB = (("job_id", _id),)
+_LIMITS: dict[str, tuple[tuple[str, Callable[[Any], str | None]], ...]] = {
+    REGISTER: (
+        ("worker_id", _id),
+        ("slots", _slots),
+        ("capabilities", _nesting),
+        ("plugins", _nesting),
+        ("running", _nesting),
+    ),
+    HEARTBEAT: (("running", _nesting), ("metrics", _nesting)),
+    TASK_STARTED: (("task_id", _id), ("started_at", _time)),
+    TASK_RESULT: (("task_id", _id), ("result", _nesting), ("started_at", _time), ("ended_at", _time)),
+    SUBMIT: (("tasks", _nesting),),
+    STATUS: _JOB,
+    WAIT: _JOB,
+    RESULTS: _JOB,
+    CANCEL_JOB: _JOB,
+    DRAIN_WORKER: (("worker_id", _id),),
+}

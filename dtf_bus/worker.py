@@ -33,7 +33,7 @@ from typing import Any
 
 import zmq
 
-from dtf_bus import config, defaults, hardware, protocol, utilisation
+from dtf_bus import config, defaults, hardware, protocol, security, utilisation
 from dtf_bus.plugins import Executor, PluginError, TaskContext, TaskFailed, load_executors
 
 log = logging.getLogger("dtf.worker")
@@ -59,6 +59,7 @@ class Worker:
         heartbeat_liveness: int = defaults.HEARTBEAT_LIVENESS,
         reconnect_initial: float = defaults.RECONNECT_INITIAL,
         reconnect_max: float = defaults.RECONNECT_MAX,
+        curve: security.ClientCurve | None = None,
     ) -> None:
         self.broker = broker
         self.worker_id = worker_id
@@ -69,6 +70,7 @@ class Worker:
         self.liveness = heartbeat_liveness
         self.reconnect_initial = reconnect_initial
         self.reconnect_max = reconnect_max
+        self.curve = curve  # CURVE keys (dtf_bus.security), or None for plaintext
         self.running: dict[str, Running] = {}
         # Assigned beyond our slots (the broker's prefetch): started as slots free up, unless
         # the broker steals them back for an idle worker first.
@@ -207,6 +209,8 @@ class Worker:
         """One connection's lifetime. Returns whether it got registered."""
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        if self.curve is not None:
+            security.make_client(sock, self.curve)
         sock.connect(self.broker)
         self._socket = sock
         was_registered = False
@@ -449,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plugin", action="append", metavar="NAME", help="load only these plugins (repeatable)")
     parser.add_argument("--heartbeat-interval", type=float)
     parser.add_argument("--heartbeat-liveness", type=int)
+    parser.add_argument("--curve-secret", metavar="FILE", help="this worker's keypair (default $DTF_CURVE_SECRET)")
+    parser.add_argument("--broker-key", metavar="FILE", help="the broker's public key (default $DTF_BROKER_KEY)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -464,7 +470,8 @@ def main(argv: list[str] | None = None) -> int:
             args.heartbeat_interval or wcfg.get("heartbeat_interval", defaults.HEARTBEAT_INTERVAL),
             args.heartbeat_liveness or wcfg.get("heartbeat_liveness", defaults.HEARTBEAT_LIVENESS),
         )
-    except (config.ConfigError, PluginError) as exc:
+        curve = security.resolve_client_curve(args.curve_secret, args.broker_key, wcfg)
+    except (config.ConfigError, PluginError, security.SecurityError) as exc:
         print(f"dtf-worker: {exc}", file=sys.stderr)
         return 2
     slots = args.slots if args.slots is not None else wcfg.get("slots", defaults.WORKER_SLOTS)
@@ -483,6 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         slots=slots,
         heartbeat_interval=interval,
         heartbeat_liveness=liveness,
+        curve=curve,
     )
     worker.install_signal_handlers()
     log.info("worker %s connecting to %s with plugins %s", worker.worker_id, broker, ", ".join(sorted(executors)))
