@@ -43,7 +43,7 @@ def _ts(value: float | None) -> datetime | None:
 
 def make_rows(n: int) -> dict[str, list[tuple[Any, ...]]]:
     """Rows shaped like the broker's own (built from the store's column lists, so they follow
-    the schema), with distinct keys so none coalesce away."""
+    the schema; a column added later is NULL here), with distinct keys so none coalesce away."""
     now = time.time()
     sample: dict[str, Any] = {
         "job_id": "job",
@@ -70,7 +70,7 @@ def make_rows(n: int) -> dict[str, list[tuple[Any, ...]]]:
         rows = []
         for i in range(n):
             per_row = {"task_id": f"job.{i}", "name": f"noop[{i}]", "worker_id": f"w{i % 8}", "seq": i}
-            rows.append(tuple(now if c in ts_cols else per_row[c] if c in per_row else sample[c] for c in columns))
+            rows.append(tuple(now if c in ts_cols else per_row[c] if c in per_row else sample.get(c) for c in columns))
         out[table] = rows
     out["bench_metrics"] = [(now + i * 1e-3, f"w{i % 8}", "cpu_percent", float(i % 100)) for i in range(n)]
     return out
