@@ -192,6 +192,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         stopping = True
 
     signal.signal(signal.SIGTERM, on_signal)
+    # Ctrl-C raises KeyboardInterrupt even if we were started with SIGINT ignored (as a
+    # background job is), so that it never stops the children and leaves us waiting.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         try:
             cluster.start_broker()
