@@ -29,10 +29,10 @@ def noop_tasks(n: int) -> list[dict[str, Any]]:
     return [{"name": "noop", "plugin": "sim", "params": {"seconds": 0}, "repeat": n}]
 
 
-def run_dtf(tasks: int, workers: int, timeout: float) -> dict[str, float]:
+def run_dtf(tasks: int, workers: int, timeout: float, prefetch: int = 0) -> dict[str, float]:
     """One dtf round; returns tasks/s to all-done and to all-durable."""
     with benchlib.cluster() as c:
-        c.start_broker()
+        c.start_broker(extra_args=["--prefetch", str(prefetch)] if prefetch else None)
         for i in range(workers):
             c.start_worker(f"bench-{i}")
         c.wait_for_workers(workers)
@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--rounds", type=int, default=benchlib.DEFAULT_ROUNDS, help="alternating rounds (default 3)")
     p.add_argument("--timeout", type=float, default=300.0, help="give up on a round after this many seconds")
+    p.add_argument(
+        "--prefetch", type=int, default=0, help="also run dtf with the broker's --prefetch N (tasks queued on workers)"
+    )
     args = p.parse_args(argv)
     if args.tasks < 1 or args.workers < 1 or args.rounds < 1:
         p.error("--tasks, --workers and --rounds must be positive")
@@ -72,11 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     dtf_done: list[float] = []
     dtf_durable: list[float] = []
     raw: list[float] = []
+    prefetched: list[float] = []
     for _ in range(args.rounds):
         raw.append(lru_broker.run(args.tasks, args.workers, args.timeout))
         r = run_dtf(args.tasks, args.workers, args.timeout)
         dtf_done.append(r["done"])
         dtf_durable.append(r["durable"])
+        if args.prefetch:
+            prefetched.append(run_dtf(args.tasks, args.workers, args.timeout, args.prefetch)["durable"])
     dtf, baseline = benchlib.median(dtf_durable), benchlib.median(raw)
     summary = {
         "bench": "throughput",
@@ -89,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         "ratio": round(dtf / baseline, 3),
         "machine": benchlib.machine(),
     }
+    if args.prefetch:
+        summary["prefetch"] = args.prefetch
+        summary["dtf_prefetch_tasks_per_s"] = round(benchlib.median(prefetched), 1)
+        summary["prefetch_ratio"] = round(summary["dtf_prefetch_tasks_per_s"] / baseline, 3)
     rows = [
         ("tasks x rounds", f"{args.tasks:,} x {args.rounds}"),
         ("workers", args.workers),
@@ -97,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         ("dtf, all durable (tasks/s)", dtf),
         ("ratio dtf / raw", f"{summary['ratio']:.3f}"),
     ]
+    if args.prefetch:
+        rows += [
+            (f"dtf --prefetch {args.prefetch}, durable (tasks/s)", summary["dtf_prefetch_tasks_per_s"]),
+            ("ratio with prefetch / raw", f"{summary['prefetch_ratio']:.3f}"),
+        ]
     benchlib.emit("throughput: no-op tasks end to end, median of rounds", rows, summary, args.json)
     return 0
 
