@@ -7,14 +7,32 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Any
+
+from dtf_bus import defaults
 
 log = logging.getLogger("dtf.dashboard")
 
 TIMEOUT = 3.0
+KEY: str | None = None  # the API key (main sets it from --api-key-file); else $DTF_API_KEY
+
+
+def load_key(path: str) -> None:
+    global KEY
+    try:
+        KEY = Path(path).read_text().strip() or None
+    except OSError as exc:
+        log.error("dashboard: cannot read the API key file %s: %s", path, exc.strerror)
+
+
+def _headers() -> dict[str, str]:
+    key = KEY or os.environ.get(defaults.API_KEY_ENV)
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 def get(base: str | None, path: str, **params: Any) -> Any:
@@ -23,7 +41,7 @@ def get(base: str | None, path: str, **params: Any) -> Any:
         return None
     url = base.rstrip("/") + path + ("?" + urllib.parse.urlencode(params) if params else "")
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=_headers()), timeout=TIMEOUT) as response:
             body = json.loads(response.read())
     except (OSError, ValueError, urllib.error.URLError) as exc:
         log.warning("dashboard: GET %s failed: %s", url, exc)

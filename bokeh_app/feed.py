@@ -17,7 +17,7 @@ from typing import Any
 
 import zmq
 
-from dtf_bus import defaults, events
+from dtf_bus import defaults, events, security
 
 log = logging.getLogger("dtf.dashboard")
 
@@ -42,6 +42,13 @@ class Feed:
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.RCVHWM, 100_000)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
+        try:  # a broker with CURVE: keys from $DTF_CURVE_SECRET and $DTF_BROKER_KEY
+            curve = security.resolve_client_curve()
+        except security.SecurityError as exc:
+            log.error("dashboard feed: %s", exc)
+            curve = None
+        if curve is not None:
+            security.make_client(sub, curve)
         sub.connect(self.endpoint)
         log.info("dashboard feed subscribed to %s", self.endpoint)
         while True:

@@ -19,7 +19,7 @@ from .timeaxis import formatter, local_ms
 
 FINAL = ("succeeded", "failed", "timed_out", "cancelled")
 STATE_COLOURS = {"failed": "#d62728", "timed_out": "#8c0000", "cancelled": "#aaaaaa"}
-MAX_LABELLED_ROWS = 60  # beyond this, worker names on the axis would overlap: hover tells
+MAX_LABELLED_ROWS = 20  # beyond this, worker names on the axis would overlap: hover tells
 
 
 class TaskStream:
@@ -61,10 +61,12 @@ class TaskStream:
         row = self.rows.get(worker)
         if row is None:
             row = self.rows[worker] = len(self.rows)
-            ticks = list(self.rows.values())
-            if len(ticks) <= MAX_LABELLED_ROWS:
-                self.ticker.ticks = ticks
+            if len(self.rows) <= MAX_LABELLED_ROWS:
+                self.ticker.ticks = list(self.rows.values())
                 self.figure.yaxis.major_label_overrides = {v: k for k, v in self.rows.items()}
+            elif len(self.rows) == MAX_LABELLED_ROWS + 1:  # too many to read: unlabelled rows
+                self.ticker.ticks = []
+                self.figure.yaxis.major_label_overrides = {}
         return row
 
     def _colour(self, name: str, state: str) -> str:

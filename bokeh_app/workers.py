@@ -7,6 +7,7 @@ aggregate table above it (one row per profile or hardware set) keeps a big fleet
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 from typing import Any
@@ -42,6 +43,11 @@ GROUP_COLUMNS = (
 )
 
 
+def natural(name: str) -> list[Any]:
+    """``w2`` before ``w10``: digits compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
 def _nan(value: Any) -> Any:
     return float("nan") if value is None else value
 
@@ -62,7 +68,7 @@ class WorkerTable:
         if now < self._next and not force:
             return
         self._next = now + self.refresh
-        rows = [workers[k] for k in sorted(workers)]
+        rows = [workers[k] for k in sorted(workers, key=natural)]
         data: dict[str, list[Any]] = {f: [] for f, _, _ in COLUMNS}
         groups: dict[str, list[dict[str, Any]]] = {}
         for w in rows:
