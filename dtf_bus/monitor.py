@@ -24,11 +24,12 @@ Every tick it:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -152,7 +153,7 @@ class Monitor(BrokerHook):
         self._lock = threading.Lock()
         self._anomalies: deque[dict[str, Any]] = deque(maxlen=defaults.ANOMALY_KEEP)
         self._anomaly_count = 0
-        self._tasks: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._tasks: dict[str, dict[str, Any]] = {}  # insertion order = least recently changed first
         self._kinds: dict[str, str] = {}  # task id -> kind, while the task is live
         self._queued: dict[str, float] = {}  # task id -> when queued; insertion order is time order
         self._running: dict[str, tuple[float, str, str, float | None]] = {}  # id -> (since, worker, kind, timeout)
@@ -273,18 +274,19 @@ class Monitor(BrokerHook):
         now = job.submitted_at
         for task_id in job.task_ids:
             self._queued[task_id] = now
+        tasks = self._tasks
         with self._lock:
             for task_id in job.task_ids[-self.recent_tasks :]:
-                self._tasks[task_id] = self._view(broker.tasks[task_id])
-            while len(self._tasks) > self.recent_tasks:
-                self._tasks.popitem(last=False)
+                tasks[task_id] = self._view(broker.tasks[task_id], now)
+            for task_id in list(itertools.islice(tasks, max(len(tasks) - self.recent_tasks, 0))):
+                del tasks[task_id]
         self._notify(
             "tasks",
             {"timestamp": now, "event": {"event": "job_submitted", "job_id": job.job_id, "total": len(job.task_ids)}},
         )
 
     @staticmethod
-    def _view(task: Task) -> dict[str, Any]:
+    def _view(task: Task, now: float) -> dict[str, Any]:
         return {
             "task_id": task.task_id,
             "job_id": task.job_id,
@@ -298,19 +300,20 @@ class Monitor(BrokerHook):
             "started_at": task.started_at,
             "ended_at": task.ended_at,
             "error": task.error,
-            "updated_at": time.time(),
+            "updated_at": now,
         }
 
     def on_task_state(self, broker: Broker, task: Task) -> None:
         now = time.time()
         task_id = task.task_id
         state = task.state
-        view = self._view(task)
+        view = self._view(task, now)
+        tasks = self._tasks
         with self._lock:
-            self._tasks[task_id] = view
-            self._tasks.move_to_end(task_id)
-            if len(self._tasks) > self.recent_tasks:
-                self._tasks.popitem(last=False)
+            tasks.pop(task_id, None)
+            tasks[task_id] = view
+            if len(tasks) > self.recent_tasks:
+                del tasks[next(iter(tasks))]
         kind = self._kinds.get(task_id)
         if kind is None:
             kind = self._kinds[task_id] = task_kind(task.plugin, task.name)
@@ -319,8 +322,9 @@ class Monitor(BrokerHook):
             self._queued[task_id] = now
             self._running.pop(task_id, None)
         elif state is TaskState.ASSIGNED:
-            since = self._queued.pop(task_id, None) or task.submitted_at
-            wait = max(now - since, 0.0)
+            wait = now - (self._queued.pop(task_id, None) or task.submitted_at)
+            if wait < 0:
+                wait = 0.0  # clock skew between a restored task's stamp and now
             self._waits.append((now, wait))
             self._new_waits.append(wait)
             self._assignments += 1
