@@ -103,6 +103,12 @@ class Scheduler:
 
     def steals(self, tasks: Mapping[str, Task]) -> list[tuple[Task, WorkerInfo, WorkerInfo]]:
         """(task, holder, thief) moves worth asking for: idle thieves, prefetched tasks."""
+        # Only workers holding prefetched tasks can be stolen from; finding them first keeps an
+        # idle fleet at O(workers) per look instead of O(workers^2) (2,000 idle workers: 80 % of
+        # a core, bench/scale.py).
+        holders = [w for w in self.registry if len(w.inflight) > w.slots]
+        if not holders:
+            return []
         promised = Counter(self._stealing.values())
         thieves = [w for w in self.registry if w.idle_slots > promised[w.worker_id]]
         if not thieves:
@@ -111,8 +117,8 @@ class Scheduler:
         for thief in thieves:
             for _ in range(thief.idle_slots - promised[thief.worker_id]):
                 best: tuple[float, Task, WorkerInfo] | None = None
-                for holder in self.registry:
-                    if holder is thief or len(holder.inflight) <= holder.slots:
+                for holder in holders:
+                    if holder is thief:
                         continue
                     candidate = self._stealable(holder, thief, tasks)
                     if candidate is not None and (best is None or candidate[0] > best[0]):
