@@ -89,10 +89,11 @@ def test_10_dashboard_is_served_and_renders_live_data(monitored, browser, tmp_pa
     sub = zmq.Context.instance().socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
     sub.setsockopt(zmq.SUBSCRIBE, events.TASK)
+    sub.setsockopt(zmq.SUBSCRIBE, events.SYSTEM_METRICS)
     sub.connect(cluster.metrics_endpoint)
     latencies = []
     try:
-        time.sleep(0.3)  # not a wait for a condition: PUB/SUB's join, so the first event is not missed
+        wait_for(lambda: sub.poll(100) and sub.recv_multipart(), 5, "the subscription to join (a metrics tick)")
         with cluster.client() as client:
             for i in range(5):
                 shown = int(succeeded.inner_text())
@@ -111,7 +112,8 @@ def test_10_dashboard_is_served_and_renders_live_data(monitored, browser, tmp_pa
         f"\nevent-to-browser latency over {len(latencies)} probes: median {statistics.median(latencies) * 1000:.0f} ms,"
         f" max {max(latencies) * 1000:.0f} ms"
     )
-    time.sleep(1.2)  # not a condition: let one more metrics tick draw the plots for the screenshot
+    throughput = page.locator('[data-metric="throughput"]')  # set by a metrics tick after the tasks
+    wait_for(lambda: throughput.inner_text() not in ("-", "0.00/s"), 10, "a metrics tick with the tasks")
     shot = tmp_path / "dashboard.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
