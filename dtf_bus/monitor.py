@@ -506,11 +506,19 @@ class Monitor(BrokerHook):
             "assignments": self._assignments,
             "results": self._results,
             # Placements that ended in a result rather than being lost with their worker.
-            "assignment_efficiency": round(min(self._results / settled, 1.0), 4) if settled > 0 else None,
+            "placement_success": round(min(self._results / settled, 1.0), 4) if settled > 0 else None,
             # Jain's fairness index of assignments per slot: 1 = perfectly even, 1/n = one worker took all.
             "fairness": round(sum(per_slot) ** 2 / (len(per_slot) * squares), 4) if squares else None,
             "workers": lb_workers,
         }
+        # The scheduler's own counters: steals, queue wait, and assignment efficiency (the best
+        # duration learned for a kind of task / the duration it actually took where placed).
+        placement = broker.scheduler.stats()
+        load_balancer.update(
+            steals=placement["steals"],
+            avg_queue_wait_s=_round(placement["avg_queue_wait_s"]),
+            assignment_efficiency=_round(placement["assignment_efficiency"]),
+        )
         self.snapshot = {"ts": t, "system": system, "workers": workers, "load_balancer": load_balancer}
 
         broker.events.publish(events.SYSTEM_METRICS, dict(system))
