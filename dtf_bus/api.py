@@ -40,7 +40,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
-from dtf_bus import defaults, score, spec
+from dtf_bus import apikeys, defaults, score, security, spec
 from dtf_bus.client import BrokerUnreachable, Client, ClientError
 from dtf_bus.hooks import BrokerHook
 from dtf_bus.monitor import SYSTEM_METRICS, WORKER_METRICS, Monitor
@@ -89,9 +89,10 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
 
 
 class ApiError(tornado.web.HTTPError):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(status, reason=message.splitlines()[0][:200] if message else None)
         self.message = message
+        self.headers = headers or {}  # sent with the error (tornado clears headers set before it)
 
 
 def _envelope_error(status: int, message: str) -> str:
@@ -102,6 +103,9 @@ class Handler(tornado.web.RequestHandler):
     def initialize(self, api: HttpApi) -> None:
         self.api = api
         self.monitor = api.monitor
+
+    def prepare(self) -> None:
+        self.api.authorize(self, "read" if self.request.method in ("GET", "HEAD") else "admin")
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
@@ -115,6 +119,8 @@ class Handler(tornado.web.RequestHandler):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         message = getattr(exc, "message", None) or self._reason
         self.set_header("Content-Type", "application/json; charset=utf-8")
+        for name, value in getattr(exc, "headers", {}).items():
+            self.set_header(name, value)
         self.finish(_envelope_error(status_code, message))
 
     def number(self, name: str, default: float | None, minimum: float = 0) -> float | None:
@@ -421,6 +427,9 @@ class WebSocket(tornado.websocket.WebSocketHandler):
         self.channels: set[str] = set()
         self.pending = 0
 
+    def prepare(self) -> None:
+        self.api.authorize(self, "read", self.get_query_argument("api_key", None))
+
     def open(self) -> None:
         self.api.clients.add(self)
 
@@ -499,7 +508,15 @@ class NotFound(Handler):
 class HttpApi(BrokerHook):
     """The tornado server and its thread; a broker hook so that it stops with the broker."""
 
-    def __init__(self, monitor: Monitor, host: str, port: int, broker_endpoint: str) -> None:
+    def __init__(
+        self,
+        monitor: Monitor,
+        host: str,
+        port: int,
+        broker_endpoint: str,
+        api_keys: apikeys.ApiKeys | None = None,
+    ) -> None:
+        self.api_keys = api_keys  # None: no keys asked (the API then stays on loopback)
         self.monitor = monitor
         self.host = host
         self.port = port
@@ -571,6 +588,15 @@ class HttpApi(BrokerHook):
             self._thread.join(5)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def authorize(self, handler: tornado.web.RequestHandler, needed: str, query_key: str | None = None) -> None:
+        """Refuse a request without a key of role ``needed`` (dtf_bus.apikeys): 401, or 403."""
+        if self.api_keys is None:
+            return
+        refusal = self.api_keys.check(apikeys.presented_key(handler.request.headers, query_key), needed)
+        if refusal is not None:
+            status, message = refusal
+            raise ApiError(status, message, {"WWW-Authenticate": 'Bearer realm="dtf"'} if status == 401 else None)
+
     # ------------------------------------------------------ client requests
 
     async def call(self, fn: Any) -> Any:
@@ -614,8 +640,14 @@ class HttpApi(BrokerHook):
                     client.send(text)
 
 
-def install(broker: Broker, http: str | None = None, retention: float = defaults.METRICS_RETENTION) -> HttpApi | None:
-    """Add monitoring to ``broker`` and, given ``HOST:PORT``, the HTTP API (returned)."""
+def install(
+    broker: Broker,
+    http: str | None = None,
+    retention: float = defaults.METRICS_RETENTION,
+    api_keys: str | None = None,
+) -> HttpApi | None:
+    """Add monitoring to ``broker`` and, given ``HOST:PORT``, the HTTP API (returned); with
+    ``api_keys`` (a file of dtf_bus.apikeys) every request needs a key."""
     if retention <= 0:
         raise ValueError(f"--metrics-retention must be greater than zero, got {retention:g}")
     monitor = Monitor(retention=retention)
@@ -624,7 +656,11 @@ def install(broker: Broker, http: str | None = None, retention: float = defaults
     if not http:
         return None
     host, port = parse_listen(http)
-    api = HttpApi(monitor, host, port, broker.endpoint)
+    keys = apikeys.ApiKeys(api_keys) if api_keys else None
+    if keys is None:
+        where = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        security.warn_if_exposed([where], "the HTTP API", "Use --api-keys FILE (dtf keys api-key create)")
+    api = HttpApi(monitor, host, port, broker.endpoint, keys)
     api.start()
     broker.hooks.append(api)
     return api

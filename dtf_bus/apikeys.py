@@ -128,3 +128,22 @@ class ApiKeys:
     @staticmethod
     def allows(role: str | None, needed: str) -> bool:
         return role is not None and _RANK[role] >= _RANK[needed]
+
+    def check(self, key: str | None, needed: str) -> tuple[int, str] | None:
+        """None if ``key`` may do what needs ``needed``; else (401 or 403, why) for the reply."""
+        role = self.role_of(key)
+        if role is None:
+            why = "unknown API key" if key else "missing API key"
+            return 401, f"{why}: send 'Authorization: Bearer KEY' (keys come from: dtf keys api-key create)"
+        if not self.allows(role, needed):
+            return 403, f"this needs an {needed} key; the key sent is a {role} key"
+        return None
+
+
+def presented_key(headers: Any, query_key: str | None = None) -> str | None:
+    """``Authorization: Bearer KEY``, else ``X-API-Key: KEY``, else a query parameter (for
+    WebSockets, which browsers open without custom headers)."""
+    auth = headers.get("Authorization") or ""
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return headers.get("X-API-Key") or query_key or None

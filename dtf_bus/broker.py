@@ -247,8 +247,13 @@ class Broker:
             body["_fd"] = frames[1].get(zmq.SRCFD)
             if self.guard is not None:
                 body["_key"] = frames[1].get("User-Id")  # the peer's CURVE key, set by our ZAP handler
+        handler = self._handlers.get(kind)
+        if handler is None:  # valid, but only ever sent by the broker (assign, reply...)
+            log.warning("unexpected %s message from peer %s", kind, peer.hex())
+            self._send(peer, protocol.ERROR, {"error": f"the broker does not take {kind} messages"})
+            return
         try:
-            self._handlers[kind](peer, body)
+            handler(peer, body)
         except _ClientError as exc:
             self._send(peer, protocol.ERROR, {"req": body.get("req"), "error": str(exc)})
         except Exception:
@@ -1014,6 +1019,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--curve-secret", metavar="FILE", help="the broker's keypair (.key_secret): CURVE on")
     parser.add_argument("--authorized-keys", metavar="DIR", help="public keys (*.key) admitted; re-read on change")
+    parser.add_argument("--api-keys", metavar="FILE", help="HTTP API keys (dtf keys api-key create): keys required")
     parser.add_argument("--ready-file", help="write the bound endpoints here as JSON once listening")
     parser.add_argument("--http", metavar="HOST:PORT", help="serve the HTTP API and WebSocket here (port 0: any)")
     parser.add_argument("--metrics-retention", type=float, help="seconds of metrics history kept in the database")
@@ -1071,7 +1077,12 @@ def main(argv: list[str] | None = None) -> int:
     from dtf_bus import api  # tornado and prometheus only load in the broker process
 
     try:
-        http = api.install(broker, pick("http", None), pick("metrics_retention", defaults.METRICS_RETENTION))
+        http = api.install(
+            broker,
+            pick("http", None),
+            pick("metrics_retention", defaults.METRICS_RETENTION),
+            api_keys=pick("api_keys", None),
+        )
     except (OSError, ValueError, RuntimeError) as exc:
         print(f"dtf-broker: cannot serve the HTTP API: {exc}", file=sys.stderr)
         broker.close()

@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broker", default="", help="the broker's endpoint (shown on the page)")
     parser.add_argument("--http", required=True, help="the broker's HTTP API (history, and the events endpoint)")
     parser.add_argument("--events", default=None, help="the broker's PUB endpoint (default: asked of --http)")
+    parser.add_argument("--api-key-file", help="a file holding a read key for --http (else $DTF_API_KEY)")
     parser.add_argument("--ready-file", help="write the dashboard's URL here as JSON once serving")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dtf-dashboard: the Bokeh app is missing: {APP_DIR}/main.py", file=sys.stderr)
         return 2
     app_args = ["--broker", args.broker, "--http", args.http] + (["--events", args.events] if args.events else [])
+    app_args += ["--api-key-file", args.api_key_file] if args.api_key_file else []
     try:
         sockets = tornado.netutil.bind_sockets(args.port, args.address)
     except OSError as exc:

@@ -116,7 +116,6 @@ CURVE_SECRET_ENV = "DTF_CURVE_SECRET"
 BROKER_KEY_ENV = "DTF_BROKER_KEY"
 KEYS_RELOAD_INTERVAL = 1.0  # seconds between looks at the authorized-keys directory (or after SIGHUP)
 SECURITY_LOG_INTERVAL = 60.0  # a refused peer is logged once per this many seconds (repeats counted)
-ZAP_RELOAD_INTERVAL = 0.2  # an unknown key re-reads the directory at most this often (a new node gets in at once)
 REBIND_ATTEMPTS = 100  # 10 ms apart: rebinding PUB after a revocation waits for the old listener to close
 API_KEYS_ENV = "DTF_API_KEYS"  # the API-key file for `dtf keys api-key` (hashes only) ...
 API_KEYS_FILE = "./dtf-api-keys.json"  # ... when the variable is unset; the broker needs --api-keys FILE

@@ -181,16 +181,20 @@ def is_loopback(endpoint: str) -> bool:
     return host == "localhost" or host == "::1" or host.startswith("127.")
 
 
-def warn_if_exposed(endpoints: list[str], what: str = "the broker") -> None:
+def warn_if_exposed(
+    endpoints: list[str],
+    what: str = "the broker",
+    remedy: str = "Use --curve-secret and --authorized-keys (dtf keys generate)",
+) -> None:
     """Plaintext and unauthenticated beyond this machine: say it loudly, once per endpoint."""
     for endpoint in endpoints:
         if not is_loopback(endpoint):
             log.warning(
-                "SECURITY: %s listens on %s WITHOUT CURVE: anyone who can reach it can read the traffic, "
-                "register workers and submit jobs. Use --curve-secret and --authorized-keys (dtf keys generate), "
-                "or bind to 127.0.0.1.",
+                "SECURITY: %s listens on %s WITHOUT AUTHENTICATION: anyone who can reach it can read the "
+                "traffic and act as a client. %s, or bind to 127.0.0.1.",
                 what,
                 endpoint,
+                remedy,
             )
 
 
@@ -222,8 +226,8 @@ class _RateLimited:
 class KeyAuthenticator(ThreadAuthenticator):
     """pyzmq's ZAP authenticator, plus: the broker's own key is always admitted, the key set
     is replaced atomically on reload, every refusal is logged with the peer's address, and an
-    unknown key makes it look at the directory again first (at most every
-    ``ZAP_RELOAD_INTERVAL``), so a node admitted a moment ago gets in on its first try."""
+    unknown key first makes it re-read the directory if that changed since it last looked, so
+    a node admitted a moment ago gets in on its first try."""
 
     def __init__(self, context: zmq.Context, own_public: bytes, directory: Path) -> None:
         super().__init__(context, log=logging.getLogger("dtf.security.zap"))
@@ -231,19 +235,25 @@ class KeyAuthenticator(ThreadAuthenticator):
         self.directory = directory
         self._request: list[bytes] = []
         self._report = _RateLimited()
-        self._reloaded_at = 0.0
+        self._signature = _key_dir_signature(directory)
+        # Every key let in (z85 text), so the broker can tell a revocation even of a key it never
+        # saw in its own reloads. Set operations are atomic under the GIL; the broker prunes it.
+        self.admitted: set[str] = set()
 
     async def _authenticate_curve(self, domain: str, client_key: bytes) -> tuple[bool, bytes]:
         allowed, reason = await super()._authenticate_curve(domain, client_key)
-        now = time.monotonic()
-        if not allowed and now - self._reloaded_at >= defaults.ZAP_RELOAD_INTERVAL:
-            self._reloaded_at = now
-            try:
-                keys = zmq.auth.load_certificates(self.directory)
-            except (OSError, ValueError):
-                return allowed, reason  # the broker's own reload reports a broken directory
-            self.set_keys({k for k in keys if len(k) == _KEY_CHARS})
-            allowed, reason = await super()._authenticate_curve(domain, client_key)
+        if not allowed:
+            signature = _key_dir_signature(self.directory)  # a scandir: cheap even under a flood
+            if signature != self._signature:
+                self._signature = signature
+                try:
+                    keys = zmq.auth.load_certificates(self.directory)
+                except (OSError, ValueError):
+                    return allowed, reason  # the broker's own reload reports a broken directory
+                self.set_keys({k for k in keys if len(k) == _KEY_CHARS})
+                allowed, reason = await super()._authenticate_curve(domain, client_key)
+        if allowed:
+            self.admitted.add(z85.encode(client_key).decode())
         return allowed, reason
 
     def set_keys(self, keys: set[bytes]) -> None:
@@ -347,10 +357,12 @@ class KeyGuard:
         except SecurityError as exc:
             log.error("keeping the previous authorized keys: %s", exc)
             return None
-        removed = self.authorized - keys
+        own = self.keypair.public.decode()
+        removed = (self.authorized | self.authenticator.admitted) - keys - {own}
         added = keys - self.authorized
         self.authorized = keys
         self.authenticator.set_keys({k.encode() for k in keys})
+        self.authenticator.admitted -= removed
         self.revoked = (self.revoked | removed) - keys
         log.info(
             "authorized keys reloaded from %s: %d key(s), %d added, %d revoked",

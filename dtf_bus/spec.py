@@ -60,8 +60,15 @@ def validate(tasks: Any) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
     groups: dict[str, list[str]] = {}  # a repeated task's name -> its copies' names
-    for index, raw in enumerate(tasks):
-        copies = _expand(_validate_one(index, raw))
+    # Count before expanding anything: 50 tasks with repeat = 100,000 must not cost 5M dicts first.
+    if len(tasks) > defaults.MAX_TASKS_PER_JOB:
+        raise SpecError(f"spec has {len(tasks)} tasks; at most {defaults.MAX_TASKS_PER_JOB} per job")
+    checked = [_validate_one(index, raw) for index, raw in enumerate(tasks)]
+    total = sum(task["repeat"] for task in checked)
+    if total > defaults.MAX_TASKS_PER_JOB:
+        raise SpecError(f"spec has {total} tasks (repeats included); at most {defaults.MAX_TASKS_PER_JOB} per job")
+    for raw, task in zip(tasks, checked, strict=True):
+        copies = _expand(task)
         for task in copies:
             if task["name"] in seen:
                 raise SpecError(f"task {task['name']!r}: duplicate name (names must be unique)")

@@ -313,8 +313,14 @@ class Store:
             try:
                 self._write_table(table, list(rows.values()))
                 self.rows_written += len(rows)
-            except Exception:  # a bad row must not kill the writer thread and every write after it
-                log.exception("store: writing %d rows to %s failed", len(rows), table)
+            except Exception as exc:  # a bad row must not kill the writer thread, nor lose its batch-mates
+                log.warning("store: writing %d rows to %s failed (%s); retrying row by row", len(rows), table, exc)
+                for row in rows.values():
+                    try:
+                        self._write_table(table, [row])
+                        self.rows_written += 1
+                    except Exception:
+                        log.exception("store: dropped a row of %s that cannot be stored: %.300r", table, row)
 
     def _write_table(self, table: str, rows: list[tuple]) -> None:
         columns, keylen, json_cols, ts_cols = self.tables[table]

@@ -17,6 +17,7 @@ import pytest
 import zmq
 
 from dtf_bus import protocol, security
+from dtf_bus.client import Client
 from dtf_bus.cluster import LocalCluster, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]
@@ -221,9 +222,9 @@ def test_cli_and_env_keys(make_cluster, tmp_path):
     base = [sys.executable, "-m", "dtf_bus.cli", "workers", "--json", "--broker", cluster.endpoint]
     env = {k: v for k, v in os.environ.items() if k not in ("DTF_CURVE_SECRET", "DTF_BROKER_KEY")}
 
-    def dtf(extra: list[str], **env_extra: str) -> subprocess.CompletedProcess:
+    def dtf(extra: list[str], wait: float = 10.0, **env_extra: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [*base, "--timeout-connect", "1", *extra],
+            [*base, "--timeout-connect", str(wait), *extra],
             capture_output=True,
             text=True,
             timeout=30,
@@ -234,8 +235,57 @@ def test_cli_and_env_keys(make_cluster, tmp_path):
     assert by_flags.returncode == 0 and '"w1"' in by_flags.stdout
     by_env = dtf([], DTF_CURVE_SECRET=str(secret), DTF_BROKER_KEY=str(cluster.broker_public))
     assert by_env.returncode == 0 and '"w1"' in by_env.stdout
-    assert dtf([]).returncode == 3  # no key: the handshake fails, the broker looks unreachable
+    assert dtf([], wait=1.0).returncode == 3  # no key: the handshake fails, the broker looks unreachable
     half = dtf(["--curve-secret", str(secret)])
     assert half.returncode == 2 and "--curve-secret needs --broker-key" in half.stderr
     public_only = dtf(["--curve-secret", str(cluster.broker_public), "--broker-key", str(cluster.broker_public)])
     assert public_only.returncode == 2 and "holds no secret key" in public_only.stderr
+
+
+def test_revoked_subscriber_gets_no_more_events(make_cluster):
+    cluster = make_cluster(secure=True, start=False, workers={"w1": {}})
+    watcher_secret = cluster.node_key("watcher")
+    cluster.start_broker()
+
+    def subscriber(secret) -> zmq.Socket:
+        sub = zmq.Context.instance().socket(zmq.SUB)
+        sub.linger = 0
+        security.make_client(sub, security.client_curve(secret, cluster.broker_public))
+        sub.subscribe(b"events.")
+        sub.connect(cluster.metrics_endpoint)
+        return sub
+
+    def hears_a_job(sub: zmq.Socket) -> bool:
+        with cluster.client() as client:
+            client.submit([SIM])
+        return bool(sub.poll(2000))
+
+    watcher, friend = subscriber(watcher_secret), subscriber(cluster.node_key("friend"))
+    try:
+        wait_for(lambda: hears_a_job(watcher), 20, "the watcher to receive events")
+        cluster.revoke("watcher")
+        wait_for(lambda: "1 revoked" in broker_log(cluster), 10, "the broker to notice the revocation")
+        while watcher.poll(0):  # events published before the cut
+            watcher.recv_multipart()
+        wait_for(lambda: hears_a_job(friend), 20, "an admitted subscriber to reconnect and receive events")
+        assert not watcher.poll(500)
+    finally:
+        watcher.close()
+        friend.close()
+
+
+def test_keys_from_config_files(make_cluster, tmp_path):
+    keys = tmp_path / "keys"
+    broker_public, broker_secret = security.generate(keys, "broker")
+    for name in ("w1", "me"):
+        security.authorize(security.generate(keys, name)[0], keys / "authorized")
+    broker_cfg, worker_cfg = tmp_path / "broker.toml", tmp_path / "worker.toml"
+    broker_cfg.write_text(f'[broker]\ncurve_secret = "{broker_secret}"\nauthorized_keys = "{keys / "authorized"}"\n')
+    worker_cfg.write_text(f'[worker]\ncurve_secret = "{keys / "w1.key_secret"}"\nbroker_key = "{broker_public}"\n')
+    cluster = make_cluster(start=False)
+    cluster.start_broker(extra_args=["--config", str(broker_cfg)])
+    cluster.start_worker("w1", config=worker_cfg)
+    curve = security.client_curve(keys / "me.key_secret", broker_public)
+    with Client(cluster.endpoint, curve=curve) as client:
+        wait_for(lambda: [w["worker_id"] for w in client.workers()] == ["w1"], 20, "w1 to register over CURVE")
+    assert "CURVE on: 2 authorized key(s)" in broker_log(cluster)
