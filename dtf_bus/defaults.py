@@ -47,6 +47,7 @@ DEFAULT_TASK_ESTIMATE = 1.0
 # round trip between tasks; work stealing moves them to idle workers when that is faster.
 PREFETCH = 0
 STEAL_INTERVAL = 0.1  # seconds between looks for work to steal
+EFFICIENCY_SAMPLE = 4  # assignment efficiency is measured on one finished task in this many
 # A task whose attempts lost this many workers (killed, hung) is poison: it fails.
 MAX_LOST_WORKERS = 3
 

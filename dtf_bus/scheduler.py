@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from dtf_bus import matching
+from dtf_bus import defaults, matching
 from dtf_bus.balancer import Strategy
 from dtf_bus.balancer.history import History
 from dtf_bus.queue import TaskQueue
@@ -41,6 +41,7 @@ class Scheduler:
         self._wait_count = 0
         self._efficiency_total = 0.0
         self._efficiency_count = 0
+        self._done_count = 0
 
     def enqueue(self, task: Task) -> None:
         task.queued_at = time.time()
@@ -85,7 +86,12 @@ class Scheduler:
         return placements
 
     def task_done(self, task: Task, worker: WorkerInfo, duration: float) -> None:
-        best = self.history.best(task, self.capable(matching.requirement_key(task.plugin, task.requires), task))
+        # Efficiency compares with every capable worker's history, a scan of the fleet: a
+        # sample of one task in EFFICIENCY_SAMPLE keeps it off the hot path of large fleets.
+        self._done_count += 1
+        best = None
+        if self._efficiency_count == 0 or self._done_count % defaults.EFFICIENCY_SAMPLE == 0:
+            best = self.history.best(task, self.capable(matching.requirement_key(task.plugin, task.requires), task))
         self.history.record(worker, task, duration)
         self.strategy.task_done(task, worker, duration)
         if best is not None and duration > 0:
