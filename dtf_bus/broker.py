@@ -87,7 +87,8 @@ class Broker:
         self.prefetch = prefetch
         self.history = History()
         self.scheduler = Scheduler(self.registry, balancer.load(strategy, self.history), self.history)
-        self._steals: dict[str, tuple[str, int]] = {}  # task id -> (thief id, attempt) asked for
+        self._steals: dict[str, tuple[str, int]] = {}
+        self._durations_dirty: set[tuple[str, str, str]] = set()  # task id -> (thief id, attempt) asked for
         self.tasks: dict[str, Task] = {}
         self.jobs: dict[str, Job] = {}
         self.state_counts: Counter[str] = Counter()
@@ -119,7 +120,7 @@ class Broker:
         self.monitor = self.router.get_monitor_socket(
             zmq.EVENT_DISCONNECTED | (security.HANDSHAKE_FAILED_EVENTS if self.guard else 0)
         )
-        self.pub = self.ctx.socket(zmq.PUB)
+        self.pub = self.ctx.socket(zmq.XPUB)  # XPUB: it tells us which topics anyone wants
         self.pub.setsockopt(zmq.LINGER, 0)
         if self.guard is not None:
             self.guard.secure(self.pub)
@@ -168,6 +169,7 @@ class Broker:
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.monitor, zmq.POLLIN)
         poller.register(self.store.notify_fd, zmq.POLLIN)
+        poller.register(self.pub, zmq.POLLIN)
         log.info("broker listening on %s, events on %s", self.endpoint, self.metrics_endpoint)
         self._hook("on_start")
         try:
@@ -185,6 +187,8 @@ class Broker:
                         self._dispatch(frames)
                 if self.monitor in ready:
                     self._on_socket_events()
+                if self.pub in ready:
+                    self.events.read_subscriptions()
                 now = time.monotonic()
                 for timer in self._timers:
                     if timer.due <= now:
@@ -208,6 +212,7 @@ class Broker:
 
     def close(self) -> None:
         self._hook("on_stop")
+        self._store_durations()
         self.store.flush()
         self._release_durable()
         self.router.disable_monitor()
@@ -465,11 +470,11 @@ class Broker:
             )
             return
         if task.state is TaskState.ASSIGNED:
+            # Not stored: recovery treats assigned and running alike, and the final rows carry
+            # the start time, so a row here would be one more write per task for nothing.
             task.started_at = body["started_at"]
             task.history[-1].started_at = task.started_at
             self._move(task, TaskState.RUNNING)
-            self._store_attempt(task, task.history[-1])
-            self._store_task(task)
 
     def _on_task_result(self, peer: bytes, body: dict[str, Any]) -> None:
         worker = self.registry.by_peer(peer)
@@ -496,7 +501,7 @@ class Broker:
         worker.completed += 1
         if record.started_at is not None:
             self.scheduler.task_done(task, worker, record.ended_at - record.started_at)
-            self._store_duration(worker, task)
+            self._durations_dirty.add((worker.worker_id, task.plugin, task_key(task)))
         if outcome == "succeeded":
             self._finish(task, TaskState.SUCCEEDED, record)
         elif outcome == "cancelled":
@@ -561,18 +566,20 @@ class Broker:
         self.state_counts[task.state] -= 1
         task.move(state)
         self.state_counts[state] += 1
-        self.events.publish(
-            events.TASK,
-            {
-                "event": str(state),
-                "task_id": task.task_id,
-                "job_id": task.job_id,
-                "name": task.name,
-                "worker_id": task.worker_id,
-                "attempt": task.attempt,
-            },
-        )
-        self._hook("on_task_state", task)
+        if self.events.wanted(events.TASK):
+            self.events.publish(
+                events.TASK,
+                {
+                    "event": str(state),
+                    "task_id": task.task_id,
+                    "job_id": task.job_id,
+                    "name": task.name,
+                    "worker_id": task.worker_id,
+                    "attempt": task.attempt,
+                },
+            )
+        if self.hooks:
+            self._hook("on_task_state", task)
 
     def _requeue(self, task: Task, enqueue: bool = True) -> None:
         task.attempt += 1
@@ -875,6 +882,7 @@ class Broker:
             self._orphans.clear()
 
     def _tick(self, now: float) -> None:
+        self._store_durations()
         self._hook("on_tick", now)  # metrics.system and the rest: dtf_bus.monitor
 
     def _check_keys(self, now: float) -> None:
@@ -974,10 +982,13 @@ class Broker:
             ),
         )
 
-    def _store_duration(self, worker: WorkerInfo, task: Task) -> None:
-        key = task_key(task)
-        stat = self.history.stats[(worker.worker_id, task.plugin, key)]
-        self.store.put("task_durations", (worker.worker_id, task.plugin, key, stat.ewma, stat.count, time.time()))
+    def _store_durations(self) -> None:
+        """Learned durations go to the store once per tick, not once per task."""
+        now = time.time()
+        for key in self._durations_dirty:
+            stat = self.history.stats[key]
+            self.store.put("task_durations", (*key, stat.ewma, stat.count, now))
+        self._durations_dirty.clear()
 
     def _store_worker(self, w: WorkerInfo, state: str) -> None:
         self.store.put(

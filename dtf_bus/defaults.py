@@ -99,6 +99,10 @@ CLIENT_TIMEOUT = 5.0
 CLIENT_WAIT_POLL = 2.0
 CLIENT_RECONNECT_PATIENCE = 60.0
 
+# A worker reports a task as started only once it has run this long (seconds): a shorter
+# task is reported by its result alone.
+STARTED_REPORT_DELAY = 0.05
+
 # Kept in result payloads: how much of a command's stdout/stderr tail to store.
 OUTPUT_TAIL_BYTES = 4096
 

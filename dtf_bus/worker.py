@@ -45,6 +45,7 @@ class Running:
     started_at: float
     deadline: float | None  # monotonic
     thread: threading.Thread | None = None
+    report_at: float | None = None  # when to tell the broker it started (None: told, or never needed)
 
 
 class Worker:
@@ -342,8 +343,11 @@ class Worker:
         )
         now = time.monotonic()
         run = Running(ctx, time.time(), now + ctx.timeout if ctx.timeout else None)
+        # A task that ends within STARTED_REPORT_DELAY is reported once, by its result (which
+        # carries the start time); only longer ones send TASK_STARTED. Half the messages for
+        # short tasks, and the broker still sees every long task running within 50 ms.
+        run.report_at = now + defaults.STARTED_REPORT_DELAY
         self.running[task_id] = run
-        self._send(protocol.TASK_STARTED, {"task_id": task_id, "attempt": attempt, "started_at": run.started_at})
         executor = self.executors.get(body["plugin"])
         run.thread = threading.Thread(
             target=self._execute, args=(executor, body["plugin"], run), name=f"task-{task_id}", daemon=True
@@ -423,17 +427,25 @@ class Worker:
                 self._send(protocol.TASK_RESULT, result)
 
     def _enforce_timeouts(self, now: float) -> None:
+        """Timeouts, and the delayed TASK_STARTED of tasks still running."""
         for run in self.running.values():
             if run.deadline is not None and now >= run.deadline:
                 run.deadline = None
                 log.info("task %s exceeded its %.3gs timeout", run.ctx.task_id, run.ctx.timeout)
                 run.ctx.cancel("timeout")
+            if run.report_at is not None and now >= run.report_at and self._registered:
+                run.report_at = None
+                self._send(
+                    protocol.TASK_STARTED,
+                    {"task_id": run.ctx.task_id, "attempt": run.ctx.attempt, "started_at": run.started_at},
+                )
 
     def _next_deadline(self, now: float, due: float) -> float:
         """Seconds until the next thing this loop must do on its own."""
         for run in self.running.values():
-            if run.deadline is not None and run.deadline < due:
-                due = run.deadline
+            for when in (run.deadline, run.report_at):
+                if when is not None and when < due:
+                    due = when
         return max(due - now, 0.0)
 
 
