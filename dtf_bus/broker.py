@@ -13,16 +13,11 @@ finished job to a waiting client) is committed to DuckDB first. Such replies wai
 
 from __future__ import annotations
 
-import argparse
 import collections
 import heapq
 import itertools
-import json
 import logging
-import os
 import random
-import signal
-import socket
 import sys
 import time
 import uuid
@@ -34,7 +29,7 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from dtf_bus import balancer, config, defaults, events, protocol, recovery, security, spec
+from dtf_bus import balancer, defaults, events, protocol, recovery, rows, security, spec
 from dtf_bus.balancer.history import History, task_key
 from dtf_bus.health import Health
 from dtf_bus.hooks import BrokerHook
@@ -937,50 +932,10 @@ class Broker:
         return self.jobs.get(job_id)
 
     def _store_task(self, t: Task) -> None:
-        self.store.put(
-            "tasks",
-            (
-                t.task_id,
-                t.job_id,
-                t.name,
-                t.plugin,
-                t.params,
-                t.requires,
-                t.priority,
-                t.timeout,
-                t.retries,
-                t.retry_backoff,
-                t.seq,
-                str(t.state),
-                t.attempt,
-                t.worker_id,
-                t.submitted_at,
-                t.started_at,
-                t.ended_at,
-                t.result,
-                t.error,
-                t.failures,
-                t.lost_workers,
-                t.depends_on,
-            ),
-        )
+        self.store.put("tasks", rows.task_row(t))
 
     def _store_attempt(self, t: Task, a: Attempt) -> None:
-        self.store.put(
-            "attempts",
-            (
-                t.task_id,
-                a.number,
-                a.worker_id,
-                a.assigned_at,
-                a.started_at,
-                a.ended_at,
-                a.outcome,
-                a.stale,
-                a.result,
-                a.error,
-            ),
-        )
+        self.store.put("attempts", rows.attempt_row(t, a))
 
     def _store_durations(self) -> None:
         """Learned durations go to the store once per tick, not once per task."""
@@ -991,130 +946,14 @@ class Broker:
         self._durations_dirty.clear()
 
     def _store_worker(self, w: WorkerInfo, state: str) -> None:
-        self.store.put(
-            "workers",
-            (
-                w.worker_id,
-                w.capabilities.get("hostname"),
-                w.hardware,
-                w.capabilities,
-                w.slots,
-                sorted(w.plugins),
-                w.registered_at,
-                time.time(),
-                state,
-            ),
-        )
+        self.store.put("workers", rows.worker_row(w, state))
 
 
 class _ClientError(Exception):
     """A request the broker refuses; the text goes back to the sender as an ERROR."""
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dtf-broker", description="Run the dtf broker.")
-    parser.add_argument("--bind", help=f"ROUTER endpoint (default {defaults.BROKER_ENDPOINT})")
-    parser.add_argument("--metrics-bind", help=f"PUB endpoint (default {defaults.METRICS_ENDPOINT})")
-    parser.add_argument("--db", help=f"DuckDB file for results (default {defaults.DB_PATH})")
-    parser.add_argument("--config", help="TOML config file with a [broker] section")
-    parser.add_argument("--strategy", help=f"placement strategy (default {defaults.STRATEGY})")
-    parser.add_argument("--heartbeat-interval", type=float, help="seconds between heartbeats")
-    parser.add_argument(
-        "--heartbeat-liveness", type=int, help="silent intervals before a worker is missing (its tasks requeued)"
-    )
-    parser.add_argument("--dead-liveness", type=int, help="silent intervals before a missing worker is removed")
-    parser.add_argument("--max-lost-workers", type=int, help="workers a task may lose before it fails as poison")
-    parser.add_argument("--prefetch", type=int, help="tasks a worker may hold beyond its slots (default 0)")
-    parser.add_argument(
-        "--no-steal", dest="steal", action="store_false", default=None, help="turn work stealing off"
-    )
-    parser.add_argument("--curve-secret", metavar="FILE", help="the broker's keypair (.key_secret): CURVE on")
-    parser.add_argument("--authorized-keys", metavar="DIR", help="public keys (*.key) admitted; re-read on change")
-    parser.add_argument("--api-keys", metavar="FILE", help="HTTP API keys (dtf keys api-key create): keys required")
-    parser.add_argument("--ready-file", help="write the bound endpoints here as JSON once listening")
-    parser.add_argument("--http", metavar="HOST:PORT", help="serve the HTTP API and WebSocket here (port 0: any)")
-    parser.add_argument("--metrics-retention", type=float, help="seconds of metrics history kept in the database")
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+if __name__ == "__main__":  # python -m dtf_bus.broker, as the dtf-broker script
+    from dtf_bus.broker_cli import main
 
-    def pick(name: str, default: Any) -> Any:
-        value = getattr(args, name)
-        return value if value is not None else cfg.get(name, default)
-
-    try:
-        cfg = config.section(config.load(args.config), "broker")
-        interval, liveness = config.heartbeat(
-            pick("heartbeat_interval", defaults.HEARTBEAT_INTERVAL),
-            pick("heartbeat_liveness", defaults.HEARTBEAT_LIVENESS),
-        )
-        dead_liveness = config.positive_int(pick("dead_liveness", defaults.DEAD_LIVENESS), "dead_liveness")
-        max_lost = config.positive_int(pick("max_lost_workers", defaults.MAX_LOST_WORKERS), "max_lost_workers")
-        prefetch = pick("prefetch", defaults.PREFETCH)
-        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
-            raise config.ConfigError(f"prefetch must be an integer >= 0, got {prefetch!r}")
-    except config.ConfigError as exc:
-        print(f"dtf-broker: {exc}", file=sys.stderr)
-        return 2
-    try:
-        broker = Broker(
-            bind=pick("bind", defaults.BROKER_ENDPOINT),
-            metrics_bind=pick("metrics_bind", defaults.METRICS_ENDPOINT),
-            db=pick("db", defaults.DB_PATH),
-            strategy=pick("strategy", defaults.STRATEGY),
-            heartbeat_interval=interval,
-            heartbeat_liveness=liveness,
-            dead_liveness=dead_liveness,
-            max_lost_workers=max_lost,
-            curve_secret=pick("curve_secret", None),
-            authorized_keys=pick("authorized_keys", None),
-            prefetch=prefetch,
-            steal=bool(pick("steal", True)),
-        )
-    except (balancer.UnknownStrategy, security.SecurityError) as exc:
-        print(f"dtf-broker: {exc}", file=sys.stderr)
-        return 2
-    except zmq.ZMQError as exc:
-        print(f"dtf-broker: cannot bind: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # duckdb raises IOException for a locked or unwritable file
-        print(f"dtf-broker: cannot open results database: {exc}", file=sys.stderr)
-        return 2
-    signal.signal(signal.SIGTERM, broker.stop)
-    signal.signal(signal.SIGINT, broker.stop)
-    if broker.guard is not None:
-        signal.signal(signal.SIGHUP, broker.guard.request_reload)
-        security.set_default_client_curve(broker.guard.client_curve())  # the HTTP API's own client
-    from dtf_bus import api  # tornado and prometheus only load in the broker process
-
-    try:
-        http = api.install(
-            broker,
-            pick("http", None),
-            pick("metrics_retention", defaults.METRICS_RETENTION),
-            api_keys=pick("api_keys", None),
-        )
-    except (OSError, ValueError, RuntimeError) as exc:
-        print(f"dtf-broker: cannot serve the HTTP API: {exc}", file=sys.stderr)
-        broker.close()
-        return 2
-    if args.ready_file:
-        tmp = Path(args.ready_file + ".tmp")
-        tmp.write_text(
-            json.dumps(
-                {
-                    "endpoint": broker.endpoint,
-                    "metrics_endpoint": broker.metrics_endpoint,
-                    "pid": os.getpid(),
-                    "host": socket.gethostname(),
-                    "http": http.url if http else None,
-                }
-            )
-        )
-        tmp.replace(args.ready_file)
-    broker.serve()
-    return 0
-
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -132,7 +132,7 @@ class LocalCluster:
         argv = [
             sys.executable,
             "-m",
-            "dtf_bus.broker",
+            "dtf_bus.broker_cli",
             "--bind",
             self.endpoint or self.bind,
             "--metrics-bind",

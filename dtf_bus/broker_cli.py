@@ -1,0 +1,129 @@
+"""The ``dtf-broker`` command: flags and config file in, a running :class:`~dtf_bus.broker.Broker` out.
+
+Flags override the config file's ``[broker]`` table, which overrides :mod:`dtf_bus.defaults`.
+Every mistake a user can make here ends in one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from dtf_bus import balancer, config, defaults, security
+from dtf_bus.broker import Broker
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dtf-broker", description="Run the dtf broker.")
+    parser.add_argument("--bind", help=f"ROUTER endpoint (default {defaults.BROKER_ENDPOINT})")
+    parser.add_argument("--metrics-bind", help=f"PUB endpoint (default {defaults.METRICS_ENDPOINT})")
+    parser.add_argument("--db", help=f"DuckDB file for results (default {defaults.DB_PATH})")
+    parser.add_argument("--config", help="TOML config file with a [broker] section")
+    parser.add_argument("--strategy", help=f"placement strategy (default {defaults.STRATEGY})")
+    parser.add_argument("--heartbeat-interval", type=float, help="seconds between heartbeats")
+    parser.add_argument(
+        "--heartbeat-liveness", type=int, help="silent intervals before a worker is missing (its tasks requeued)"
+    )
+    parser.add_argument("--dead-liveness", type=int, help="silent intervals before a missing worker is removed")
+    parser.add_argument("--max-lost-workers", type=int, help="workers a task may lose before it fails as poison")
+    parser.add_argument("--prefetch", type=int, help="tasks a worker may hold beyond its slots (default 0)")
+    parser.add_argument("--no-steal", dest="steal", action="store_false", default=None, help="turn work stealing off")
+    parser.add_argument("--curve-secret", metavar="FILE", help="the broker's keypair (.key_secret): CURVE on")
+    parser.add_argument("--authorized-keys", metavar="DIR", help="public keys (*.key) admitted; re-read on change")
+    parser.add_argument("--api-keys", metavar="FILE", help="HTTP API keys (dtf keys api-key create): keys required")
+    parser.add_argument("--ready-file", help="write the bound endpoints here as JSON once listening")
+    parser.add_argument("--http", metavar="HOST:PORT", help="serve the HTTP API and WebSocket here (port 0: any)")
+    parser.add_argument("--metrics-retention", type=float, help="seconds of metrics history kept in the database")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def pick(name: str, default: Any) -> Any:
+        value = getattr(args, name)
+        return value if value is not None else cfg.get(name, default)
+
+    try:
+        cfg = config.section(config.load(args.config), "broker")
+        interval, liveness = config.heartbeat(
+            pick("heartbeat_interval", defaults.HEARTBEAT_INTERVAL),
+            pick("heartbeat_liveness", defaults.HEARTBEAT_LIVENESS),
+        )
+        dead_liveness = config.positive_int(pick("dead_liveness", defaults.DEAD_LIVENESS), "dead_liveness")
+        max_lost = config.positive_int(pick("max_lost_workers", defaults.MAX_LOST_WORKERS), "max_lost_workers")
+        prefetch = pick("prefetch", defaults.PREFETCH)
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
+            raise config.ConfigError(f"prefetch must be an integer >= 0, got {prefetch!r}")
+    except config.ConfigError as exc:
+        print(f"dtf-broker: {exc}", file=sys.stderr)
+        return 2
+    try:
+        broker = Broker(
+            bind=pick("bind", defaults.BROKER_ENDPOINT),
+            metrics_bind=pick("metrics_bind", defaults.METRICS_ENDPOINT),
+            db=pick("db", defaults.DB_PATH),
+            strategy=pick("strategy", defaults.STRATEGY),
+            heartbeat_interval=interval,
+            heartbeat_liveness=liveness,
+            dead_liveness=dead_liveness,
+            max_lost_workers=max_lost,
+            curve_secret=pick("curve_secret", None),
+            authorized_keys=pick("authorized_keys", None),
+            prefetch=prefetch,
+            steal=bool(pick("steal", True)),
+        )
+    except (balancer.UnknownStrategy, security.SecurityError) as exc:
+        print(f"dtf-broker: {exc}", file=sys.stderr)
+        return 2
+    except zmq.ZMQError as exc:
+        print(f"dtf-broker: cannot bind: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # duckdb raises IOException for a locked or unwritable file
+        print(f"dtf-broker: cannot open results database: {exc}", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, broker.stop)
+    signal.signal(signal.SIGINT, broker.stop)
+    if broker.guard is not None:
+        signal.signal(signal.SIGHUP, broker.guard.request_reload)
+        security.set_default_client_curve(broker.guard.client_curve())  # the HTTP API's own client
+    from dtf_bus import api  # tornado and prometheus only load in the broker process
+
+    try:
+        http = api.install(
+            broker,
+            pick("http", None),
+            pick("metrics_retention", defaults.METRICS_RETENTION),
+            api_keys=pick("api_keys", None),
+        )
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"dtf-broker: cannot serve the HTTP API: {exc}", file=sys.stderr)
+        broker.close()
+        return 2
+    if args.ready_file:
+        tmp = Path(args.ready_file + ".tmp")
+        tmp.write_text(
+            json.dumps(
+                {
+                    "endpoint": broker.endpoint,
+                    "metrics_endpoint": broker.metrics_endpoint,
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "http": http.url if http else None,
+                }
+            )
+        )
+        tmp.replace(args.ready_file)
+    broker.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

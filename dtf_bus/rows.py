@@ -1,0 +1,34 @@
+"""How broker objects become rows of the results store (the reverse is :mod:`dtf_bus.recovery`).
+
+Column order follows :data:`dtf_bus.store.TABLES`; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from dtf_bus.registry import WorkerInfo
+from dtf_bus.task import Attempt, Task
+
+
+def task_row(t: Task) -> tuple[Any, ...]:
+    return (
+        t.task_id, t.job_id, t.name, t.plugin, t.params, t.requires, t.priority, t.timeout, t.retries,
+        t.retry_backoff, t.seq, str(t.state), t.attempt, t.worker_id, t.submitted_at, t.started_at, t.ended_at,
+        t.result, t.error, t.failures, t.lost_workers, t.depends_on,
+    )  # fmt: skip
+
+
+def attempt_row(t: Task, a: Attempt) -> tuple[Any, ...]:
+    return (
+        t.task_id, a.number, a.worker_id, a.assigned_at, a.started_at, a.ended_at, a.outcome, a.stale, a.result,
+        a.error,
+    )  # fmt: skip
+
+
+def worker_row(w: WorkerInfo, state: str) -> tuple[Any, ...]:
+    return (
+        w.worker_id, w.capabilities.get("hostname"), w.hardware, w.capabilities, w.slots, sorted(w.plugins),
+        w.registered_at, time.time(), state,
+    )  # fmt: skip
