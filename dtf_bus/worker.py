@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
@@ -39,12 +39,41 @@ from dtf_bus.plugins import Executor, PluginError, TaskContext, TaskFailed, load
 log = logging.getLogger("dtf.worker")
 
 
+class TaskThreads:
+    """Task threads that are reused: starting a thread costs more than a short task.
+
+    Elastic rather than fixed: a task that ignores its cancel keeps its thread forever, so a
+    new task never waits for an idle thread; it starts one when none is idle.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Any, *args: Any) -> None:
+        with self._lock:
+            spawn = self._idle == 0
+            if not spawn:
+                self._idle -= 1  # that idle thread is as good as taken
+        if spawn:
+            threading.Thread(target=self._loop, name="dtf-task", daemon=True).start()
+        self._jobs.put((fn, args))
+
+    def _loop(self) -> None:
+        while True:
+            fn, args = self._jobs.get()
+            fn(*args)
+            with self._lock:
+                self._idle += 1
+
+
 @dataclass(slots=True)
 class Running:
     ctx: TaskContext
     started_at: float
     deadline: float | None  # monotonic
-    thread: threading.Thread | None = None
+    done: threading.Event = field(default_factory=threading.Event)  # set when its executor returned
     report_at: float | None = None  # when to tell the broker it started (None: told, or never needed)
 
 
@@ -76,6 +105,7 @@ class Worker:
         # Assigned beyond our slots (the broker's prefetch): started as slots free up, unless
         # the broker steals them back for an idle worker first.
         self.pending: dict[str, dict[str, Any]] = {}
+        self._threads = TaskThreads()
         self.unacked: dict[tuple[str, int], dict[str, Any]] = {}
         self._done: queue.SimpleQueue = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
@@ -174,8 +204,7 @@ class Worker:
         # Let the task threads kill their process groups before the process (and they) go.
         deadline = time.monotonic() + defaults.KILL_GRACE + 1.0
         for run in list(self.running.values()):
-            if run.thread is not None:
-                run.thread.join(max(deadline - time.monotonic(), 0.0))
+            run.done.wait(max(deadline - time.monotonic(), 0.0))
         if self._socket is not None and self._registered:
             self._send(protocol.UNREGISTER, {})
         self._close_socket()
@@ -349,10 +378,7 @@ class Worker:
         run.report_at = now + defaults.STARTED_REPORT_DELAY
         self.running[task_id] = run
         executor = self.executors.get(body["plugin"])
-        run.thread = threading.Thread(
-            target=self._execute, args=(executor, body["plugin"], run), name=f"task-{task_id}", daemon=True
-        )
-        run.thread.start()
+        self._threads.submit(self._execute, executor, body["plugin"], run)
 
     def _on_cancel(self, body: dict[str, Any]) -> None:
         held = self.pending.get(body["task_id"])
@@ -400,6 +426,7 @@ class Worker:
                 "ended_at": time.time(),
             }
         )
+        run.done.set()
         with contextlib.suppress(BlockingIOError):  # a full pipe already holds a wake-up
             os.write(self._wake_w, b"\0")
 
