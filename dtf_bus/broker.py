@@ -410,8 +410,10 @@ class Broker:
         log.warning("worker %s missing (%s); requeueing %d task(s)", worker.worker_id, reason, len(worker.inflight))
         worker.state = "missing"
         worker.abandoned.update(worker.inflight)
-        for task_id, attempt in list(worker.inflight.items()):
-            self._attempt_lost(task_id, attempt, f"worker {worker.worker_id} missing: {reason}")
+        for index, (task_id, attempt) in enumerate(list(worker.inflight.items())):
+            self._attempt_lost(
+                task_id, attempt, f"worker {worker.worker_id} missing: {reason}", ran=index < worker.slots
+            )
         worker.inflight.clear()
         self._store_worker(worker, "missing")
         self.events.publish(events.WORKER, {"event": "missing", "worker_id": worker.worker_id, "reason": reason})
@@ -433,8 +435,10 @@ class Broker:
             reason,
             len(worker.inflight),
         )
-        for task_id, attempt in list(worker.inflight.items()):
-            self._attempt_lost(task_id, attempt, f"worker {worker.worker_id} {state}: {reason}")
+        for index, (task_id, attempt) in enumerate(list(worker.inflight.items())):
+            self._attempt_lost(
+                task_id, attempt, f"worker {worker.worker_id} {state}: {reason}", ran=index < worker.slots
+            )
         worker.inflight.clear()
         self._store_worker(worker, state)
         self.events.publish(events.WORKER, {"event": state, "worker_id": worker.worker_id, "reason": reason})
@@ -537,7 +541,10 @@ class Broker:
         self._store_attempt(task, record)
         self._hook("on_attempt_result", task, record)
 
-    def _attempt_lost(self, task_id: str, attempt: int, reason: str) -> None:
+    def _attempt_lost(self, task_id: str, attempt: int, reason: str, ran: bool = True) -> None:
+        """The attempt's worker is gone. ``ran=False`` marks a task that was only prefetched
+        there (a worker starts its oldest tasks first): it cannot have killed the worker, so it
+        does not count towards failing as poison."""
         task = self.tasks.get(task_id)
         if task is None or task.attempt != attempt or task.state.final:
             return
@@ -546,7 +553,8 @@ class Broker:
         record.error = reason
         record.ended_at = time.time()
         self._store_attempt(task, record)
-        task.lost_workers += 1
+        if ran or task.state is TaskState.RUNNING:
+            task.lost_workers += 1
         if task.lost_workers >= self.max_lost_workers:
             self._finish(task, TaskState.FAILED, record, error=f"lost {task.lost_workers} workers ({reason})")
         else:

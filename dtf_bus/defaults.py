@@ -45,7 +45,7 @@ HISTORY_ALPHA = 0.3
 DEFAULT_TASK_ESTIMATE = 1.0
 # Tasks a worker may hold beyond its slots (queued on the worker, not started): hides the
 # round trip between tasks; work stealing moves them to idle workers when that is faster.
-PREFETCH = 0
+PREFETCH = 1
 STEAL_INTERVAL = 0.1  # seconds between looks for work to steal
 EFFICIENCY_SAMPLE = 4  # assignment efficiency is measured on one finished task in this many
 # A task whose attempts lost this many workers (killed, hung) is poison: it fails.
