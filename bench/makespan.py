@@ -10,7 +10,10 @@ Lower bound: the largest of total work / fleet capacity, each requirement class'
 the capacity of the workers that can run it, and the longest task on the fastest worker that
 can run it (the longest chain: the workload has no dependencies).
 
-    python bench/makespan.py [--tasks 240] [--seed 11] [--json]
+Each configuration runs ``--rounds`` times (interleaved) and the median makespan is reported,
+since one run on a small shared machine is noisy.
+
+    python bench/makespan.py [--tasks 240] [--seed 11] [--rounds 3] [--json]
 """
 
 from __future__ import annotations
@@ -101,13 +104,18 @@ def main() -> int:
     p.add_argument("--prefetch", type=int, default=4)
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--only", help="comma-separated strategies to run (default: all)")
+    p.add_argument("--rounds", type=int, default=3, help="runs per configuration; the median is reported")
     args = p.parse_args()
     tasks = workload(args.tasks, args.seed, args.mean)
     bound = lower_bound(tasks)
     runs = [(s, steal) for s, steal in RUNS if not args.only or s in args.only.split(",")]
+    times: dict[tuple[str, bool], list[float]] = {run: [] for run in runs}
+    for _ in range(args.rounds):  # interleaved, so a slow moment of the machine hits every config
+        for strategy, steal in runs:
+            times[(strategy, steal)].append(run_once(strategy, steal, tasks, args.prefetch))
     results = []
     for strategy, steal in runs:
-        makespan = run_once(strategy, steal, tasks, args.prefetch)
+        makespan = benchlib.median(times[(strategy, steal)])
         label = strategy if steal else f"{strategy} (no stealing, baseline)"
         results.append({"strategy": label, "makespan_s": round(makespan, 3), "lower_bound_s": round(bound, 3),
                         "ratio": round(makespan / bound, 3), "stealing": steal})  # fmt: skip

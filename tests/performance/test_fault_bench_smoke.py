@@ -29,7 +29,7 @@ def test_makespan_smoke():
     from pathlib import Path
 
     bench = Path(__file__).resolve().parents[2] / "bench" / "makespan.py"
-    args = ["--json", "--tasks", "12", "--mean", "0.05", "--only", "round_robin,performance_based"]
+    args = ["--json", "--tasks", "12", "--mean", "0.05", "--rounds", "1", "--only", "round_robin,performance_based"]
     proc = subprocess.run([sys.executable, str(bench), *args], capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
