@@ -109,10 +109,6 @@ SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     ERROR: {"req": ((int, type(None)), False), "error": (_STR, True)},
 }
 
-CLIENT_REQUESTS = frozenset(
-    {SUBMIT, STATUS, WAIT, RESULTS, WORKERS, CANCEL_JOB, DRAIN_WORKER, BALANCER_STATS, PING}
-)
-
 
 class ProtocolError(ValueError):
     """A frame that is not a valid dtf message; the text says what is wrong with it."""
