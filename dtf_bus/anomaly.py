@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from dtf_bus import defaults
+from dtf_bus.spec import base_name
 
 WARNING, CRITICAL = "warning", "critical"
 
@@ -78,8 +79,7 @@ class Ewma:
 
 def task_kind(plugin: str, name: str) -> str:
     """``sim:unit`` for ``unit[3]``: repeats of one spec task are one kind."""
-    base = name.split("[", 1)[0] if name.endswith("]") else name
-    return f"{plugin}:{base}"
+    return f"{plugin}:{base_name(name)}"
 
 
 class AnomalyDetector:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,14 @@ def _validate_one(index: int, raw: Any) -> dict[str, Any]:
         "depends_on": list(depends_on),
         "repeat": repeat,
     }
+
+
+_REPEAT_SUFFIX = re.compile(r"\[\d+\]$")
+
+
+def base_name(name: str) -> str:
+    """The spec name a task came from: ``unit[3]`` -> ``unit`` (undoes ``repeat``)."""
+    return _REPEAT_SUFFIX.sub("", name)
 
 
 def _expand(task: dict[str, Any]) -> list[dict[str, Any]]:

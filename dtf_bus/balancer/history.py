@@ -12,19 +12,17 @@ by speed; this plugin's average on this worker; a default.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from dtf_bus import defaults
 from dtf_bus.registry import WorkerInfo
+from dtf_bus.spec import base_name
 from dtf_bus.task import Task
-
-_REPEAT = re.compile(r"\[\d+\]$")
 
 
 def task_key(task: Task) -> str:
-    return _REPEAT.sub("", task.name)
+    return base_name(task.name)
 
 
 def speed(worker: WorkerInfo) -> float:
