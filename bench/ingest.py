@@ -27,8 +27,7 @@ from typing import Any
 import benchlib
 import duckdb
 
-from dtf_bus.store import TABLES as STORE_TABLES
-from dtf_bus.store import Store
+from dtf_bus.store import SCHEMA, TABLES, Store, Table
 
 TARGET_ROWS_PER_S = 50_000
 
@@ -65,8 +64,12 @@ def make_rows(n: int) -> dict[str, list[tuple[Any, ...]]]:
         "lost_workers": 0,
     }
     out: dict[str, list[tuple[Any, ...]]] = {}
+    schema = duckdb.connect()  # in memory: only to read the column types
+    schema.execute(SCHEMA)
     for table in ("attempts", "tasks"):
-        columns, _, _, ts_cols = STORE_TABLES[table]
+        spec = Table.create(schema, table, *TABLES[table])
+        columns = spec.columns
+        ts_cols = {c for c, t in zip(columns, spec.types, strict=True) if t == "TIMESTAMP"}
         rows = []
         for i in range(n):
             per_row = {"task_id": f"job.{i}", "name": f"noop[{i}]", "worker_id": f"w{i % 8}", "seq": i}
@@ -80,7 +83,7 @@ def through_store(path: Path, rows: dict[str, list[tuple[Any, ...]]], timeout: f
     """rows/s per table, then for all tables put at once (interleaved, as the broker does)."""
     store = Store(path)
     try:
-        store.register_table("bench_metrics", METRICS_DDL, METRICS_COLUMNS, timestamp_columns=frozenset({"ts"}))
+        store.register_table("bench_metrics", METRICS_DDL, METRICS_COLUMNS)
         out: dict[str, float] = {}
         for table, table_rows in rows.items():
             start = time.perf_counter()
@@ -115,19 +118,19 @@ def through_store(path: Path, rows: dict[str, list[tuple[Any, ...]]], timeout: f
 def direct(path: Path, rows: dict[str, list[tuple[Any, ...]]]) -> float:
     """The same rows as ready-made columns, one INSERT per table: DuckDB's own ceiling here."""
     store = Store(path)  # only to create the same schema; closed before the direct connection
-    store.register_table("bench_metrics", METRICS_DDL, METRICS_COLUMNS, timestamp_columns=frozenset({"ts"}))
+    store.register_table("bench_metrics", METRICS_DDL, METRICS_COLUMNS)
     specs = dict(store.tables)
     store.close()
     prepared = []
     for table, table_rows in rows.items():
-        columns, _, json_cols, ts_cols = specs[table]
+        spec = specs[table]
         cols = [list(c) for c in zip(*table_rows, strict=True)]
-        for i, name in enumerate(columns):
-            if name in json_cols:
+        for i, sql_type in enumerate(spec.types):
+            if sql_type == "JSON":
                 cols[i] = [None if v is None else json.dumps(v) for v in cols[i]]
-            elif name in ts_cols:
+            elif sql_type == "TIMESTAMP":
                 cols[i] = [_ts(v) for v in cols[i]]
-        prepared.append((table, columns, cols))
+        prepared.append((table, spec.columns, cols))
     con = duckdb.connect(str(path))
     try:
         total = sum(len(r) for r in rows.values())

@@ -115,7 +115,8 @@ class AnomalyDetector:
         self.durations: dict[tuple[str, str], Ewma] = {}  # (worker, kind)
         self.kinds: dict[str, Ewma] = {}  # kind, fleet-wide
         self.queue_waits = Ewma()
-        self._outcomes: dict[str, tuple[deque[bool], list[int]]] = {}  # subject -> (recent, [ok, n] before)
+        # subject -> (recent outcomes, [ok before them, n before them, ok among them])
+        self._outcomes: dict[str, tuple[deque[bool], list[int]]] = {}
         self._hot_since: dict[str, float] = {}
         self._last_raised: dict[tuple[str, str], float] = {}
 
@@ -230,17 +231,19 @@ class AnomalyDetector:
         """Record one result for ``subject`` (a worker id, or ``fleet``) and judge its success rate."""
         entry = self._outcomes.get(subject)
         if entry is None:
-            entry = self._outcomes[subject] = (deque(maxlen=self.success_window), [0, 0])
-        recent, before = entry
+            entry = self._outcomes[subject] = (deque(maxlen=self.success_window), [0, 0, 0])
+        recent, counts = entry
         if len(recent) == recent.maxlen:
             oldest = recent[0]
-            before[0] += oldest
-            before[1] += 1
+            counts[0] += oldest
+            counts[1] += 1
+            counts[2] -= oldest
         recent.append(ok)
-        if len(recent) < recent.maxlen or before[1] < self.success_window:
+        counts[2] += ok
+        if len(recent) < recent.maxlen or counts[1] < self.success_window:
             return None
-        past = before[0] / before[1]
-        now = sum(recent) / len(recent)
+        past = counts[0] / counts[1]
+        now = counts[2] / len(recent)
         if past - now < self.success_drop:
             return None
         return self._raise(
@@ -248,7 +251,7 @@ class AnomalyDetector:
             CRITICAL if now <= 0.2 else WARNING,
             subject,
             f"{subject}: {now:.0%} of its last {len(recent)} tasks succeeded, against {past:.0%} of the "
-            f"{before[1]} before them",
+            f"{counts[1]} before them",
             now,
             past - self.success_drop,
         )

@@ -69,7 +69,7 @@ class Broker:
         heartbeat_liveness: int = defaults.HEARTBEAT_LIVENESS,
         dead_liveness: int = defaults.DEAD_LIVENESS,
         max_lost_workers: int = defaults.MAX_LOST_WORKERS,
-        prefetch: int = defaults.PREFETCH,
+        prefetch: int | None = defaults.PREFETCH,
         steal: bool = True,
         hooks: list[BrokerHook] | None = None,
         curve_secret: str | Path | None = None,
@@ -79,9 +79,8 @@ class Broker:
         self.health = Health(heartbeat_interval, heartbeat_liveness, max(dead_liveness, heartbeat_liveness))
         self.max_lost_workers = max_lost_workers
         self.registry = Registry()
-        self.prefetch = prefetch
         self.history = History()
-        self.scheduler = Scheduler(self.registry, balancer.load(strategy, self.history), self.history)
+        self.scheduler = Scheduler(self.registry, balancer.load(strategy, self.history), self.history, prefetch)
         self._steals: dict[str, tuple[str, int]] = {}
         self._durations_dirty: set[tuple[str, str, str]] = set()  # task id -> (thief id, attempt) asked for
         self.tasks: dict[str, Task] = {}
@@ -330,7 +329,7 @@ class Broker:
             plugins=frozenset(str(p) for p in body["plugins"]),
             fd=body.get("_fd"),
             heartbeat_interval=interval,
-            prefetch=self.prefetch,
+            prefetch=self.scheduler.initial_prefetch,
         )
         old = self.registry.add(worker)
         if worker.fd is not None:

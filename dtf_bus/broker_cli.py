@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--dead-liveness", type=int, help="silent intervals before a missing worker is removed")
     parser.add_argument("--max-lost-workers", type=int, help="workers a task may lose before it fails as poison")
-    parser.add_argument("--prefetch", type=int, help="tasks a worker may hold beyond its slots (default 0)")
+    parser.add_argument(
+        "--prefetch", help="tasks a worker may hold beyond its slots: N, or auto (default: sized by task durations)"
+    )
     parser.add_argument("--no-steal", dest="steal", action="store_false", default=None, help="turn work stealing off")
     parser.add_argument("--curve-secret", metavar="FILE", help="the broker's keypair (.key_secret): CURVE on")
     parser.add_argument("--authorized-keys", metavar="DIR", help="public keys (*.key) admitted; re-read on change")
@@ -59,9 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         dead_liveness = config.positive_int(pick("dead_liveness", defaults.DEAD_LIVENESS), "dead_liveness")
         max_lost = config.positive_int(pick("max_lost_workers", defaults.MAX_LOST_WORKERS), "max_lost_workers")
-        prefetch = pick("prefetch", defaults.PREFETCH)
-        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
-            raise config.ConfigError(f"prefetch must be an integer >= 0, got {prefetch!r}")
+        prefetch = config.prefetch(pick("prefetch", defaults.PREFETCH))
     except config.ConfigError as exc:
         print(f"dtf-broker: {exc}", file=sys.stderr)
         return 2

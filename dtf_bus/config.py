@@ -71,3 +71,14 @@ def positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
     return value
+
+
+def prefetch(value: Any) -> int | None:
+    """``auto`` (or None) sizes prefetch per worker; otherwise a fixed integer >= 0."""
+    if value is None or value == "auto":
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"prefetch must be auto or an integer >= 0, got {value!r}")
+    return value

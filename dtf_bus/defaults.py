@@ -45,7 +45,12 @@ HISTORY_ALPHA = 0.3
 DEFAULT_TASK_ESTIMATE = 1.0
 # Tasks a worker may hold beyond its slots (queued on the worker, not started): hides the
 # round trip between tasks; work stealing moves them to idle workers when that is faster.
-PREFETCH = 1
+# None ("auto", the default) sizes it per worker from its recent task durations: enough queued
+# work to cover PREFETCH_COVER seconds, from 1 up to PREFETCH_MAX, so a stream of short tasks
+# never waits for a round trip and long tasks are not hoarded by one worker.
+PREFETCH: int | None = None
+PREFETCH_COVER = 0.01
+PREFETCH_MAX = 8
 STEAL_INTERVAL = 0.1  # seconds between looks for work to steal
 EFFICIENCY_SAMPLE = 4  # assignment efficiency is measured on one finished task in this many
 # A task whose attempts lost this many workers (killed, hung) is poison: it fails.

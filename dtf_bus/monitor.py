@@ -153,7 +153,9 @@ class Monitor(BrokerHook):
         self._lock = threading.Lock()
         self._anomalies: deque[dict[str, Any]] = deque(maxlen=defaults.ANOMALY_KEEP)
         self._anomaly_count = 0
-        self._tasks: dict[str, dict[str, Any]] = {}  # insertion order = least recently changed first
+        # task id -> (task, when it last changed); insertion order = least recently changed first.
+        # Views are built when read, not at each of the several state changes of every task.
+        self._tasks: dict[str, tuple[Task, float]] = {}
         self._kinds: dict[str, str] = {}  # task id -> kind, while the task is live
         self._queued: dict[str, float] = {}  # task id -> when queued; insertion order is time order
         self._running: dict[str, tuple[float, str, str, float | None]] = {}  # id -> (since, worker, kind, timeout)
@@ -181,9 +183,7 @@ class Monitor(BrokerHook):
             return
         self.store = broker.store
         for name, ddl in TABLES.items():
-            broker.store.register_table(
-                name, ddl, TABLE_COLUMNS[name], key_columns=0, timestamp_columns=frozenset({"ts"})
-            )
+            broker.store.register_table(name, ddl, TABLE_COLUMNS[name])
         self.info = {
             "endpoint": broker.endpoint,
             "metrics_endpoint": broker.metrics_endpoint,
@@ -227,12 +227,14 @@ class Monitor(BrokerHook):
 
     def task(self, task_id: str) -> dict[str, Any] | None:
         with self._lock:
-            return self._tasks.get(task_id)
+            entry = self._tasks.get(task_id)
+        return None if entry is None else self._view(*entry)
 
     def tasks(self) -> list[dict[str, Any]]:
         """The most recently changed tasks, newest last."""
         with self._lock:
-            return list(self._tasks.values())
+            entries = list(self._tasks.values())
+        return [self._view(task, at) for task, at in entries]
 
     # --------------------------------------------------------- broker events
 
@@ -277,7 +279,7 @@ class Monitor(BrokerHook):
         tasks = self._tasks
         with self._lock:
             for task_id in job.task_ids[-self.recent_tasks :]:
-                tasks[task_id] = self._view(broker.tasks[task_id], now)
+                tasks[task_id] = (broker.tasks[task_id], now)
             for task_id in list(itertools.islice(tasks, max(len(tasks) - self.recent_tasks, 0))):
                 del tasks[task_id]
         self._notify(
@@ -307,11 +309,10 @@ class Monitor(BrokerHook):
         now = time.time()
         task_id = task.task_id
         state = task.state
-        view = self._view(task, now)
         tasks = self._tasks
         with self._lock:
             tasks.pop(task_id, None)
-            tasks[task_id] = view
+            tasks[task_id] = (task, now)
             if len(tasks) > self.recent_tasks:
                 del tasks[next(iter(tasks))]
         kind = self._kinds.get(task_id)
@@ -340,6 +341,7 @@ class Monitor(BrokerHook):
             if state is not TaskState.CANCELLED:
                 self._finished.append((now, state is TaskState.SUCCEEDED))
         if self.listeners:
+            view = self._view(task, now)
             self._notify("tasks", {"timestamp": now, "event": {**view, "event": str(state), "kind": kind}})
 
     def on_attempt_result(self, broker: Broker, task: Task, attempt: Attempt) -> None:

@@ -143,15 +143,12 @@ class ResultRows(BrokerHook):
             TEST_DDL,
             TEST_COLUMNS,
             key_columns=3,
-            timestamp_columns=frozenset({"recorded_at"}),
         )
         broker.store.register_table(
             "benchmark_results",
             BENCH_DDL,
             BENCH_COLUMNS,
             key_columns=3,
-            json_columns=frozenset({"params", "environment"}),
-            timestamp_columns=frozenset({"recorded_at"}),
         )
 
     def on_attempt_result(self, broker: Broker, task: Task, attempt: Attempt) -> None:

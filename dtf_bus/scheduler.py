@@ -26,10 +26,17 @@ from dtf_bus.task import Task, TaskState
 
 
 class Scheduler:
-    def __init__(self, registry: Registry, strategy: Strategy, history: History | None = None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        strategy: Strategy,
+        history: History | None = None,
+        prefetch: int | None = defaults.PREFETCH,
+    ) -> None:
         self.registry = registry
         self.strategy = strategy
         self.history = history or History()
+        self.prefetch = prefetch  # None: auto, sized per worker by _adapt_prefetch
         self.queue = TaskQueue()
         self._capable: dict[str, list[WorkerInfo]] = {}
         self._capable_version = -1
@@ -94,9 +101,26 @@ class Scheduler:
             best = self.history.best(task, self.capable(matching.requirement_key(task.plugin, task.requires), task))
         self.history.record(worker, task, duration)
         self.strategy.task_done(task, worker, duration)
+        if self.prefetch is None:
+            self._adapt_prefetch(worker, duration)
         if best is not None and duration > 0:
             self._efficiency_total += min(best / duration, 1.0)
             self._efficiency_count += 1
+
+    @property
+    def initial_prefetch(self) -> int:
+        """A newly registered worker's prefetch: auto starts at 1 until durations are known."""
+        return 1 if self.prefetch is None else self.prefetch
+
+    @staticmethod
+    def _adapt_prefetch(worker: WorkerInfo, duration: float) -> None:
+        """Auto prefetch: queue enough on the worker to cover PREFETCH_COVER seconds of its
+        recent task durations (a round trip on a busy LAN), between 1 and PREFETCH_MAX."""
+        mean = worker.mean_task_s
+        mean = duration if mean is None else mean + defaults.HISTORY_ALPHA * (duration - mean)
+        worker.mean_task_s = mean
+        per_slot = defaults.PREFETCH_COVER / max(mean, 1e-6)
+        worker.prefetch = max(1, min(defaults.PREFETCH_MAX, round(per_slot * worker.slots)))
 
     def why_queued(self, task: Task) -> list[str]:
         """Reasons a queued task cannot be placed; empty when it only waits for a free slot."""

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from dtf_bus.spec import base_name
+
 
 class TaskState(enum.StrEnum):
     QUEUED = "queued"
@@ -86,6 +88,10 @@ class Task:
     depends_on: list[str] = field(default_factory=list)  # task ids that must succeed first
     waiting_on: set[str] = field(default_factory=set)  # those of them not succeeded yet
     queued_at: float = 0.0  # when it last entered the queue, for queue-wait statistics
+    key: str = field(init=False)  # the spec name without its repeat suffix: what history learns by
+
+    def __post_init__(self) -> None:
+        self.key = base_name(self.name)
 
     def attempt_record(self, number: int) -> Attempt | None:
         for record in reversed(self.history):

@@ -17,12 +17,11 @@ from dataclasses import dataclass
 
 from dtf_bus import defaults
 from dtf_bus.registry import WorkerInfo
-from dtf_bus.spec import base_name
 from dtf_bus.task import Task
 
 
 def task_key(task: Task) -> str:
-    return base_name(task.name)
+    return task.key
 
 
 def speed(worker: WorkerInfo) -> float:

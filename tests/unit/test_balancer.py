@@ -2,6 +2,7 @@
 
 import pytest
 
+from dtf_bus import config, defaults
 from dtf_bus.balancer import load
 from dtf_bus.balancer.affinity import Affinity
 from dtf_bus.balancer.history import History, task_key
@@ -109,3 +110,27 @@ def test_steal_moves_a_prefetched_task_to_an_idle_faster_worker():
     assert sched.steals(tasks) == []  # already asked for: not asked twice
     sched.steal_done(moves[0][0], idle)
     assert sched.stats()["steals"] == 1
+
+
+def test_auto_prefetch_follows_task_durations():
+    registry = Registry()
+    auto = Scheduler(registry, load("least_loaded"), prefetch=None)
+    fixed = Scheduler(registry, load("least_loaded"), prefetch=3)
+    assert auto.initial_prefetch == 1 and fixed.initial_prefetch == 3
+    w, f = worker("w", prefetch=auto.initial_prefetch), worker("f", prefetch=3)
+    for i in range(20):  # a stream of 0.1 ms tasks: the round trip would dominate, so queue more
+        auto.task_done(task(f"short[{i}]"), w, 0.0001)
+        fixed.task_done(task(f"short[{i}]"), f, 0.0001)
+    assert w.prefetch == defaults.PREFETCH_MAX
+    assert f.prefetch == 3  # a fixed --prefetch is left alone
+    for i in range(20):  # tasks of seconds: one queued is plenty, more would be hoarding
+        auto.task_done(task(f"long[{i}]"), w, 2.0)
+    assert w.prefetch == 1
+
+
+def test_prefetch_setting_is_auto_or_a_count():
+    assert config.prefetch(None) is None and config.prefetch("auto") is None
+    assert config.prefetch(4) == 4 and config.prefetch("0") == 0
+    for bad in (-1, "lots", True, 1.5):
+        with pytest.raises(config.ConfigError, match="prefetch must be auto or an integer"):
+            config.prefetch(bad)

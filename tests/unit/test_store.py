@@ -36,11 +36,35 @@ def test_extension_tables_append_only(tmp_path):
         "samples",
         "CREATE TABLE IF NOT EXISTS samples (ts TIMESTAMP, name VARCHAR, value DOUBLE, extra JSON)",
         ("ts", "name", "value", "extra"),
-        json_columns=frozenset({"extra"}),
-        timestamp_columns=frozenset({"ts"}),
     )
     for i in range(3):
         store.put("samples", (1.7e9 + i, "cpu", float(i), {"i": i}))
     assert store.flush(10)
     assert store.cursor().execute("select count(*), sum(value) from samples").fetchone() == (3, 3.0)
     store.close()
+
+
+def test_values_are_converted_by_column_type(tmp_path):
+    """Timestamps from epoch seconds, JSON kept as JSON (a string stays a JSON string, NaN
+    becomes null without losing the row), NULLs as NULL, lists into list columns."""
+    store = Store(tmp_path / "r.duckdb", flush_interval=0.05)
+    store.register_table(
+        "samples",
+        "CREATE TABLE IF NOT EXISTS samples (k VARCHAR PRIMARY KEY, ts TIMESTAMP, n BIGINT, ok BOOLEAN,"
+        " tags VARCHAR[], extra JSON)",
+        ("k", "ts", "n", "ok", "tags", "extra"),
+        key_columns=1,
+    )
+    store.put("samples", ("a", 1.7e9 + 0.25, 2**40, True, ["x", "y"], {"nested": [1, {"é": 'q"uote'}]}))
+    store.put("samples", ("b", None, None, None, None, None))
+    store.put("samples", ("c", 1.7e9, 1, False, [], "just text"))
+    store.put("samples", ("d", 1.7e9, 1, False, [], {"mean": float("nan"), "n": 3}))
+    assert store.flush(10)
+    rows = store.cursor().execute("select k, epoch(ts), n, ok, tags, extra from samples order by k").fetchall()
+    store.close()
+    assert rows == [
+        ("a", 1.7e9 + 0.25, 2**40, True, ["x", "y"], '{"nested":[1,{"é":"q\\"uote"}]}'),
+        ("b", None, None, None, None, None),
+        ("c", 1.7e9, 1, False, [], '"just text"'),
+        ("d", 1.7e9, 1, False, [], '{"mean":null,"n":3}'),
+    ]
