@@ -28,30 +28,43 @@ MESSAGES: dict[str, bytes] = {
     "task_result (small)": protocol.encode(
         protocol.TASK_RESULT,
         {
-            "task_id": "abcdef123456.17",
-            "attempt": 1,
-            "outcome": "succeeded",
-            "result": {"seconds": 0.1, "speed": 1.0, "outcome": "pass"},
-            "error": None,
-            "started_at": 1.7e9,
-            "ended_at": 1.7e9 + 1,
+            "results": [
+                {
+                    "task_id": "abcdef123456.17",
+                    "attempt": 1,
+                    "outcome": "succeeded",
+                    "result": {"seconds": 0.1, "speed": 1.0, "outcome": "pass"},
+                    "error": None,
+                    "started_at": 1.7e9,
+                    "ended_at": 1.7e9 + 1,
+                }
+            ]
         },
     ),
     "task_result (100 tests)": protocol.encode(
         protocol.TASK_RESULT,
         {
-            "task_id": "abcdef123456.18",
-            "attempt": 1,
-            "outcome": "failed",
-            "result": {
-                "tests": [
-                    {"nodeid": f"tests/test_x.py::test_{i}", "outcome": "passed", "duration": 0.01, "message": ""}
-                    for i in range(100)
-                ],
-                "exit_code": 1,
-            },
-            "started_at": 1.7e9,
-            "ended_at": 1.7e9 + 1,
+            "results": [
+                {
+                    "task_id": "abcdef123456.18",
+                    "attempt": 1,
+                    "outcome": "failed",
+                    "result": {
+                        "tests": [
+                            {
+                                "nodeid": f"tests/test_x.py::test_{i}",
+                                "outcome": "passed",
+                                "duration": 0.01,
+                                "message": "",
+                            }
+                            for i in range(100)
+                        ],
+                        "exit_code": 1,
+                    },
+                    "started_at": 1.7e9,
+                    "ended_at": 1.7e9 + 1,
+                }
+            ]
         },
     ),
     "status": protocol.encode(protocol.STATUS, {"req": 7, "job_id": "abcdef123456"}),

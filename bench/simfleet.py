@@ -98,21 +98,26 @@ def _fleet_process(endpoint: str, ids: list[str], capabilities: dict[str, Any], 
                     break
                 _, kind, body = msgpack.unpackb(frame)
                 if kind == protocol.ASSIGN:
-                    stats["assigned"] += 1
                     now = time.time()
                     if not stats["first_assign"]:
                         stats["first_assign"] = now
-                    if quota is not None and stats["results"] >= quota:
-                        held += 1  # hold it: the broker sees a busy worker, and the queue stays put
-                        continue
-                    task = {"task_id": body["task_id"], "attempt": body["attempt"]}
-                    m.sock.send(protocol.encode(protocol.TASK_STARTED, {**task, "started_at": now}))
-                    result = {**task, "outcome": "succeeded", "result": RESULT, "started_at": now, "ended_at": now}
-                    m.sock.send(protocol.encode(protocol.TASK_RESULT, result))
-                    stats["results"] += 1
-                    stats["last_result"] = now
+                    results = []
+                    for assigned in body["tasks"]:
+                        stats["assigned"] += 1
+                        if quota is not None and stats["results"] >= quota:
+                            held += 1  # hold it: the broker sees a busy worker, and the queue stays put
+                            continue
+                        task = {"task_id": assigned["task_id"], "attempt": assigned["attempt"]}
+                        m.sock.send(protocol.encode(protocol.TASK_STARTED, {**task, "started_at": now}))
+                        results.append(
+                            {**task, "outcome": "succeeded", "result": RESULT, "started_at": now, "ended_at": now}
+                        )
+                        stats["results"] += 1
+                        stats["last_result"] = now
+                    if results:
+                        m.sock.send(protocol.encode(protocol.TASK_RESULT, {"results": results}))
                 elif kind == protocol.RESULT_ACK:
-                    stats["acks"] += 1
+                    stats["acks"] += len(body["acks"])
                 elif kind == protocol.HEARTBEAT:
                     m.interval = float(body.get("interval", m.interval))
                 elif kind == protocol.REGISTERED:

@@ -42,6 +42,9 @@ from dtf_bus.task import Attempt, Job, Task, TaskState
 log = logging.getLogger("dtf.broker")
 
 BATCH = 512  # frames handled between two placement rounds
+# Plain ints: pyzmq's flag enums cost an enum operation per frame on the hottest path.
+_MORE = int(zmq.SNDMORE | zmq.NOBLOCK)
+_LAST = int(zmq.NOBLOCK)
 
 
 def zmq_endpoint(endpoint: str) -> str:
@@ -94,9 +97,13 @@ class Broker:
         self._orphans: dict[str, dict[str, int]] = {}  # worker id -> attempts restored from the db
         self._orphans_deadline = 0.0
         # Replies that promise durability: collected per batch, then released by store marks.
+        # Results are acknowledged per worker, all of a batch's in one RESULT_ACK.
         self._awaiting: list[tuple[bytes, str, dict[str, Any]]] = []
+        self._acks: dict[bytes, list[tuple[str, int]]] = {}
         self._awaiting_urgent = False
-        self._unreleased: collections.deque[tuple[int, list[tuple[bytes, str, dict[str, Any]]]]] = collections.deque()
+        self._unreleased: collections.deque[
+            tuple[int, list[tuple[bytes, str, dict[str, Any]]], dict[bytes, list[tuple[str, int]]]]
+        ] = collections.deque()
 
         self.ctx = zmq.Context()
         # CURVE on both sockets, admitting only authorized keys (dtf_bus.security); None: plaintext.
@@ -192,9 +199,9 @@ class Broker:
                 if self._placement_due:
                     self._placement_due = False
                     self._place()
-                if self._awaiting:
-                    self._unreleased.append((self.store.mark(self._awaiting_urgent), self._awaiting))
-                    self._awaiting, self._awaiting_urgent = [], False
+                if self._awaiting or self._acks:
+                    self._unreleased.append((self.store.mark(self._awaiting_urgent), self._awaiting, self._acks))
+                    self._awaiting, self._acks, self._awaiting_urgent = [], {}, False
                 if self.store.notify_fd in ready:
                     self.store.drain_notify()
                     self._release_durable()
@@ -268,7 +275,8 @@ class Broker:
 
     def _send(self, peer: bytes, kind: str, body: dict[str, Any]) -> bool:
         try:
-            self.router.send_multipart((peer, protocol.encode(kind, body)), zmq.NOBLOCK)
+            self.router.send(peer, _MORE)
+            self.router.send(protocol.encode(kind, body), _LAST)
             return True
         except zmq.ZMQError as exc:
             if exc.errno == zmq.EHOSTUNREACH:
@@ -289,8 +297,11 @@ class Broker:
 
     def _release_durable(self) -> None:
         while self._unreleased and self._unreleased[0][0] <= self.store.durable_seq:
-            for peer, kind, body in self._unreleased.popleft()[1]:
+            _, replies, acks = self._unreleased.popleft()
+            for peer, kind, body in replies:
                 self._send(peer, kind, body)
+            for peer, results in acks.items():
+                self._send(peer, protocol.RESULT_ACK, {"acks": results})
 
     def _on_socket_events(self) -> None:
         while self.monitor.poll(0):
@@ -476,11 +487,14 @@ class Broker:
 
     def _on_task_result(self, peer: bytes, body: dict[str, Any]) -> None:
         worker = self.registry.by_peer(peer)
+        # Acknowledged once committed: until then the worker keeps the results and resends them.
+        acks = self._acks.setdefault(peer, [])
+        for result in body["results"]:
+            acks.append((result["task_id"], result["attempt"]))
+            self._task_result(worker, result)
+
+    def _task_result(self, worker: WorkerInfo, body: dict[str, Any]) -> None:
         task_id, attempt, outcome = body["task_id"], body["attempt"], body["outcome"]
-        if outcome not in protocol.OUTCOMES:
-            raise _ClientError(f"task_result: unknown outcome {outcome!r}")
-        # Acknowledged once committed: until then the worker keeps the result and resends it.
-        self._send_durable(peer, protocol.RESULT_ACK, {"task_id": task_id, "attempt": attempt})
         if worker.inflight.get(task_id) == attempt:
             del worker.inflight[task_id]
             self._placement_due = True
@@ -637,9 +651,10 @@ class Broker:
 
     def _track_dependencies(self, task: Task) -> None:
         """Queue a task now, or once the tasks it depends on have succeeded."""
-        task.waiting_on = {d for d in task.depends_on if self.tasks[d].state is not TaskState.SUCCEEDED}
-        for dep in task.waiting_on:
-            self._dependents.setdefault(dep, []).append(task.task_id)
+        if task.depends_on:
+            task.waiting_on = {d for d in task.depends_on if self.tasks[d].state is not TaskState.SUCCEEDED}
+            for dep in task.waiting_on:
+                self._dependents.setdefault(dep, []).append(task.task_id)
         if not task.waiting_on:
             self.scheduler.enqueue(task)
             self._placement_due = True
@@ -659,27 +674,36 @@ class Broker:
                 self._finish(dependent, TaskState.CANCELLED, None, error=f"dependency {task.name!r} {task.state}")
 
     def _place(self) -> None:
+        """Assign what the scheduler places; each worker gets its share in one ASSIGN."""
+        batches: dict[str, tuple[WorkerInfo, list[Task]]] = {}
+        now = time.time()
         for task, worker in self.scheduler.place():
-            now = time.time()
             task.worker_id = worker.worker_id
             task.assigned_at = now
             record = Attempt(task.attempt, worker.worker_id, now)
             task.history.append(record)
             self._move(task, TaskState.ASSIGNED)
-            self._send_assign(worker, task)
+            batches.setdefault(worker.worker_id, (worker, []))[1].append(task)
             self._store_attempt(task, record)
             self._store_task(task)
+        for worker, tasks in batches.values():
+            self._send_assign(worker, tasks)
 
-    def _send_assign(self, worker: WorkerInfo, task: Task) -> None:
+    def _send_assign(self, worker: WorkerInfo, tasks: list[Task]) -> None:
         self._send(
             worker.peer,
             protocol.ASSIGN,
             {
-                "task_id": task.task_id,
-                "attempt": task.attempt,
-                "plugin": task.plugin,
-                "params": task.params,
-                "timeout": task.timeout,
+                "tasks": [
+                    {
+                        "task_id": task.task_id,
+                        "attempt": task.attempt,
+                        "plugin": task.plugin,
+                        "params": task.params,
+                        "timeout": task.timeout,
+                    }
+                    for task in tasks
+                ]
             },
         )
 
@@ -838,7 +862,7 @@ class Broker:
         record.assigned_at = now
         thief.inflight[task.task_id] = task.attempt
         self.scheduler.steal_done(task, thief)
-        self._send_assign(thief, task)
+        self._send_assign(thief, [task])
         self._store_attempt(task, record)
         self._store_task(task)
         self.events.publish(

@@ -107,6 +107,8 @@ CLIENT_RECONNECT_PATIENCE = 60.0
 # A worker reports a task as started only once it has run this long (seconds): a shorter
 # task is reported by its result alone.
 STARTED_REPORT_DELAY = 0.05
+# Results a worker packs into one TASK_RESULT at most (a backlog after an outage is split up).
+RESULTS_PER_MESSAGE = 64
 
 # Kept in result payloads: how much of a command's stdout/stderr tail to store.
 OUTPUT_TAIL_BYTES = 4096

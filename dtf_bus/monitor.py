@@ -29,7 +29,7 @@ import logging
 import math
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -155,7 +155,7 @@ class Monitor(BrokerHook):
         self._anomaly_count = 0
         # task id -> (task, when it last changed); insertion order = least recently changed first.
         # Views are built when read, not at each of the several state changes of every task.
-        self._tasks: dict[str, tuple[Task, float]] = {}
+        self._tasks: OrderedDict[str, tuple[Task, float]] = OrderedDict()
         self._kinds: dict[str, str] = {}  # task id -> kind, while the task is live
         self._queued: dict[str, float] = {}  # task id -> when queued; insertion order is time order
         self._running: dict[str, tuple[float, str, str, float | None]] = {}  # id -> (since, worker, kind, timeout)
@@ -311,10 +311,10 @@ class Monitor(BrokerHook):
         state = task.state
         tasks = self._tasks
         with self._lock:
-            tasks.pop(task_id, None)
             tasks[task_id] = (task, now)
+            tasks.move_to_end(task_id)
             if len(tasks) > self.recent_tasks:
-                del tasks[next(iter(tasks))]
+                tasks.popitem(last=False)
         kind = self._kinds.get(task_id)
         if kind is None:
             kind = self._kinds[task_id] = task_kind(task.plugin, task.name)

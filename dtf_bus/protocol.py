@@ -6,6 +6,11 @@ One frame per message keeps encoding to a single ``packb`` call on the hot path.
 
 Workers, clients and the broker all speak it; :func:`decode` validates every incoming frame
 against :data:`SCHEMAS` so that handlers can trust the shape of what they receive.
+
+Task traffic is batched: one ASSIGN carries every task placed on a worker in one round of the
+broker's loop, one TASK_RESULT every result a worker collected at once, one RESULT_ACK every
+result committed in one store batch. Each entry of those lists is validated like a body
+(:data:`ITEMS`). Fewer, larger messages are what lets short tasks stream.
 """
 
 from __future__ import annotations
@@ -59,8 +64,10 @@ _MAP = (dict,)
 _LIST = (list, tuple)
 _OPT_NUM = (int, float, type(None))
 
-# type -> {field: (accepted python types, required)}
-SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
+Schema = dict[str, tuple[tuple[type, ...], bool]]  # {field: (accepted python types, required)}
+
+# type -> the schema of its body
+SCHEMAS: dict[str, Schema] = {
     REGISTER: {
         "worker_id": (_STR, True),
         "capabilities": (_MAP, True),
@@ -72,27 +79,13 @@ SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     # (it grows with the fleet so heartbeat traffic stays bounded).
     HEARTBEAT: {"running": (_LIST, False), "metrics": (_MAP, False), "interval": (_NUM, False)},
     TASK_STARTED: {"task_id": (_STR, True), "attempt": (_INT, True), "started_at": (_NUM, True)},
-    TASK_RESULT: {
-        "task_id": (_STR, True),
-        "attempt": (_INT, True),
-        "outcome": (_STR, True),
-        "result": ((dict, type(None)), False),
-        "error": ((str, type(None)), False),
-        "started_at": (_OPT_NUM, False),
-        "ended_at": (_NUM, True),
-    },
+    TASK_RESULT: {"results": (_LIST, True)},
     UNREGISTER: {},
     DRAIN: {"reason": (_STR, False)},
     REGISTERED: {"heartbeat_interval": (_NUM, True), "heartbeat_liveness": (_INT, True)},
-    ASSIGN: {
-        "task_id": (_STR, True),
-        "attempt": (_INT, True),
-        "plugin": (_STR, True),
-        "params": (_MAP, True),
-        "timeout": (_OPT_NUM, False),
-    },
+    ASSIGN: {"tasks": (_LIST, True)},
     CANCEL: {"task_id": (_STR, True), "attempt": (_INT, True), "reason": (_STR, False)},
-    RESULT_ACK: {"task_id": (_STR, True), "attempt": (_INT, True)},
+    RESULT_ACK: {"acks": (_LIST, True)},  # [[task_id, attempt], ...]: results committed to the store
     STEAL: {"task_id": (_STR, True), "attempt": (_INT, True)},
     STEAL_ACK: {"task_id": (_STR, True), "attempt": (_INT, True), "ok": ((bool,), True)},
     REREGISTER: {"reason": (_STR, False)},
@@ -141,23 +134,33 @@ def decode(frame: bytes) -> tuple[str, dict[str, Any]]:
         raise ProtocolError(f"unknown message type {kind!r}", req)
     if not isinstance(body, dict):
         raise ProtocolError(f"{kind}: body is not a map", req)
-    for field, (types, required) in SCHEMAS[kind].items():
+    _check(kind, body, SCHEMAS[kind], _LIMITS.get(kind, ()), req)
+    if kind in ITEMS:
+        field, schema, limits = ITEMS[kind]
+        for index, item in enumerate(body[field]):
+            if not isinstance(item, dict):
+                raise ProtocolError(f"{kind}: {field}[{index}] is not a map", req)
+            _check(f"{kind}: {field}[{index}]", item, schema, limits, req)
+    return kind, body
+
+
+def _check(where: str, body: dict[str, Any], schema: Schema, limits: _Limits, req: int | None) -> None:
+    for field, (types, required) in schema.items():
         if field not in body:
             if required:
-                raise ProtocolError(f"{kind}: missing field {field!r}", req)
+                raise ProtocolError(f"{where}: missing field {field!r}", req)
             continue
         value = body[field]
         # bool is an int subclass; never accept it where a number is meant.
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             names = "/".join(t.__name__ for t in types)
-            raise ProtocolError(f"{kind}: field {field!r} must be {names}, got {type(value).__name__}", req)
-    for field, check in _LIMITS.get(kind, ()):
+            raise ProtocolError(f"{where}: field {field!r} must be {names}, got {type(value).__name__}", req)
+    for field, check in limits:
         value = body.get(field)
         if value is not None:
             reason = check(value)
             if reason is not None:
-                raise ProtocolError(f"{kind}: field {field!r} {reason}", req)
-    return kind, body
+                raise ProtocolError(f"{where}: field {field!r} {reason}", req)
 
 
 # Limits beyond the types: what a peer could otherwise use to hurt the broker or its store
@@ -190,8 +193,13 @@ def _nesting(value: Any) -> str | None:
     return f"is nested deeper than {defaults.MAX_NESTING_DEPTH} levels"
 
 
+def _outcome(value: str) -> str | None:
+    return None if value in OUTCOMES else f"is not one of {', '.join(OUTCOMES)}"
+
+
+_Limits = tuple[tuple[str, Callable[[Any], str | None]], ...]
 _JOB = (("job_id", _id),)
-_LIMITS: dict[str, tuple[tuple[str, Callable[[Any], str | None]], ...]] = {
+_LIMITS: dict[str, _Limits] = {
     REGISTER: (
         ("worker_id", _id),
         ("slots", _slots),
@@ -201,11 +209,37 @@ _LIMITS: dict[str, tuple[tuple[str, Callable[[Any], str | None]], ...]] = {
     ),
     HEARTBEAT: (("running", _nesting), ("metrics", _nesting)),
     TASK_STARTED: (("task_id", _id), ("started_at", _time)),
-    TASK_RESULT: (("task_id", _id), ("result", _nesting), ("started_at", _time), ("ended_at", _time)),
     SUBMIT: (("tasks", _nesting),),
     STATUS: _JOB,
     WAIT: _JOB,
     RESULTS: _JOB,
     CANCEL_JOB: _JOB,
     DRAIN_WORKER: (("worker_id", _id),),
+}
+# Batched types: the list field, and the schema and limits every entry of it must meet.
+ITEMS: dict[str, tuple[str, Schema, _Limits]] = {
+    ASSIGN: (
+        "tasks",
+        {
+            "task_id": (_STR, True),
+            "attempt": (_INT, True),
+            "plugin": (_STR, True),
+            "params": (_MAP, True),
+            "timeout": (_OPT_NUM, False),
+        },
+        (("task_id", _id), ("params", _nesting)),
+    ),
+    TASK_RESULT: (
+        "results",
+        {
+            "task_id": (_STR, True),
+            "attempt": (_INT, True),
+            "outcome": (_STR, True),
+            "result": ((dict, type(None)), False),
+            "error": ((str, type(None)), False),
+            "started_at": (_OPT_NUM, False),
+            "ended_at": (_NUM, True),
+        },
+        (("task_id", _id), ("outcome", _outcome), ("result", _nesting), ("started_at", _time), ("ended_at", _time)),
+    ),
 }

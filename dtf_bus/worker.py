@@ -330,8 +330,7 @@ class Worker:
         log.info("registered with %s as %s", self.broker, self.worker_id)
         if self._draining:
             self._send(protocol.DRAIN, {"reason": "still draining"})
-        for result in list(self.unacked.values()):  # finished while we were away
-            self._send(protocol.TASK_RESULT, result)
+        self._send_results(list(self.unacked.values()))  # finished while we were away
 
     def _on_reregister(self, body: dict[str, Any]) -> None:
         log.info("broker asked us to re-register (%s)", body.get("reason", ""))
@@ -339,14 +338,15 @@ class Worker:
         self._register()
 
     def _on_assign(self, body: dict[str, Any]) -> None:
-        task_id, attempt = body["task_id"], body["attempt"]
-        current = self.running.get(task_id)
-        if (current is not None and current.ctx.attempt == attempt) or task_id in self.pending:
-            return  # duplicate delivery
-        if len(self.running) >= self.slots:
-            self.pending[task_id] = body
-            return
-        self._start(body)
+        for task in body["tasks"]:
+            task_id, attempt = task["task_id"], task["attempt"]
+            current = self.running.get(task_id)
+            if (current is not None and current.ctx.attempt == attempt) or task_id in self.pending:
+                continue  # duplicate delivery
+            if len(self.running) >= self.slots:
+                self.pending[task_id] = task
+            else:
+                self._start(task)
 
     def _start_pending(self) -> None:
         while self.pending and len(self.running) < self.slots:
@@ -391,7 +391,9 @@ class Worker:
             run.ctx.cancel("cancelled")
 
     def _on_result_ack(self, body: dict[str, Any]) -> None:
-        self.unacked.pop((body["task_id"], body["attempt"]), None)
+        for ack in body["acks"]:
+            if isinstance(ack, list) and len(ack) == 2:
+                self.unacked.pop(tuple(ack), None)
 
     # ------------------------------------------------------------ execution
 
@@ -438,20 +440,26 @@ class Worker:
             pass
 
     def _collect_results(self) -> None:
+        """Every result that is ready goes out in one TASK_RESULT, and kept until acknowledged."""
+        results = []
         while True:
             try:
                 result = self._done.get_nowait()
             except queue.Empty:
-                return
+                break
             run = self.running.get(result["task_id"])
             if run is not None and run.ctx.attempt == result["attempt"]:
                 del self.running[result["task_id"]]
             log.debug("task %s attempt %d %s", result["task_id"], result["attempt"], result["outcome"])
             self._start_pending()
-            key = (result["task_id"], result["attempt"])
-            self.unacked[key] = result
-            if self._registered:
-                self._send(protocol.TASK_RESULT, result)
+            self.unacked[(result["task_id"], result["attempt"])] = result
+            results.append(result)
+        if results and self._registered:
+            self._send_results(results)
+
+    def _send_results(self, results: list[dict[str, Any]]) -> None:
+        for i in range(0, len(results), defaults.RESULTS_PER_MESSAGE):
+            self._send(protocol.TASK_RESULT, {"results": results[i : i + defaults.RESULTS_PER_MESSAGE]})
 
     def _enforce_timeouts(self, now: float) -> None:
         """Timeouts, and the delayed TASK_STARTED of tasks still running."""

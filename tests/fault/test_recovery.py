@@ -146,7 +146,9 @@ def test_malformed_frames_never_stop_the_broker(make_cluster):
         msgpack.packb([1, "submit", {"req": 2, "tasks": "x"}]),
         msgpack.packb([1, "submit", {"req": 3, "tasks": [{"name": "x"}]}]),
         msgpack.packb([1, "register", {"worker_id": "", "capabilities": {}, "slots": 0, "plugins": []}]),
-        msgpack.packb([1, "task_result", {"task_id": "zz", "attempt": 1, "outcome": "succeeded", "ended_at": 1.0}]),
+        msgpack.packb(
+            [1, "task_result", {"results": [{"task_id": "zz", "attempt": 1, "outcome": "succeeded", "ended_at": 1.0}]}]
+        ),
         msgpack.packb([1, "status", {"req": 4, "job_id": "nope"}]),
     ]
     try:

@@ -153,9 +153,11 @@ class Fuzzer:
     def unknown_type(self) -> bytes:
         return pack(protocol.VERSION, self.rng.choice(["evil", "", "REGISTER", "reply\x00", "x" * 500]), {"req": 1})
 
+    def results(self, *results: dict) -> bytes:
+        return protocol.encode(protocol.TASK_RESULT, {"results": list(results)})
+
     def result_for_unknown_task(self) -> bytes:
-        return protocol.encode(
-            protocol.TASK_RESULT,
+        return self.results(
             {
                 "task_id": f"nope.{self.rng.randint(0, 10**9)}",
                 "attempt": self.rng.randint(-5, 10**6),
@@ -166,9 +168,7 @@ class Fuzzer:
         )
 
     def stale_result_for_real_task(self) -> bytes:
-        task = self.rng.choice(self.tasks)
-        return protocol.encode(
-            protocol.TASK_RESULT,
+        forged = [
             {
                 "task_id": task["task_id"],
                 "attempt": self.rng.choice([0, 2, 3, 99, -1]),
@@ -176,8 +176,10 @@ class Fuzzer:
                 "result": {"pwned": True},
                 "error": "forged",
                 "ended_at": 1.7e9,
-            },
-        )
+            }
+            for task in self.rng.sample(self.tasks, self.rng.randint(1, 3))
+        ]
+        return self.results(*forged)
 
     def start_for_real_task(self) -> bytes:
         task = self.rng.choice(self.tasks)
@@ -220,7 +222,7 @@ class Fuzzer:
             frame = protocol.encode(protocol.HEARTBEAT, {"metrics": {"m": DEEP}})
         elif where == "result":
             body = {"task_id": "x.0", "attempt": 1, "outcome": "succeeded", "result": {"r": DEEP}, "ended_at": 1}
-            frame = protocol.encode(protocol.TASK_RESULT, body)
+            frame = self.results(body)
         else:
             frame = protocol.encode(protocol.SUBMIT, {"req": 7, "tasks": [{**SIM, "params": {"p": DEEP}}]})
         return frame.replace(msgpack.packb(DEEP), b"\x91" * depth + b"\x00")
@@ -229,9 +231,7 @@ class Fuzzer:
         return self.rng.choice(
             [
                 protocol.encode(protocol.TASK_STARTED, {"task_id": "x.0", "attempt": 1, "started_at": float("nan")}),
-                protocol.encode(
-                    protocol.TASK_RESULT, {"task_id": "x.0", "attempt": 1, "outcome": "failed", "ended_at": 1e300}
-                ),
+                self.results({"task_id": "x.0", "attempt": 1, "outcome": "failed", "ended_at": 1e300}),
                 protocol.encode(
                     protocol.REGISTER,
                     {"worker_id": "fz-big", "capabilities": {}, "slots": 2**40, "plugins": []},

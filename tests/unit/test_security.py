@@ -34,7 +34,11 @@ def reason(frame: bytes) -> str:
 
 def result(**fields: object) -> bytes:
     body = {"task_id": "j.0", "attempt": 1, "outcome": "succeeded", "ended_at": 1.7e9, **fields}
-    return protocol.encode(protocol.TASK_RESULT, body)
+    return result_batch([body])
+
+
+def result_batch(results: list) -> bytes:
+    return protocol.encode(protocol.TASK_RESULT, {"results": results})
 
 
 def test_decode_refuses_what_could_hurt_the_broker_or_its_store():
@@ -52,6 +56,13 @@ def test_decode_refuses_what_could_hurt_the_broker_or_its_store():
     assert "not a plausible epoch timestamp" in reason(result(ended_at=math.inf))
     assert "not a plausible epoch timestamp" in reason(result(started_at=-1.0))
     assert "longer than" in reason(result(task_id="x" * (defaults.MAX_ID_CHARS + 1)))
+    assert "task_result: results[0]: field 'outcome' is not one of" in reason(result(outcome="exploded"))
+    ok = {"task_id": "j.0", "attempt": 1, "outcome": "failed", "ended_at": 1.7e9}
+    assert "results[1]: missing field 'outcome'" in reason(result_batch([ok, {"task_id": "j.1", "attempt": 1}]))
+    assert "results[1] is not a map" in reason(result_batch([ok, "x"]))
+    assert "assign: tasks[0]: missing field 'plugin'" in reason(
+        protocol.encode(protocol.ASSIGN, {"tasks": [{"task_id": "j.0", "attempt": 1, "params": {}}]})
+    )
     register = {"worker_id": "w", "capabilities": {}, "plugins": []}
     assert "must be 1.." in reason(protocol.encode(protocol.REGISTER, {**register, "slots": 2**40}))
     status = protocol.encode(protocol.STATUS, {"req": 1, "job_id": "j" * 1000})
