@@ -1,8 +1,10 @@
 """The worker: a DEALER that registers, heartbeats, runs tasks on threads and reports back.
 
 The main thread owns the socket and never runs plugin code, so a slow or stuck task cannot
-delay a heartbeat. Task threads hand results back through a queue and a wake-up pipe that the
-main thread polls beside the socket. Results stay in ``unacked`` until the broker
+delay a heartbeat. One task thread per slot takes the oldest assigned task, runs it, and
+takes the next one itself, so a stream of short tasks never waits for the main loop between
+two of them. Results go back through a queue and a wake-up pipe that the main thread polls
+beside the socket, and leave in batches. They stay in ``unacked`` until the broker
 acknowledges them, so a result finished while the broker was away is delivered on reconnect
 (where the attempt number decides whether it still counts).
 
@@ -39,38 +41,10 @@ from dtf_bus.plugins import Executor, PluginError, TaskContext, TaskFailed, load
 log = logging.getLogger("dtf.worker")
 
 
-class TaskThreads:
-    """Task threads that are reused: starting a thread costs more than a short task.
-
-    Elastic rather than fixed: a task that ignores its cancel keeps its thread forever, so a
-    new task never waits for an idle thread; it starts one when none is idle.
-    """
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._idle = 0
-        self._lock = threading.Lock()
-
-    def submit(self, fn: Any, *args: Any) -> None:
-        with self._lock:
-            spawn = self._idle == 0
-            if not spawn:
-                self._idle -= 1  # that idle thread is as good as taken
-        if spawn:
-            threading.Thread(target=self._loop, name="dtf-task", daemon=True).start()
-        self._jobs.put((fn, args))
-
-    def _loop(self) -> None:
-        while True:
-            fn, args = self._jobs.get()
-            fn(*args)
-            with self._lock:
-                self._idle += 1
-
-
 @dataclass(slots=True)
 class Running:
     ctx: TaskContext
+    plugin: str
     started_at: float
     deadline: float | None  # monotonic
     done: threading.Event = field(default_factory=threading.Event)  # set when its executor returned
@@ -102,12 +76,15 @@ class Worker:
         self.reconnect_max = reconnect_max
         self.curve = curve  # CURVE keys (dtf_bus.security), or None for plaintext
         self.running: dict[str, Running] = {}
-        # Assigned beyond our slots (the broker's prefetch): started as slots free up, unless
-        # the broker steals them back for an idle worker first.
+        # Assigned and not started (the broker's prefetch), oldest first: task threads start
+        # them as slots free up, unless the broker steals them back for an idle worker first.
         self.pending: dict[str, dict[str, Any]] = {}
-        self._threads = TaskThreads()
+        # Guards running and pending, which the task threads change as well.
+        self._tasks_changed = threading.Condition()
+        self._task_threads = 0
         self.unacked: dict[tuple[str, int], dict[str, Any]] = {}
         self._done: queue.SimpleQueue = queue.SimpleQueue()
+        self._wake_pending = False  # a result's wake-up byte is in the pipe, not yet read
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         os.set_blocking(self._wake_r, False)
@@ -142,7 +119,7 @@ class Worker:
 
     def stop(self, *_: Any) -> None:
         """Exit now: running tasks are killed (and requeued by the broker)."""
-        self._stopping = True
+        self._stopping = True  # task threads start nothing more (they check it before each task)
 
     def drain(self, reason: str) -> None:
         """Finish running tasks, accept no new ones, deliver every result, then exit."""
@@ -160,7 +137,12 @@ class Worker:
 
     def _drained(self) -> bool:
         """Draining and done: nothing running, and every result delivered (or undeliverable)."""
-        if not self._draining or self.running or self.pending:
+        if not self._draining:
+            return False
+        with self._tasks_changed:
+            if self.running or self.pending:
+                return False
+        if not self._done.empty():  # finished, not collected yet (a task thread queues it first)
             return False
         if not self.unacked:
             return True
@@ -199,11 +181,14 @@ class Worker:
             self._shutdown()
 
     def _shutdown(self) -> None:
-        for run in self.running.values():
+        with self._tasks_changed:
+            runs = list(self.running.values())
+            self._tasks_changed.notify_all()  # idle task threads see _stopping and end
+        for run in runs:
             run.ctx.cancel("worker stopping")
         # Let the task threads kill their process groups before the process (and they) go.
         deadline = time.monotonic() + defaults.KILL_GRACE + 1.0
-        for run in list(self.running.values()):
+        for run in runs:
             run.done.wait(max(deadline - time.monotonic(), 0.0))
         if self._socket is not None and self._registered:
             self._send(protocol.UNREGISTER, {})
@@ -283,6 +268,9 @@ class Worker:
                 self._close_socket()
 
     def _register(self) -> None:
+        with self._tasks_changed:
+            held = [[tid, r.ctx.attempt] for tid, r in self.running.items()]
+            held += [[tid, body["attempt"]] for tid, body in self.pending.items()]
         self._send(
             protocol.REGISTER,
             {
@@ -291,9 +279,7 @@ class Worker:
                 "slots": self.slots,
                 "plugins": sorted(self.executors),
                 # Attempts we hold: running, or finished with the result not yet acknowledged.
-                "running": [[tid, r.ctx.attempt] for tid, r in self.running.items()]
-                + [[tid, body["attempt"]] for tid, body in self.pending.items()]
-                + [list(k) for k in self.unacked],
+                "running": held + [list(k) for k in self.unacked],
             },
         )
 
@@ -338,29 +324,42 @@ class Worker:
         self._register()
 
     def _on_assign(self, body: dict[str, Any]) -> None:
-        for task in body["tasks"]:
-            task_id, attempt = task["task_id"], task["attempt"]
-            current = self.running.get(task_id)
-            if (current is not None and current.ctx.attempt == attempt) or task_id in self.pending:
-                continue  # duplicate delivery
-            if len(self.running) >= self.slots:
+        with self._tasks_changed:
+            for task in body["tasks"]:
+                task_id, attempt = task["task_id"], task["attempt"]
+                current = self.running.get(task_id)
+                if (current is not None and current.ctx.attempt == attempt) or task_id in self.pending:
+                    continue  # duplicate delivery
                 self.pending[task_id] = task
-            else:
-                self._start(task)
-
-    def _start_pending(self) -> None:
-        while self.pending and len(self.running) < self.slots:
-            task_id = next(iter(self.pending))
-            self._start(self.pending.pop(task_id))
+            self._tasks_changed.notify(len(self.pending))
+        while self._task_threads < min(self.slots, len(self.pending) + len(self.running)):
+            self._task_threads += 1
+            threading.Thread(target=self._task_thread, name="dtf-task", daemon=True).start()
 
     def _on_steal(self, body: dict[str, Any]) -> None:
-        held = self.pending.get(body["task_id"])
-        ok = held is not None and held["attempt"] == body["attempt"]
-        if ok:
-            del self.pending[body["task_id"]]
+        with self._tasks_changed:  # a task thread cannot start it meanwhile
+            held = self.pending.get(body["task_id"])
+            ok = held is not None and held["attempt"] == body["attempt"]
+            if ok:
+                del self.pending[body["task_id"]]
         self._send(protocol.STEAL_ACK, {"task_id": body["task_id"], "attempt": body["attempt"], "ok": ok})
 
-    def _start(self, body: dict[str, Any]) -> None:
+    def _task_thread(self) -> None:
+        """One per slot: start the oldest pending task, run it, and on to the next."""
+        while True:
+            with self._tasks_changed:
+                while not self.pending or len(self.running) >= self.slots or self._stopping:
+                    if self._stopping:
+                        return
+                    self._tasks_changed.wait()
+                run = self._start(self.pending.pop(next(iter(self.pending))))
+            self._execute(run)
+            with self._tasks_changed:
+                if self.running.get(run.ctx.task_id) is run:
+                    del self.running[run.ctx.task_id]
+
+    def _start(self, body: dict[str, Any]) -> Running:
+        """On a task thread, holding the lock: the task counts as started from here."""
         task_id, attempt = body["task_id"], body["attempt"]
         ctx = TaskContext(
             task_id=task_id,
@@ -371,21 +370,21 @@ class Worker:
             capabilities=self.capabilities,
         )
         now = time.monotonic()
-        run = Running(ctx, time.time(), now + ctx.timeout if ctx.timeout else None)
+        run = Running(ctx, body["plugin"], time.time(), now + ctx.timeout if ctx.timeout else None)
         # A task that ends within STARTED_REPORT_DELAY is reported once, by its result (which
         # carries the start time); only longer ones send TASK_STARTED. Half the messages for
         # short tasks, and the broker still sees every long task running within 50 ms.
         run.report_at = now + defaults.STARTED_REPORT_DELAY
         self.running[task_id] = run
-        executor = self.executors.get(body["plugin"])
-        self._threads.submit(self._execute, executor, body["plugin"], run)
+        return run
 
     def _on_cancel(self, body: dict[str, Any]) -> None:
-        held = self.pending.get(body["task_id"])
-        if held is not None and held["attempt"] == body["attempt"]:
-            del self.pending[body["task_id"]]  # never started: nothing to stop or report
-            return
-        run = self.running.get(body["task_id"])
+        with self._tasks_changed:
+            held = self.pending.get(body["task_id"])
+            if held is not None and held["attempt"] == body["attempt"]:
+                del self.pending[body["task_id"]]  # never started: nothing to stop or report
+                return
+            run = self.running.get(body["task_id"])
         if run is not None and run.ctx.attempt == body["attempt"]:
             log.info("cancelling %s attempt %d: %s", body["task_id"], body["attempt"], body.get("reason", ""))
             run.ctx.cancel("cancelled")
@@ -397,9 +396,10 @@ class Worker:
 
     # ------------------------------------------------------------ execution
 
-    def _execute(self, executor: Executor | None, plugin: str, run: Running) -> None:
+    def _execute(self, run: Running) -> None:
         """Runs on a task thread: never touches the socket."""
-        ctx = run.ctx
+        ctx, plugin = run.ctx, run.plugin
+        executor = self.executors.get(plugin)
         result: dict[str, Any] | None = None
         error: str | None = None
         try:
@@ -417,6 +417,7 @@ class Worker:
             error = f"timed out after {ctx.timeout}s" if outcome == "timed_out" else ctx.cancel_reason
         if result is not None and not isinstance(result, dict):
             result = {"value": result}
+        run.done.set()  # before the result is queued: once it is collected, nobody reports a start
         self._done.put(
             {
                 "task_id": ctx.task_id,
@@ -428,9 +429,10 @@ class Worker:
                 "ended_at": time.time(),
             }
         )
-        run.done.set()
-        with contextlib.suppress(BlockingIOError):  # a full pipe already holds a wake-up
-            os.write(self._wake_w, b"\0")
+        if not self._wake_pending:  # one wake-up byte for however many results queue up
+            self._wake_pending = True
+            with contextlib.suppress(BlockingIOError):  # a full pipe already holds a wake-up
+                os.write(self._wake_w, b"\0")
 
     def _drain_wake(self) -> None:
         try:
@@ -441,17 +443,14 @@ class Worker:
 
     def _collect_results(self) -> None:
         """Every result that is ready goes out in one TASK_RESULT, and kept until acknowledged."""
+        self._wake_pending = False  # before reading the queue: a result put after this wakes us again
         results = []
         while True:
             try:
                 result = self._done.get_nowait()
             except queue.Empty:
                 break
-            run = self.running.get(result["task_id"])
-            if run is not None and run.ctx.attempt == result["attempt"]:
-                del self.running[result["task_id"]]
             log.debug("task %s attempt %d %s", result["task_id"], result["attempt"], result["outcome"])
-            self._start_pending()
             self.unacked[(result["task_id"], result["attempt"])] = result
             results.append(result)
         if results and self._registered:
@@ -463,7 +462,11 @@ class Worker:
 
     def _enforce_timeouts(self, now: float) -> None:
         """Timeouts, and the delayed TASK_STARTED of tasks still running."""
-        for run in self.running.values():
+        with self._tasks_changed:
+            runs = list(self.running.values())
+        for run in runs:
+            if run.done.is_set():
+                continue  # finished: its result says the rest
             if run.deadline is not None and now >= run.deadline:
                 run.deadline = None
                 log.info("task %s exceeded its %.3gs timeout", run.ctx.task_id, run.ctx.timeout)
@@ -476,8 +479,13 @@ class Worker:
                 )
 
     def _next_deadline(self, now: float, due: float) -> float:
-        """Seconds until the next thing this loop must do on its own."""
-        for run in self.running.values():
+        """Seconds until the next thing this loop must do on its own. Task threads start tasks
+        without telling this loop, so while any runs it looks again every STARTED_REPORT_DELAY."""
+        with self._tasks_changed:
+            runs = list(self.running.values())
+        if runs:
+            due = min(due, now + defaults.STARTED_REPORT_DELAY)
+        for run in runs:
             for when in (run.deadline, run.report_at):
                 if when is not None and when < due:
                     due = when
