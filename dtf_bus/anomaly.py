@@ -88,6 +88,7 @@ class AnomalyDetector:
         z: float = defaults.ANOMALY_Z,
         z_critical: float = defaults.ANOMALY_Z_CRITICAL,
         min_samples: int = defaults.ANOMALY_MIN_SAMPLES,
+        slow_min: float = defaults.ANOMALY_SLOW_MIN,
         queue_wait_min: float = defaults.ANOMALY_QUEUE_WAIT_MIN,
         success_window: int = defaults.ANOMALY_SUCCESS_WINDOW,
         success_drop: float = defaults.ANOMALY_SUCCESS_DROP,
@@ -102,6 +103,7 @@ class AnomalyDetector:
         self.z = z
         self.z_critical = z_critical
         self.min_samples = min_samples
+        self.slow_min = slow_min
         self.queue_wait_min = queue_wait_min
         self.success_window = success_window
         self.success_drop = success_drop
@@ -149,7 +151,7 @@ class AnomalyDetector:
         if fleet is None:
             fleet = self.kinds[kind] = Ewma()
         found = None
-        if stats.n >= self.min_samples:
+        if stats.n >= self.min_samples and seconds - stats.mean >= self.slow_min:
             z = stats.z(seconds)
             if z >= self.z:
                 threshold = stats.mean + self.z * stats.spread()

@@ -77,6 +77,7 @@ ANOMALY_MIN_SAMPLES = 5  # samples of a series before it is judged
 ANOMALY_Z = 3.0  # standard deviations above the mean that make a duration or wait anomalous
 ANOMALY_Z_CRITICAL = 6.0
 ANOMALY_MIN_SPREAD = 0.05  # relative floor on the spread, so near-constant series do not fire on jitter
+ANOMALY_SLOW_MIN = 0.1  # seconds over its usual time a task must take to be slow (below: scheduling jitter)
 ANOMALY_QUEUE_WAIT_MIN = 2.0  # seconds: a queue wait shorter than this is never an anomaly
 ANOMALY_SUCCESS_WINDOW = 10  # recent outcomes compared with the ones before them
 ANOMALY_SUCCESS_DROP = 0.3  # a fall in success rate this large is anomalous

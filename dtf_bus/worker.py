@@ -140,10 +140,8 @@ class Worker:
         if not self._draining:
             return False
         with self._tasks_changed:
-            if self.running or self.pending:
+            if self.running or self.pending or not self._done.empty():  # not empty: not collected yet
                 return False
-        if not self._done.empty():  # finished, not collected yet (a task thread queues it first)
-            return False
         if not self.unacked:
             return True
         # The broker may be gone; it will requeue what it never heard about. Do not wait forever.
@@ -268,7 +266,8 @@ class Worker:
                 self._close_socket()
 
     def _register(self) -> None:
-        with self._tasks_changed:
+        with self._tasks_changed:  # a task leaves running and enters the queue under this lock
+            self._take_results()  # finished, not yet sent: held as unacked
             held = [[tid, r.ctx.attempt] for tid, r in self.running.items()]
             held += [[tid, body["attempt"]] for tid, body in self.pending.items()]
         self._send(
@@ -353,10 +352,16 @@ class Worker:
                         return
                     self._tasks_changed.wait()
                 run = self._start(self.pending.pop(next(iter(self.pending))))
-            self._execute(run)
-            with self._tasks_changed:
+            result = self._execute(run)
+            run.done.set()  # before the result is queued: once it is collected, nobody reports a start
+            with self._tasks_changed:  # out of running and into the queue at once (see _register)
                 if self.running.get(run.ctx.task_id) is run:
                     del self.running[run.ctx.task_id]
+                self._done.put(result)
+            if not self._wake_pending:  # one wake-up byte for however many results queue up
+                self._wake_pending = True
+                with contextlib.suppress(BlockingIOError):  # a full pipe already holds a wake-up
+                    os.write(self._wake_w, b"\0")
 
     def _start(self, body: dict[str, Any]) -> Running:
         """On a task thread, holding the lock: the task counts as started from here."""
@@ -396,8 +401,8 @@ class Worker:
 
     # ------------------------------------------------------------ execution
 
-    def _execute(self, run: Running) -> None:
-        """Runs on a task thread: never touches the socket."""
+    def _execute(self, run: Running) -> dict[str, Any]:
+        """Runs the plugin (on a task thread: never touches the socket); returns the result."""
         ctx, plugin = run.ctx, run.plugin
         executor = self.executors.get(plugin)
         result: dict[str, Any] | None = None
@@ -417,22 +422,15 @@ class Worker:
             error = f"timed out after {ctx.timeout}s" if outcome == "timed_out" else ctx.cancel_reason
         if result is not None and not isinstance(result, dict):
             result = {"value": result}
-        run.done.set()  # before the result is queued: once it is collected, nobody reports a start
-        self._done.put(
-            {
-                "task_id": ctx.task_id,
-                "attempt": ctx.attempt,
-                "outcome": outcome,
-                "result": result,
-                "error": error,
-                "started_at": run.started_at,
-                "ended_at": time.time(),
-            }
-        )
-        if not self._wake_pending:  # one wake-up byte for however many results queue up
-            self._wake_pending = True
-            with contextlib.suppress(BlockingIOError):  # a full pipe already holds a wake-up
-                os.write(self._wake_w, b"\0")
+        return {
+            "task_id": ctx.task_id,
+            "attempt": ctx.attempt,
+            "outcome": outcome,
+            "result": result,
+            "error": error,
+            "started_at": run.started_at,
+            "ended_at": time.time(),
+        }
 
     def _drain_wake(self) -> None:
         try:
@@ -444,17 +442,20 @@ class Worker:
     def _collect_results(self) -> None:
         """Every result that is ready goes out in one TASK_RESULT, and kept until acknowledged."""
         self._wake_pending = False  # before reading the queue: a result put after this wakes us again
+        results = self._take_results()
+        if results and self._registered:
+            self._send_results(results)
+
+    def _take_results(self) -> list[dict[str, Any]]:
         results = []
         while True:
             try:
                 result = self._done.get_nowait()
             except queue.Empty:
-                break
+                return results
             log.debug("task %s attempt %d %s", result["task_id"], result["attempt"], result["outcome"])
             self.unacked[(result["task_id"], result["attempt"])] = result
             results.append(result)
-        if results and self._registered:
-            self._send_results(results)
 
     def _send_results(self, results: list[dict[str, Any]]) -> None:
         for i in range(0, len(results), defaults.RESULTS_PER_MESSAGE):

@@ -47,6 +47,9 @@ def test_slow_task_is_judged_against_its_own_worker_and_kind():
     assert found.severity == "critical" and found.value == 5.0 and found.threshold < 5.0
     # Another worker has no history of its own yet: nothing to judge against.
     assert d.duration("w2", "sim:unit", 5.0, "other") is None
+    for i in range(10):  # sub-millisecond tasks: ten times slower is still scheduling jitter
+        d.duration("w3", "sim:noop", 0.0001, f"n{i}")
+    assert d.duration("w3", "sim:noop", 0.001, "jitter") is None
 
 
 def test_the_same_anomaly_is_not_repeated_within_the_cooldown():
