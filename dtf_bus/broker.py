@@ -84,8 +84,8 @@ class Broker:
         self.registry = Registry()
         self.history = History()
         self.scheduler = Scheduler(self.registry, balancer.load(strategy, self.history), self.history, prefetch)
-        self._steals: dict[str, tuple[str, int]] = {}
-        self._durations_dirty: set[tuple[str, str, str]] = set()  # task id -> (thief id, attempt) asked for
+        self._steals: dict[str, tuple[str, int]] = {}  # task id -> (thief id, attempt) asked for
+        self._durations_dirty: set[tuple[str, str, str]] = set()  # learned durations not yet stored
         self.tasks: dict[str, Task] = {}
         self.jobs: dict[str, Job] = {}
         self.state_counts: Counter[str] = Counter()
