@@ -677,7 +677,10 @@ class Broker:
         """Assign what the scheduler places; each worker gets its share in one ASSIGN."""
         batches: dict[str, tuple[WorkerInfo, list[Task]]] = {}
         now = time.time()
-        for task, worker in self.scheduler.place():
+        placed = self.scheduler.place()
+        if len(placed) == defaults.PLACE_BATCH:
+            self._placement_due = True  # more next time round, after reading what has arrived
+        for task, worker in placed:
             task.worker_id = worker.worker_id
             task.assigned_at = now
             record = Attempt(task.attempt, worker.worker_id, now)

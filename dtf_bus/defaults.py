@@ -52,6 +52,11 @@ PREFETCH: int | None = None
 PREFETCH_COVER = 0.01
 PREFETCH_MAX = 8
 STEAL_INTERVAL = 0.1  # seconds between looks for work to steal
+# Bounds on one look for steals and one placement round, so that neither blocks the broker's
+# loop (and the heartbeats it reads) however large the fleet: placement is O(workers) per task.
+STEAL_MAX_MOVES = 64
+STEAL_MAX_HOLDERS = 32  # the holders with the longest backlogs are the ones looked at
+PLACE_BATCH = 256
 EFFICIENCY_SAMPLE = 4  # assignment efficiency is measured on one finished task in this many
 # A task whose attempts lost this many workers (killed, hung) is poison: it fails.
 MAX_LOST_WORKERS = 3

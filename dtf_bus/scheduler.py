@@ -64,10 +64,11 @@ class Scheduler:
             self._capable[key] = workers
         return workers
 
-    def place(self) -> list[tuple[Task, WorkerInfo]]:
-        """Assign as many queued tasks as free capable capacity allows, best task first."""
+    def place(self, limit: int = defaults.PLACE_BATCH) -> list[tuple[Task, WorkerInfo]]:
+        """Assign queued tasks to free capable capacity, best task first, at most ``limit``
+        (the caller asks again when it got that many)."""
         placements: list[tuple[Task, WorkerInfo]] = []
-        free = self.registry.free_slots()
+        free = min(self.registry.free_slots(), limit)
         now = time.time()
         deferred: set[str] = set()  # keys whose head the strategy chose to hold back this round
         while free > 0 and len(self.queue):
@@ -143,8 +144,14 @@ class Scheduler:
         thieves = [w for w in self.registry if w.idle_slots > promised[w.worker_id]]
         if not thieves:
             return []
-        moves = []
+        # Bounded, so a large fleet's look stays short: the longest backlogs, a few moves a time.
+        if len(holders) > defaults.STEAL_MAX_HOLDERS:
+            holders.sort(key=lambda w: len(w.inflight) - w.slots, reverse=True)
+            del holders[defaults.STEAL_MAX_HOLDERS :]
+        moves: list[tuple[Task, WorkerInfo, WorkerInfo]] = []
         for thief in thieves:
+            if len(moves) >= defaults.STEAL_MAX_MOVES:
+                break
             for _ in range(thief.idle_slots - promised[thief.worker_id]):
                 best: tuple[float, Task, WorkerInfo] | None = None
                 for holder in holders:

@@ -134,3 +134,24 @@ def test_prefetch_setting_is_auto_or_a_count():
     for bad in (-1, "lots", True, 1.5):
         with pytest.raises(config.ConfigError, match="prefetch must be auto or an integer"):
             config.prefetch(bad)
+
+
+def test_placement_and_steal_rounds_are_bounded():
+    """A round never does more than its bound, however much could be placed or stolen: the
+    broker's loop must get back to reading heartbeats."""
+    registry = Registry()
+    sched = Scheduler(registry, load("least_loaded"), prefetch=20)
+    for i in range(5):
+        registry.add(worker(f"w{i}", prefetch=20))
+    for i in range(200):
+        sched.enqueue(task(f"t[{i}]", seq=i))
+    first = sched.place(limit=30)
+    assert len(first) == 30 and len(sched.queue) == 170
+    second = sched.place(limit=1000)
+    assert len(second) == 5 * 21 - 30  # then up to the free capacity
+    tasks = {t.task_id: t for t, _ in first + second}
+    for t in tasks.values():
+        t.state = TaskState.ASSIGNED
+    for i in range(100):  # idle thieves galore: the moves asked for in one look stay bounded
+        registry.add(worker(f"idle{i}", speed=4))
+    assert 0 < len(sched.steals(tasks)) <= defaults.STEAL_MAX_MOVES
