@@ -2,8 +2,9 @@
 
 The broker's loop only appends row snapshots to an in-memory queue; the writer thread
 coalesces them (the last state of a task in a batch wins) and writes each table with one
-``INSERT OR REPLACE ... SELECT unnest(...)`` statement, which DuckDB ingests far faster than
-row-by-row ``executemany``. The schema is documented in docs/schema.md.
+``INSERT OR REPLACE ... SELECT`` over a JSON document of the batch (see :class:`Table`),
+which DuckDB ingests far faster than row-by-row ``executemany``. The schema is documented in
+docs/schema.md.
 """
 
 from __future__ import annotations
