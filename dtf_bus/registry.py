@@ -59,6 +59,7 @@ class WorkerInfo:
             "slots": self.slots,
             "plugins": sorted(self.plugins),
             "running": len(self.inflight),
+            "prefetch": self.prefetch,
             "completed": self.completed,
             "registered_at": self.registered_at,
             "idle_s": round(time.monotonic() - self.last_seen, 3),

@@ -32,6 +32,20 @@ def test_high_capacity_worker_steals_prefetched_work(make_cluster):
     assert all(r["attempts"] == 1 for r in results)  # moved before they started: not retries
 
 
+def test_auto_prefetch_deepens_for_short_tasks_only(make_cluster):
+    """By default a worker's queue follows its task durations: no-op tasks stream with several
+    queued on the worker, tasks of 50 ms get one at a time (more would be hoarding)."""
+    cluster = make_cluster(workers={"quick": {}})
+    with cluster.client() as client:
+        short = client.submit([{"name": "noop", "plugin": "sim", "params": {"seconds": 0}, "repeat": 200}])
+        assert client.wait(short, timeout=30)["succeeded"] == 200
+        deep = client.workers()[0]["prefetch"]
+        slow = client.submit([{"name": "slow", "plugin": "sim", "params": {"seconds": 0.05}, "repeat": 20}])
+        assert client.wait(slow, timeout=30)["succeeded"] == 20
+        shallow = client.workers()[0]["prefetch"]
+    assert deep > 1 and shallow == 1
+
+
 @pytest.mark.parametrize("strategy", ["round_robin", "least_loaded", "performance_based", "affinity"])
 def test_every_strategy_routes_by_capability(make_cluster, strategy):
     workers = {
