@@ -57,7 +57,12 @@ STEAL_INTERVAL = 0.1  # seconds between looks for work to steal
 STEAL_MAX_MOVES = 64
 STEAL_MAX_HOLDERS = 32  # the holders with the longest backlogs are the ones looked at
 PLACE_BATCH = 256
-EFFICIENCY_SAMPLE = 4  # assignment efficiency is measured on one finished task in this many
+# Strategies that allow it (``sampled = True``) choose among this many random free workers when
+# more are free: the power of d choices, O(1) per placement however large the fleet.
+PLACE_SAMPLE = 16
+# Assignment efficiency compares a task's duration with the best learned for its kind among the
+# workers that could run it; that best (a scan of the fleet) is refreshed this often (seconds).
+EFFICIENCY_REFRESH = 1.0
 # A task whose attempts lost this many workers (killed, hung) is poison: it fails.
 MAX_LOST_WORKERS = 3
 

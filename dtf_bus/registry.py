@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # identity: one entry per registration, usable in sets
 class WorkerInfo:
     worker_id: str
     peer: bytes  # ROUTER routing id of the current connection

@@ -12,6 +12,7 @@ the holder knows whether it has started it) and moves it.
 
 from __future__ import annotations
 
+import random
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -48,7 +49,7 @@ class Scheduler:
         self._wait_count = 0
         self._efficiency_total = 0.0
         self._efficiency_count = 0
-        self._done_count = 0
+        self._best: dict[tuple[str, str, str], tuple[float, float]] = {}  # kind -> (best, when)
 
     def enqueue(self, task: Task) -> None:
         task.queued_at = time.time()
@@ -71,21 +72,35 @@ class Scheduler:
         free = min(self.registry.free_slots(), limit)
         now = time.time()
         deferred: set[str] = set()  # keys whose head the strategy chose to hold back this round
+        # Per key, the capable workers with room: listed once a round, a worker dropped when it fills.
+        room: dict[str, list[WorkerInfo]] = {}
+        sampled = getattr(self.strategy, "sampled", False)
         while free > 0 and len(self.queue):
             for key, task in self.queue.heads():
                 if key in deferred:
                     continue
-                candidates = [w for w in self.capable(key, task) if w.free_slots > 0]
+                candidates = room.get(key)
+                if candidates is None:
+                    candidates = room[key] = [w for w in self.capable(key, task) if w.free_slots > 0]
                 if candidates:
                     break
             else:
                 return placements  # nothing queued can run on any free slot
-            worker = self.strategy.choose(task, candidates)
+            if sampled and len(candidates) > defaults.PLACE_SAMPLE:
+                # The power of d choices: the best of a random few is nearly as good as the best
+                # of all, and keeps a placement O(1) in the size of the fleet.
+                worker = self.strategy.choose(task, random.sample(candidates, defaults.PLACE_SAMPLE))
+            else:
+                worker = self.strategy.choose(task, candidates)
             if worker is None:
                 deferred.add(key)
                 continue
             self.queue.pop(key)
             worker.inflight[task.task_id] = task.attempt
+            if worker.free_slots <= 0:
+                for listed in room.values():
+                    if worker in listed:
+                        listed.remove(worker)
             placements.append((task, worker))
             self.assignments[worker.worker_id] += 1
             self._wait_total += now - task.queued_at
@@ -94,12 +109,7 @@ class Scheduler:
         return placements
 
     def task_done(self, task: Task, worker: WorkerInfo, duration: float) -> None:
-        # Efficiency compares with every capable worker's history, a scan of the fleet: a
-        # sample of one task in EFFICIENCY_SAMPLE keeps it off the hot path of large fleets.
-        self._done_count += 1
-        best = None
-        if self._efficiency_count == 0 or self._done_count % defaults.EFFICIENCY_SAMPLE == 0:
-            best = self.history.best(task, self.capable(matching.requirement_key(task.plugin, task.requires), task))
+        best = self._best_known(task)
         self.history.record(worker, task, duration)
         self.strategy.task_done(task, worker, duration)
         if self.prefetch is None:
@@ -107,6 +117,22 @@ class Scheduler:
         if best is not None and duration > 0:
             self._efficiency_total += min(best / duration, 1.0)
             self._efficiency_count += 1
+
+    def _best_known(self, task: Task) -> float | None:
+        """The best duration learned for this kind of task among the workers that can run it:
+        a scan of the fleet, so refreshed once per EFFICIENCY_REFRESH per kind, not per task."""
+        rkey = matching.requirement_key(task.plugin, task.requires)
+        cache_key = (task.plugin, task.key, rkey)
+        now = time.monotonic()
+        cached = self._best.get(cache_key)
+        if cached is not None and now - cached[1] < defaults.EFFICIENCY_REFRESH:
+            return cached[0]
+        if len(self._best) >= 10_000:  # many kinds (a test per task): forget the old ones
+            self._best.clear()
+        best = self.history.best(task, self.capable(rkey, task))
+        if best is not None:  # nothing learned yet: ask again next time
+            self._best[cache_key] = (best, now)
+        return best
 
     @property
     def initial_prefetch(self) -> int:

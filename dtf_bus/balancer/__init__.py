@@ -24,6 +24,10 @@ ENTRY_POINT_GROUP = "dtf.strategies"
 
 @runtime_checkable
 class Strategy(Protocol):
+    """``sampled = True`` on a strategy lets the scheduler show it a random sample of
+    ``PLACE_SAMPLE`` candidates when more are free (a pure preference such as least load);
+    a strategy that must see every worker (strict turns, stickiness) leaves it out."""
+
     name: str
 
     def add_worker(self, worker: WorkerInfo) -> None: ...

@@ -39,13 +39,22 @@ class History:
     def __init__(self, alpha: float = defaults.HISTORY_ALPHA) -> None:
         self.alpha = alpha
         self.stats: dict[tuple[str, str, str], Stat] = {}
-        # (plugin, key) -> {worker_id: (ewma, speed)} for cross-worker fallbacks
+        # (plugin, key) -> {worker_id: (ewma, speed)} for cross-worker fallbacks, and the sum
+        # of ewma x speed over them, so the fallback is O(1) however many workers know the kind
         self._by_kind: dict[tuple[str, str], dict[str, tuple[float, float]]] = {}
+        self._kind_work: dict[tuple[str, str], float] = {}
 
     def load(self, rows: Iterable[tuple[str, str, str, float, int]], speeds: dict[str, float] | None = None) -> None:
         for worker_id, plugin, key, ewma, count in rows:
             self.stats[(worker_id, plugin, key)] = Stat(ewma, count)
-            self._by_kind.setdefault((plugin, key), {})[worker_id] = (ewma, (speeds or {}).get(worker_id, 1.0))
+            self._learned((plugin, key), worker_id, ewma, (speeds or {}).get(worker_id, 1.0))
+
+    def _learned(self, kind: tuple[str, str], worker_id: str, ewma: float, worker_speed: float) -> None:
+        known = self._by_kind.setdefault(kind, {})
+        old = known.get(worker_id)
+        work = self._kind_work.get(kind, 0.0) - (old[0] * old[1] if old else 0.0)
+        self._kind_work[kind] = work + ewma * worker_speed
+        known[worker_id] = (ewma, worker_speed)
 
     def record(self, worker: WorkerInfo, task: Task, duration: float) -> Stat:
         key = (worker.worker_id, task.plugin, task_key(task))
@@ -55,7 +64,7 @@ class History:
         else:
             stat.ewma += self.alpha * (duration - stat.ewma)
             stat.count += 1
-        self._by_kind.setdefault(key[1:], {})[worker.worker_id] = (stat.ewma, speed(worker))
+        self._learned(key[1:], worker.worker_id, stat.ewma, speed(worker))
         return stat
 
     def best(self, task: Task, workers: Iterable[WorkerInfo]) -> float | None:
@@ -72,9 +81,8 @@ class History:
             return stat.ewma
         mine = speed(worker)
         elsewhere = self._by_kind.get(kind)
-        if elsewhere:
-            scaled = [ewma * other_speed / mine for ewma, other_speed in elsewhere.values()]
-            return sum(scaled) / len(scaled)
+        if elsewhere:  # the mean over them of ewma x their speed / my speed
+            return self._kind_work[kind] / len(elsewhere) / mine
         seconds = task.params.get("seconds") if task.plugin == "sim" else None
         if isinstance(seconds, int | float) and not isinstance(seconds, bool):
             return float(seconds) / mine

@@ -15,6 +15,7 @@ from dtf_bus.task import Task
 
 class LeastLoaded:
     name = "least_loaded"
+    sampled = True  # the least loaded of a random few: the power of d choices
 
     def __init__(self) -> None:
         self._tick = itertools.count()

@@ -19,6 +19,7 @@ from dtf_bus.task import Task
 
 class PerformanceBased:
     name = "performance_based"
+    sampled = True  # large fleets: the earliest finish among a random few; stealing corrects
 
     def __init__(self, history: History | None = None) -> None:
         self.history = history or History()

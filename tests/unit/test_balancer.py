@@ -155,3 +155,27 @@ def test_placement_and_steal_rounds_are_bounded():
     for i in range(100):  # idle thieves galore: the moves asked for in one look stay bounded
         registry.add(worker(f"idle{i}", speed=4))
     assert 0 < len(sched.steals(tasks)) <= defaults.STEAL_MAX_MOVES
+
+
+def test_large_fleets_show_sampled_strategies_a_few_candidates():
+    """Least load among a random PLACE_SAMPLE (the power of d choices) keeps placement O(1) in
+    the fleet size; strict strategies (round_robin) still see every free worker."""
+    seen: dict[str, list[int]] = {"least_loaded": [], "round_robin": []}
+    for name, sizes in seen.items():
+        registry = Registry()
+        strategy = load(name)
+        sched = Scheduler(registry, strategy, prefetch=0)
+        for i in range(100):
+            w = worker(f"w{i}")
+            registry.add(w)
+            strategy.add_worker(w)
+        choose = strategy.choose
+        strategy.choose = lambda task, candidates, choose=choose, sizes=sizes: (
+            sizes.append(len(candidates)) or choose(task, candidates)
+        )
+        for i in range(100):
+            sched.enqueue(task(f"t[{i}]", seq=i))
+        placed = sched.place(limit=100)
+        assert len({w.worker_id for _, w in placed}) == 100  # one task per worker, each full after it
+    assert max(seen["least_loaded"]) == defaults.PLACE_SAMPLE
+    assert seen["round_robin"][:3] == [100, 99, 98]  # every free worker, the full ones pruned
