@@ -14,6 +14,7 @@ finished job to a waiting client) is committed to DuckDB first. Such replies wai
 from __future__ import annotations
 
 import collections
+import gc
 import heapq
 import itertools
 import logging
@@ -152,12 +153,14 @@ class Broker:
             protocol.BALANCER_STATS: lambda peer, body: self._reply(peer, body, self.scheduler.stats()),
             protocol.PING: self._on_ping,
         }
+        self._gc_thaw_due = time.monotonic() + defaults.GC_THAW_INTERVAL
         self._heartbeat_timer = Timer(heartbeat_interval, self._send_heartbeats)
         self._timers = [
             self._heartbeat_timer,
             # Checked ten times per interval, so detection lags the limit by at most 10 %.
             Timer(max(min(heartbeat_interval / 10, 0.25), 0.01), self._check_health),
             Timer(defaults.METRICS_INTERVAL, self._tick),
+            Timer(defaults.GC_FREEZE_INTERVAL, self._freeze_heap),
             *([Timer(defaults.KEYS_RELOAD_INTERVAL, self._check_keys)] if self.guard else []),
         ]
         if steal:
@@ -913,6 +916,14 @@ class Broker:
     def _tick(self, now: float) -> None:
         self._store_durations()
         self._hook("on_tick", now)  # metrics.system and the rest: dtf_bus.monitor
+
+    def _freeze_heap(self, now: float) -> None:
+        """Keep full garbage collections short however many tasks are held (defaults.py)."""
+        if now >= self._gc_thaw_due:
+            self._gc_thaw_due = now + defaults.GC_THAW_INTERVAL
+            gc.unfreeze()
+        else:
+            gc.freeze()
 
     def _check_keys(self, now: float) -> None:
         """The authorized keys changed (or SIGHUP): cut off every connection of a revoked key."""

@@ -73,6 +73,13 @@ STORE_FLUSH_ROWS = 5000
 # Publish a metrics.system snapshot this often (seconds).
 METRICS_INTERVAL = 1.0
 
+# The broker moves what it holds long (queued tasks, their history) out of the garbage
+# collector's view this often (gc.freeze), and back in every GC_THAW_INTERVAL so that cyclic
+# garbage frozen meanwhile is still reclaimed: a full collection walking 100,000 queued tasks
+# paused the loop ~250 ms each time the heap grew by a quarter (bench/queue.py).
+GC_FREEZE_INTERVAL = 1.0
+GC_THAW_INTERVAL = 300.0
+
 # Monitoring (monitor.py, anomaly.py, api.py, bokeh_app/). Rates and waits are taken over a
 # sliding window; metric and anomaly history older than the retention is deleted from DuckDB.
 METRICS_WINDOW = 10.0  # seconds behind throughput, queue wait and success rate
