@@ -494,7 +494,10 @@ class Broker:
         acks = self._acks.setdefault(peer, [])
         for result in body["results"]:
             acks.append((result["task_id"], result["attempt"]))
-            self._task_result(worker, result)
+            try:
+                self._task_result(worker, result)
+            except Exception:  # a bug of ours must not cost the other results of the batch
+                log.exception("error handling the result of %s#%d", result["task_id"], result["attempt"])
 
     def _task_result(self, worker: WorkerInfo, body: dict[str, Any]) -> None:
         task_id, attempt, outcome = body["task_id"], body["attempt"], body["outcome"]
@@ -918,11 +921,15 @@ class Broker:
         self._hook("on_tick", now)  # metrics.system and the rest: dtf_bus.monitor
 
     def _freeze_heap(self, now: float) -> None:
-        """Keep full garbage collections short however many tasks are held (defaults.py)."""
+        """Keep full garbage collections short however many tasks are held (defaults.py).
+        The young generations are collected before each freeze, so short-lived cycles are not
+        frozen; at a thaw one full collection reclaims whatever cyclic garbage was."""
         if now >= self._gc_thaw_due:
             self._gc_thaw_due = now + defaults.GC_THAW_INTERVAL
             gc.unfreeze()
+            gc.collect()
         else:
+            gc.collect(1)
             gc.freeze()
 
     def _check_keys(self, now: float) -> None:

@@ -136,6 +136,7 @@ KILL_GRACE = 2.0
 
 # Hostile input limits.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+MAX_RESULT_BYTES = MAX_MESSAGE_BYTES // 2  # one task's result, packed; a larger one fails the task
 MAX_TASKS_PER_JOB = 100_000
 MAX_NESTING_DEPTH = 64  # containers within containers in a message (JSON encoding recurses per level)
 MAX_ID_CHARS = 256  # worker, job and task ids

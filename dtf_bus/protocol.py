@@ -144,6 +144,21 @@ def decode(frame: bytes) -> tuple[str, dict[str, Any]]:
     return kind, body
 
 
+def item_problem(kind: str, item: dict[str, Any]) -> str | None:
+    """Why ``item`` would be refused as one entry of a batched ``kind`` message, or None:
+    a sender checks what it built before sending it."""
+    field, schema, limits = ITEMS[kind]
+    try:
+        _check(f"{kind}: {field} entry", item, schema, limits, None)
+    except ProtocolError as exc:
+        return str(exc)
+    return None
+
+
+def packed_size(value: Any) -> int:
+    return len(msgpack.packb(value, use_bin_type=True))
+
+
 def _check(where: str, body: dict[str, Any], schema: Schema, limits: _Limits, req: int | None) -> None:
     for field, (types, required) in schema.items():
         if field not in body:

@@ -186,7 +186,7 @@ class Scheduler:
                     candidate = self._stealable(holder, thief, tasks)
                     if candidate is not None and (best is None or candidate[0] > best[0]):
                         best = (candidate[0], candidate[1], holder)
-                if best is None:
+                if best is None or len(moves) >= defaults.STEAL_MAX_MOVES:
                     break
                 _, task, holder = best
                 self._stealing[task.task_id] = thief.worker_id

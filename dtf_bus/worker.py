@@ -283,10 +283,13 @@ class Worker:
         )
 
     def _send(self, kind: str, body: dict[str, Any]) -> None:
+        self._send_frame(kind, protocol.encode(kind, body))
+
+    def _send_frame(self, kind: str, frame: bytes) -> None:
         if self._socket is None:
             return
         try:
-            self._socket.send(protocol.encode(kind, body), zmq.NOBLOCK)
+            self._socket.send(frame, zmq.NOBLOCK)
         except zmq.Again:
             log.warning("send queue full; dropped %s", kind)
 
@@ -422,7 +425,7 @@ class Worker:
             error = f"timed out after {ctx.timeout}s" if outcome == "timed_out" else ctx.cancel_reason
         if result is not None and not isinstance(result, dict):
             result = {"value": result}
-        return {
+        report = {
             "task_id": ctx.task_id,
             "attempt": ctx.attempt,
             "outcome": outcome,
@@ -431,6 +434,15 @@ class Worker:
             "started_at": run.started_at,
             "ended_at": time.time(),
         }
+        # A result the broker would refuse must not travel: it would be refused forever, and in
+        # a batch with the results beside it. Its task fails instead, saying why.
+        problem = protocol.item_problem(protocol.TASK_RESULT, report)
+        if problem is None and result is not None and protocol.packed_size(result) > defaults.MAX_RESULT_BYTES:
+            problem = f"result is larger than {defaults.MAX_RESULT_BYTES} bytes"
+        if problem is not None:
+            log.warning("task %s attempt %d: result not deliverable: %s", ctx.task_id, ctx.attempt, problem)
+            report.update(outcome="crashed", result=None, error=f"result not deliverable: {problem}")
+        return report
 
     def _drain_wake(self) -> None:
         try:
@@ -459,7 +471,17 @@ class Worker:
 
     def _send_results(self, results: list[dict[str, Any]]) -> None:
         for i in range(0, len(results), defaults.RESULTS_PER_MESSAGE):
-            self._send(protocol.TASK_RESULT, {"results": results[i : i + defaults.RESULTS_PER_MESSAGE]})
+            self._send_batch(results[i : i + defaults.RESULTS_PER_MESSAGE])
+
+    def _send_batch(self, results: list[dict[str, Any]]) -> None:
+        """One TASK_RESULT, halved until it fits the broker's message size limit."""
+        frame = protocol.encode(protocol.TASK_RESULT, {"results": results})
+        if len(frame) > defaults.MAX_MESSAGE_BYTES // 2 and len(results) > 1:
+            half = len(results) // 2
+            self._send_batch(results[:half])
+            self._send_batch(results[half:])
+        else:
+            self._send_frame(protocol.TASK_RESULT, frame)
 
     def _enforce_timeouts(self, now: float) -> None:
         """Timeouts, and the delayed TASK_STARTED of tasks still running."""
@@ -481,10 +503,12 @@ class Worker:
 
     def _next_deadline(self, now: float, due: float) -> float:
         """Seconds until the next thing this loop must do on its own. Task threads start tasks
-        without telling this loop, so while any runs it looks again every STARTED_REPORT_DELAY."""
+        without telling this loop, so while any runs or waits to, it looks again every
+        STARTED_REPORT_DELAY (a task started meanwhile gets its TASK_STARTED and timeout)."""
         with self._tasks_changed:
             runs = list(self.running.values())
-        if runs:
+            waiting = bool(self.pending)
+        if runs or waiting:
             due = min(due, now + defaults.STARTED_REPORT_DELAY)
         for run in runs:
             for when in (run.deadline, run.report_at):

@@ -215,6 +215,12 @@ def test_python_plugin_calls_a_function(make_cluster, tmp_path):
 
             def opaque():
                 return object()
+
+            def deep():
+                value = 0
+                for _ in range(80):
+                    value = [value]
+                return value
             """
         )
     )
@@ -229,6 +235,9 @@ def test_python_plugin_calls_a_function(make_cluster, tmp_path):
         {**base, "name": "raises", "params": {"target": "userbench:boom", "cwd": str(tmp_path)}},
         {**base, "name": "missing", "params": {"target": "no_such_module:f", "cwd": str(tmp_path)}},
         {**base, "name": "opaque", "params": {"target": "userbench:opaque", "cwd": str(tmp_path)}},
+        # The broker refuses results nested deeper than its limit: the worker fails the task
+        # saying so, instead of sending (and resending) what would never be accepted.
+        {**base, "name": "deep", "params": {"target": "userbench:deep", "cwd": str(tmp_path)}},
     ]
     with cluster.client() as client:
         job = client.submit(tasks)
@@ -243,6 +252,8 @@ def test_python_plugin_calls_a_function(make_cluster, tmp_path):
     assert "Traceback" in results["raises"]["result"]["traceback"]
     assert results["missing"]["error"].startswith("python: cannot import no_such_module: ModuleNotFoundError")
     assert "not JSON-serialisable" in results["opaque"]["error"]
+    assert results["deep"]["state"] == "failed"
+    assert results["deep"]["error"].startswith("result not deliverable: task_result: results entry: field 'result'")
     cluster.stop()
     [(name, throughput, worker)] = query(
         cluster.db, f"select benchmark, throughput, worker_id from benchmark_results where job_id = '{job}'"

@@ -1,7 +1,8 @@
 import msgpack
 import pytest
 
-from dtf_bus import protocol
+from dtf_bus import defaults, protocol
+from dtf_bus.worker import Worker
 
 pytestmark = pytest.mark.unit
 
@@ -40,3 +41,35 @@ def test_error_keeps_request_id_for_reply():
     with pytest.raises(protocol.ProtocolError) as err:
         protocol.decode(msgpack.packb([1, "status", {"req": 42}]))
     assert err.value.req == 42
+
+
+class _Recorder:
+    """Stands in for the worker's DEALER: keeps what would have been sent."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def send(self, frame: bytes, flags: int = 0) -> None:
+        self.frames.append(frame)
+
+
+def test_a_result_batch_is_split_to_fit_the_message_limit():
+    worker = Worker("tcp://127.0.0.1:1", "w", executors={}, capabilities={})
+    worker._ctx.term()  # never connects: only its sending is under test
+    worker._socket = _Recorder()
+    blob = "x" * (defaults.MAX_MESSAGE_BYTES // 5)  # three of them do not fit one message
+    results = [
+        {"task_id": f"j.{i}", "attempt": 1, "outcome": "succeeded", "result": {"log": blob}, "ended_at": 1.7e9}
+        for i in range(3)
+    ]
+    worker._send_results(results)
+    frames = worker._socket.frames
+    assert len(frames) == 2 and all(len(f) <= defaults.MAX_MESSAGE_BYTES // 2 for f in frames)
+    sent = [r["task_id"] for f in frames for r in protocol.decode(f)[1]["results"]]
+    assert sent == ["j.0", "j.1", "j.2"]
+
+
+def test_item_problem_names_what_the_receiver_would_refuse():
+    good = {"task_id": "j.0", "attempt": 1, "outcome": "succeeded", "ended_at": 1.7e9}
+    assert protocol.item_problem(protocol.TASK_RESULT, good) is None
+    assert "field 'outcome' is not one of" in protocol.item_problem(protocol.TASK_RESULT, {**good, "outcome": "meh"})
