@@ -435,10 +435,14 @@ class Worker:
             "ended_at": time.time(),
         }
         # A result the broker would refuse must not travel: it would be refused forever, and in
-        # a batch with the results beside it. Its task fails instead, saying why.
-        problem = protocol.item_problem(protocol.TASK_RESULT, report)
-        if problem is None and result is not None and protocol.packed_size(result) > defaults.MAX_RESULT_BYTES:
+        # a batch with the results beside it. Its task fails instead, saying why. (A result of
+        # fewer bytes than the nesting limit cannot nest that deep: the full check is skipped.)
+        size = protocol.packed_size(result)
+        problem = None
+        if size > defaults.MAX_RESULT_BYTES:
             problem = f"result is larger than {defaults.MAX_RESULT_BYTES} bytes"
+        elif size > defaults.MAX_NESTING_DEPTH:
+            problem = protocol.item_problem(protocol.TASK_RESULT, report)
         if problem is not None:
             log.warning("task %s attempt %d: result not deliverable: %s", ctx.task_id, ctx.attempt, problem)
             report.update(outcome="crashed", result=None, error=f"result not deliverable: {problem}")
