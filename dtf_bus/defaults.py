@@ -50,7 +50,7 @@ DEFAULT_TASK_ESTIMATE = 1.0
 # never waits for a round trip and long tasks are not hoarded by one worker.
 PREFETCH: int | None = None
 PREFETCH_COVER = 0.01
-PREFETCH_MAX = 8
+PREFETCH_MAX = 32
 STEAL_INTERVAL = 0.1  # seconds between looks for work to steal
 # Bounds on one look for steals and one placement round, so that neither blocks the broker's
 # loop (and the heartbeats it reads) however large the fleet: placement is O(workers) per task.
