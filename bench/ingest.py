@@ -67,7 +67,7 @@ def make_rows(n: int) -> dict[str, list[tuple[Any, ...]]]:
     schema = duckdb.connect()  # in memory: only to read the column types
     schema.execute(SCHEMA)
     for table in ("attempts", "tasks"):
-        spec = Table.create(schema, table, *TABLES[table])
+        spec = Table.create(schema, table, TABLES[table])
         columns = spec.columns
         ts_cols = {c for c, t in zip(columns, spec.types, strict=True) if t == "TIMESTAMP"}
         rows = []

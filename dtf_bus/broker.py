@@ -31,7 +31,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from dtf_bus import balancer, defaults, events, protocol, recovery, rows, security, spec
-from dtf_bus.balancer.history import History, task_key
+from dtf_bus.balancer.history import History
 from dtf_bus.health import Health
 from dtf_bus.hooks import BrokerHook
 from dtf_bus.registry import Registry, WorkerInfo
@@ -519,7 +519,7 @@ class Broker:
         worker.completed += 1
         if record.started_at is not None:
             self.scheduler.task_done(task, worker, record.ended_at - record.started_at)
-            self._durations_dirty.add((worker.worker_id, task.plugin, task_key(task)))
+            self._durations_dirty.add((worker.worker_id, task.plugin, task.key))
         if outcome == "succeeded":
             self._finish(task, TaskState.SUCCEEDED, record)
         elif outcome == "cancelled":

@@ -1,6 +1,6 @@
 """How broker objects become rows of the results store (the reverse is :mod:`dtf_bus.recovery`).
 
-Column order follows :data:`dtf_bus.store.TABLES`; keep the two in step.
+Column order follows the tables' declarations in :data:`dtf_bus.store.SCHEMA`; keep the two in step.
 """
 
 from __future__ import annotations

@@ -93,68 +93,10 @@ CREATE TABLE IF NOT EXISTS workers (
 );
 """
 
-# table -> (columns in row order, number of leading columns forming the key; 0: append-only,
-# every row inserted and none coalesced). How each column is converted follows its SQL type.
-TABLES: dict[str, tuple[tuple[str, ...], int]] = {
-    "jobs": (("job_id", "name", "submitted_at", "total"), 1),
-    "tasks": (
-        (
-            "task_id",
-            "job_id",
-            "name",
-            "plugin",
-            "params",
-            "requires",
-            "priority",
-            "timeout",
-            "retries",
-            "retry_backoff",
-            "seq",
-            "state",
-            "attempts",
-            "worker_id",
-            "submitted_at",
-            "started_at",
-            "ended_at",
-            "result",
-            "error",
-            "failures",
-            "lost_workers",
-            "depends_on",
-        ),
-        1,
-    ),
-    "attempts": (
-        (
-            "task_id",
-            "attempt",
-            "worker_id",
-            "assigned_at",
-            "started_at",
-            "ended_at",
-            "outcome",
-            "stale",
-            "result",
-            "error",
-        ),
-        2,
-    ),
-    "task_durations": (("worker_id", "plugin", "task_key", "ewma_s", "samples", "updated_at"), 3),
-    "workers": (
-        (
-            "worker_id",
-            "hostname",
-            "hardware",
-            "capabilities",
-            "slots",
-            "plugins",
-            "registered_at",
-            "last_seen",
-            "state",
-        ),
-        1,
-    ),
-}
+# table -> number of leading columns forming its key (0: append-only, every row inserted and
+# none coalesced). Rows list every column in the order SCHEMA declares them (dtf_bus.rows);
+# how each column is converted follows its SQL type.
+TABLES: dict[str, int] = {"jobs": 1, "tasks": 1, "attempts": 2, "task_durations": 3, "workers": 1}
 
 _STOP = object()
 _MARK = object()
@@ -174,12 +116,17 @@ class Table:
     sql: str
 
     @classmethod
-    def create(cls, con: duckdb.DuckDBPyConnection, name: str, columns: tuple[str, ...], keylen: int) -> Table:
-        found = dict(
-            con.execute(
-                "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ?", [name]
-            ).fetchall()
-        )
+    def create(
+        cls, con: duckdb.DuckDBPyConnection, name: str, keylen: int, columns: tuple[str, ...] | None = None
+    ) -> Table:
+        """``columns`` in row order; None: every column, in the order the table declares them."""
+        declared = con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ?"
+            " ORDER BY ordinal_position",
+            [name],
+        ).fetchall()
+        found = dict(declared)
+        columns = tuple(found) if columns is None else tuple(columns)
         missing = [c for c in columns if c not in found]
         if missing:
             raise ValueError(f"store: table {name} has no column(s) {', '.join(missing)}")
@@ -191,7 +138,7 @@ class Table:
             "FROM (SELECT unnest(json_extract($1, '$[*]')::JSON[]) AS row_doc), "
             "LATERAL (SELECT json_extract(row_doc, '$[*]')::JSON[] AS r)"
         )
-        return cls(tuple(columns), keylen, types, sql)
+        return cls(columns, keylen, types, sql)
 
 
 def _from_json(cell: str, sql_type: str) -> str:
@@ -244,7 +191,7 @@ class Store:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._con = duckdb.connect(self.path)  # fails here, in the caller, if the file is locked
         self._con.execute(SCHEMA)
-        self.tables = {name: Table.create(self._con, name, *spec) for name, spec in TABLES.items()}
+        self.tables = {name: Table.create(self._con, name, keylen) for name, keylen in TABLES.items()}
         # Durability marks: mark() numbers "everything put so far"; once the writer has
         # committed up to a mark it raises durable_seq and writes a byte to notify_fd, which
         # the broker polls so it can release acknowledgements that promised durability.
@@ -273,14 +220,14 @@ class Store:
         TIMESTAMP columns take epoch seconds, JSON columns any JSON-able value.
         """
         self._con.execute(ddl)
-        self.tables[name] = Table.create(self._con, name, tuple(columns), key_columns)
+        self.tables[name] = Table.create(self._con, name, key_columns, tuple(columns))
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A connection for reading from another thread (DuckDB allows one writing process)."""
         return self._con.cursor()
 
     def put(self, table: str, row: tuple[Any, ...]) -> None:
-        """Queue one row for ``table`` (columns in :data:`TABLES` order)."""
+        """Queue one row for ``table`` (its columns in the order of ``self.tables[table].columns``)."""
         self._queue.put((table, row))
 
     def mark(self, urgent: bool = False) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from dtf_bus.balancer.history import task_key
 from dtf_bus.balancer.least_loaded import LeastLoaded
 from dtf_bus.registry import WorkerInfo
 from dtf_bus.task import Task
@@ -18,7 +17,7 @@ from dtf_bus.task import Task
 
 def affinity_key(task: Task) -> str:
     value = task.params.get("affinity")
-    return str(value) if value is not None else task_key(task)
+    return str(value) if value is not None else task.key
 
 
 class Affinity(LeastLoaded):

@@ -20,10 +20,6 @@ from dtf_bus.registry import WorkerInfo
 from dtf_bus.task import Task
 
 
-def task_key(task: Task) -> str:
-    return task.key
-
-
 def speed(worker: WorkerInfo) -> float:
     value = worker.capabilities.get("speed", 1.0)
     return float(value) if isinstance(value, int | float) and value > 0 else 1.0
@@ -57,7 +53,7 @@ class History:
         known[worker_id] = (ewma, worker_speed)
 
     def record(self, worker: WorkerInfo, task: Task, duration: float) -> Stat:
-        key = (worker.worker_id, task.plugin, task_key(task))
+        key = (worker.worker_id, task.plugin, task.key)
         stat = self.stats.get(key)
         if stat is None:
             stat = self.stats[key] = Stat(duration, 1)
@@ -69,13 +65,13 @@ class History:
 
     def best(self, task: Task, workers: Iterable[WorkerInfo]) -> float | None:
         """The shortest learned duration of this kind of task among ``workers``, if any."""
-        known = self._by_kind.get((task.plugin, task_key(task)), {})
+        known = self._by_kind.get((task.plugin, task.key), {})
         values = [known[w.worker_id][0] for w in workers if w.worker_id in known]
         return min(values) if values else None
 
     def estimate(self, worker: WorkerInfo, task: Task) -> float:
         """Expected seconds for ``task`` on ``worker``."""
-        kind = (task.plugin, task_key(task))
+        kind = (task.plugin, task.key)
         stat = self.stats.get((worker.worker_id, *kind))
         if stat is not None:
             return stat.ewma

@@ -5,7 +5,7 @@ import pytest
 from dtf_bus import config, defaults
 from dtf_bus.balancer import load
 from dtf_bus.balancer.affinity import Affinity
-from dtf_bus.balancer.history import History, task_key
+from dtf_bus.balancer.history import History
 from dtf_bus.balancer.performance_based import PerformanceBased
 from dtf_bus.registry import Registry, WorkerInfo
 from dtf_bus.scheduler import Scheduler
@@ -34,7 +34,7 @@ def test_history_learns_and_falls_back():
     assert h.estimate(slow, task("other")) == 1.0  # nothing known: the default
     h.record(fast, task("unit[0]"), 2.0)
     h.record(fast, task("unit[1]"), 4.0)  # ewma 3.0, and [i] copies share a key
-    assert task_key(task("unit[7]")) == "unit"
+    assert task("unit[7]").key == "unit"
     assert h.estimate(fast, task("unit[9]")) == 3.0
     assert h.estimate(new, task("unit[9]")) == 6.0  # seen on fast (speed 4) only: scaled to speed 2
     assert h.best(task("unit[2]"), [fast, slow]) == 3.0 and h.best(task("zzz"), [fast]) is None
