@@ -30,7 +30,7 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from dtf_bus import balancer, defaults, events, protocol, recovery, rows, security, spec
+from dtf_bus import balancer, defaults, events, protocol, recovery, roles, rows, security, spec
 from dtf_bus.balancer.history import History
 from dtf_bus.health import Health
 from dtf_bus.hooks import BrokerHook
@@ -43,6 +43,11 @@ from dtf_bus.task import Attempt, Job, Task, TaskState
 log = logging.getLogger("dtf.broker")
 
 BATCH = 512  # frames handled between two placement rounds
+# Sent only by a registered worker: from anyone else, out of order (the broker restarted, or
+# declared the worker dead), answered with REREGISTER.
+_SESSION_KINDS = frozenset(
+    (protocol.HEARTBEAT, protocol.TASK_STARTED, protocol.TASK_RESULT, protocol.DRAIN, protocol.STEAL_ACK)
+)
 # Plain ints: pyzmq's flag enums cost an enum operation per frame on the hottest path.
 _MORE = int(zmq.SNDMORE | zmq.NOBLOCK)
 _LAST = int(zmq.NOBLOCK)
@@ -78,7 +83,16 @@ class Broker:
         hooks: list[BrokerHook] | None = None,
         curve_secret: str | Path | None = None,
         authorized_keys: str | Path | None = None,
+        insecure: bool = False,
+        max_live_tasks: int = defaults.MAX_LIVE_TASKS,
+        submitter_quota: int = defaults.SUBMITTER_QUOTA,
+        finished_job_ttl: float = defaults.FINISHED_JOB_TTL,
     ) -> None:
+        """``insecure``: allow a non-loopback endpoint without CURVE (refused otherwise)."""
+        if authorized_keys and not curve_secret:
+            raise security.SecurityError("--authorized-keys needs --curve-secret (the broker's own keypair)")
+        if not curve_secret:
+            security.refuse_if_exposed([bind, metrics_bind], insecure)
         self.hooks: list[BrokerHook] = [ResultRows(), *(hooks or [])]  # test/benchmark rows by default
         self.health = Health(heartbeat_interval, heartbeat_liveness, max(dead_liveness, heartbeat_liveness))
         self.max_lost_workers = max_lost_workers
@@ -90,6 +104,14 @@ class Broker:
         self.tasks: dict[str, Task] = {}
         self.jobs: dict[str, Job] = {}
         self.state_counts: Counter[str] = Counter()
+        # Bounds on what clients may make the broker hold (defaults.py): unfinished tasks in all
+        # and per submitter; finished jobs leave memory finished_job_ttl seconds after their end.
+        self.max_live_tasks = max_live_tasks
+        self.submitter_quota = submitter_quota
+        self.finished_job_ttl = finished_job_ttl
+        self._live_by_submitter: Counter[str] = Counter()
+        self._finished_jobs: collections.deque[tuple[float, str]] = collections.deque()
+        self._backlog_since: float | None = None  # frames waited unread since then (see _check_health)
         self._stopping = False
         self._placement_due = False
         self._by_fd: dict[int, WorkerInfo] = {}
@@ -109,8 +131,6 @@ class Broker:
         self.ctx = zmq.Context()
         # CURVE on both sockets, admitting only authorized keys (dtf_bus.security); None: plaintext.
         self.guard = security.KeyGuard(self.ctx, curve_secret, authorized_keys) if curve_secret else None
-        if authorized_keys and not curve_secret:
-            raise security.SecurityError("--authorized-keys needs --curve-secret (the broker's own keypair)")
         self.router = self.ctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unreachable peer -> error, not silence
         self.router.setsockopt(zmq.MAXMSGSIZE, defaults.MAX_MESSAGE_BYTES)
@@ -129,8 +149,6 @@ class Broker:
         self.pub.bind(zmq_endpoint(metrics_bind))
         self.endpoint = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.metrics_endpoint = self.pub.getsockopt(zmq.LAST_ENDPOINT).decode()
-        if self.guard is None:
-            security.warn_if_exposed([self.endpoint, self.metrics_endpoint])
         self.events = events.Publisher(self.pub)
         self.store = Store(db)
         self._restore()
@@ -183,12 +201,7 @@ class Broker:
                     due = min(due, self._delayed[0][0])
                 ready = dict(poller.poll(max(due - time.monotonic(), 0) * 1000))
                 if self.router in ready:
-                    for _ in range(BATCH):
-                        try:
-                            frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        self._dispatch(frames)
+                    self._read_frames()
                 if self.monitor in ready:
                     self._on_socket_events()
                 if self.pub in ready:
@@ -210,6 +223,22 @@ class Broker:
                     self._release_durable()
         finally:
             self.close()
+
+    def _read_frames(self) -> None:
+        """Handle up to BATCH frames within LOOP_BATCH_BUDGET seconds, so timers (heartbeats
+        among them) run between batches however large the messages; note when frames are left."""
+        deadline = time.monotonic() + defaults.LOOP_BATCH_BUDGET
+        for _ in range(BATCH):
+            try:
+                frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                self._backlog_since = None
+                return
+            self._dispatch(frames)
+            if time.monotonic() > deadline:
+                break
+        if self._backlog_since is None:
+            self._backlog_since = time.monotonic()
 
     def stop(self, *_: Any) -> None:
         self._stopping = True
@@ -248,14 +277,21 @@ class Broker:
             worker.last_seen = time.monotonic()
             if worker.state == "missing":
                 self._worker_back(worker)
-        elif kind in (protocol.HEARTBEAT, protocol.TASK_STARTED, protocol.TASK_RESULT, protocol.DRAIN):
+        elif kind in _SESSION_KINDS:
             # Out of order: a worker we do not know (broker restarted, or declared dead).
             self._send(peer, protocol.REREGISTER, {"reason": "unknown worker, please register"})
             return
+        if self.guard is not None and kind in roles.ALLOWED:
+            key = frames[1].get("User-Id")  # the peer's CURVE key, set by our ZAP handler
+            name, role = self.guard.identity(key)
+            refusal = roles.refusal(role, name, kind)
+            if refusal is not None:
+                self.guard.refused(name, refusal)
+                self._send(peer, protocol.ERROR, {"req": body.get("req"), "error": refusal})
+                return
+            body["_key"], body["_who"] = key, (name, role)
         if kind == protocol.REGISTER:
             body["_fd"] = frames[1].get(zmq.SRCFD)
-            if self.guard is not None:
-                body["_key"] = frames[1].get("User-Id")  # the peer's CURVE key, set by our ZAP handler
         handler = self._handlers.get(kind)
         if handler is None:  # valid, but only ever sent by the broker (assign, reply...)
             log.warning("unexpected %s message from peer %s", kind, peer.hex())
@@ -330,9 +366,12 @@ class Broker:
         if current is not None and current.worker_id != worker_id:
             raise _ClientError(f"register: this connection is worker {current.worker_id!r}; one id per connection")
         if self.guard is not None:
+            new_binding = self.guard.key_of(worker_id) is None
             refusal = self.guard.bind(worker_id, body.get("_key"))
             if refusal is not None:
                 raise _ClientError(f"register: {refusal}")
+            if new_binding:  # durable, so a restarted broker still knows whose id it is
+                self.store.put("worker_keys", (worker_id, body["_key"], time.time()))
         caps["hardware"] = [str(h) for h in hardware]
         interval = self.health.interval_for(len(self.registry) + 1)
         worker = WorkerInfo(
@@ -392,8 +431,6 @@ class Broker:
         worker = self.registry.by_peer(peer)
         if worker is not None:
             self._worker_lost(worker, "unregistered", state="left")
-            if self.guard is not None:
-                self.guard.release(worker.worker_id)  # left cleanly: its id is free again
 
     def _on_drain(self, peer: bytes, body: dict[str, Any]) -> None:
         """The worker got SIGTERM: it finishes what it has and takes nothing new."""
@@ -454,6 +491,8 @@ class Broker:
             )
         worker.inflight.clear()
         self._store_worker(worker, state)
+        if self.guard is not None and self.guard.release(worker.worker_id):
+            self.store.put("worker_keys", (worker.worker_id, None, time.time()))  # gone: its id is free again
         self.events.publish(events.WORKER, {"event": state, "worker_id": worker.worker_id, "reason": reason})
         self._hook("on_worker_lost", worker, reason)
         self._placement_due = True
@@ -648,7 +687,11 @@ class Broker:
         self._dependencies_done(task)
         job = self.jobs[task.job_id]
         job.unfinished -= 1
+        self._live_by_submitter[job.submitter] -= 1
         if job.done:
+            if self._live_by_submitter[job.submitter] <= 0:
+                del self._live_by_submitter[job.submitter]
+            self._finished_jobs.append((time.monotonic() + self.finished_job_ttl, job.job_id))
             status = self._job_status(job)
             for peer, req in job.waiters:
                 self._send_durable(peer, protocol.REPLY, {"req": req, "data": status}, urgent=True)
@@ -724,14 +767,43 @@ class Broker:
             raise _ClientError(f"unknown job {body['job_id']!r}")
         return job
 
+    @staticmethod
+    def _submitter(body: dict[str, Any]) -> str:
+        """Who submits: the CURVE key's name; the broker's own key (its HTTP API) names the API
+        key it acts for. Without CURVE there is no identity, only what the client claims."""
+        who = body.get("_who")
+        if who is None:
+            return body.get("submitter") or "anonymous"
+        name = who[0]
+        return body.get("submitter") or name if name == "broker" else name
+
+    def _admit(self, submitter: str, count: int) -> None:
+        """Refuse a job that would take the broker past its task cap or the submitter past its quota."""
+        live = self.state_counts[TaskState.QUEUED] + self.state_counts[TaskState.ASSIGNED]
+        live += self.state_counts[TaskState.RUNNING]
+        if live + count > self.max_live_tasks:
+            raise _ClientError(
+                f"submit refused: the broker holds {live} unfinished tasks and takes at most {self.max_live_tasks} "
+                f"(--max-live-tasks); {count} more do not fit, try again when some have finished"
+            )
+        mine = self._live_by_submitter[submitter]
+        if mine + count > self.submitter_quota:
+            raise _ClientError(
+                f"submit refused: {submitter} has {mine} unfinished tasks and may hold at most "
+                f"{self.submitter_quota} (--submitter-quota); {count} more do not fit"
+            )
+
     def _on_submit(self, peer: bytes, body: dict[str, Any]) -> None:
         try:
             specs = spec.validate(body["tasks"])
         except spec.SpecError as exc:
             raise _ClientError(f"invalid spec: {exc}") from None
-        job = Job(job_id=uuid.uuid4().hex[:12], name=body.get("name") or "job", task_ids=[])
+        submitter = self._submitter(body)
+        self._admit(submitter, len(specs))
+        job = Job(job_id=uuid.uuid4().hex[:12], name=body.get("name") or "job", task_ids=[], submitter=submitter)
         self.jobs[job.job_id] = job
-        self.store.put("jobs", (job.job_id, job.name, job.submitted_at, len(specs)))
+        self._live_by_submitter[submitter] += len(specs)
+        self.store.put("jobs", (job.job_id, job.name, job.submitted_at, len(specs), submitter))
         ids = {s["name"]: f"{job.job_id}.{index}" for index, s in enumerate(specs)}
         for index, s in enumerate(specs):
             task = Task(
@@ -755,7 +827,7 @@ class Broker:
             self._track_dependencies(task)
             self._store_task(task)
         job.unfinished = len(specs)
-        log.info("job %s (%s): %d task(s) queued", job.job_id, job.name, len(specs))
+        log.info("job %s (%s) from %s: %d task(s) queued", job.job_id, job.name, submitter, len(specs))
         self.events.publish(events.TASK, {"event": "job_submitted", "job_id": job.job_id, "total": len(specs)})
         self._hook("on_job_submitted", job)
         self._placement_due = True
@@ -780,6 +852,7 @@ class Broker:
         return {
             "job_id": job.job_id,
             "name": job.name,
+            "submitter": job.submitter,
             "total": len(job.task_ids),
             "done": job.done,
             "counts": dict(counts),
@@ -808,6 +881,12 @@ class Broker:
 
     def _on_cancel_job(self, peer: bytes, body: dict[str, Any]) -> None:
         job = self._job(body)
+        who = body.get("_who")
+        if who is not None and who[1] != roles.ADMIN and who[0] != job.submitter:
+            raise _ClientError(
+                f"cancel: job {job.job_id} was submitted by {job.submitter!r}; "
+                "only that key or an admin key may cancel it"
+            )
         cancelled = 0
         for task_id in job.task_ids:
             task = self.tasks[task_id]
@@ -905,6 +984,9 @@ class Broker:
                 worker.heartbeat_interval = interval
 
     def _check_health(self, now: float) -> None:
+        backlog = self._backlog_since
+        if backlog is not None and now - backlog < self.health.interval * self.health.dead_liveness:
+            return  # frames wait unread, heartbeats perhaps among them: no worker is judged silent now
         missing, dead = self.health.check(self.registry, now)
         for worker in missing:
             self._worker_missing(worker, now - worker.last_seen)
@@ -918,6 +1000,7 @@ class Broker:
 
     def _tick(self, now: float) -> None:
         self._store_durations()
+        self._release_finished(now)
         self._hook("on_tick", now)  # metrics.system and the rest: dtf_bus.monitor
 
     def _freeze_heap(self, now: float) -> None:
@@ -951,6 +1034,8 @@ class Broker:
         cursor = self.store.cursor()
         self._seq = itertools.count(recovery.next_seq(cursor))
         self.history.load(recovery.load_durations(cursor))
+        if self.guard is not None:
+            self.guard.bindings.update(recovery.load_worker_keys(cursor))
         jobs, tasks = recovery.load_unfinished(cursor)
         self._adopt(jobs, tasks)
         grace = self.health.interval * self.health.liveness * 2
@@ -970,18 +1055,33 @@ class Broker:
             )
             self._placement_due = True
 
-    def _adopt(self, jobs: list[Job], tasks: list[Task]) -> None:
+    def _adopt(self, jobs: list[Job], tasks: list[Task], count: bool = True) -> None:
         for job in jobs:
             self.jobs[job.job_id] = job
+            if job.done:
+                self._finished_jobs.append((time.monotonic() + self.finished_job_ttl, job.job_id))
         for task in tasks:
             self.tasks[task.task_id] = task
-            self.state_counts[task.state] += 1
+            if count:
+                self.state_counts[task.state] += 1
+                if not task.state.final:
+                    self._live_by_submitter[self.jobs[task.job_id].submitter] += 1
 
     def _load_job(self, job_id: str) -> Job | None:
-        """A finished job from before a restart, read back on demand."""
+        """A finished job no longer in memory, read back on demand (and released again later)."""
         jobs, tasks = recovery.load_jobs(self.store.cursor(), "job_id = $1", [job_id])
-        self._adopt(jobs, tasks)
+        self._adopt(jobs, tasks, count=False)
         return self.jobs.get(job_id)
+
+    def _release_finished(self, now: float) -> None:
+        """Forget jobs finished over finished_job_ttl ago: DuckDB holds them, and a job of
+        100,000 tasks must not pin its memory for the broker's life."""
+        while self._finished_jobs and self._finished_jobs[0][0] <= now:
+            job = self.jobs.pop(self._finished_jobs.popleft()[1], None)
+            if job is None:
+                continue
+            for task_id in job.task_ids:
+                self.tasks.pop(task_id, None)
 
     def _store_task(self, t: Task) -> None:
         self.store.put("tasks", rows.task_row(t))

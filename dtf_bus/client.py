@@ -81,9 +81,13 @@ class Client:
             if reply_kind == protocol.REPLY:
                 return reply["data"]
 
-    def submit(self, tasks: list[dict[str, Any]], name: str = "job") -> str:
-        """Queue tasks (validated here first); returns the job id."""
-        return self.request(protocol.SUBMIT, {"tasks": spec.validate(tasks), "name": name})["job_id"]
+    def submit(self, tasks: list[dict[str, Any]], name: str = "job", submitter: str | None = None) -> str:
+        """Queue tasks (validated here first); returns the job id. ``submitter`` is recorded
+        only where the broker cannot tell who we are (no CURVE) or from its own HTTP API."""
+        body: dict[str, Any] = {"tasks": spec.validate(tasks), "name": name}
+        if submitter:
+            body["submitter"] = submitter
+        return self.request(protocol.SUBMIT, body)["job_id"]
 
     def status(self, job_id: str) -> dict[str, Any]:
         return self.request(protocol.STATUS, {"job_id": job_id})

@@ -114,15 +114,18 @@ class LocalCluster:
         self.metrics_endpoint = ""
         self.http = http  # HOST:PORT for the broker's HTTP API (port 0: any), or None for none
         self.http_url = ""
+        # The API's token (webauth): the broker makes it beside the database on first start.
+        self.api_token_file: Path | None = None
+        self.api_token = ""
         self.dashboard: Proc | None = None
-        self.dashboard_url = ""
+        self.dashboard_url = ""  # the page's address; start_dashboard returns it with ?token=
         self.secure = secure
         self.keys_dir = self.workdir / "keys"
         self.authorized_dir = self.keys_dir / "authorized"  # the broker's --authorized-keys
         self.client_curve: security.ClientCurve | None = None
         if secure:
             self.broker_public, self.broker_secret = security.generate(self.keys_dir, "broker", overwrite=True)
-            self.client_curve = security.client_curve(self.node_key("client"), self.broker_public)
+            self.client_curve = security.client_curve(self.node_key("client", role="admin"), self.broker_public)
 
     # --------------------------------------------------------------- broker
 
@@ -153,7 +156,7 @@ class LocalCluster:
         if self.dead_liveness is not None:
             argv += ["--dead-liveness", str(self.dead_liveness)]
         if self.http:  # a restarted broker keeps the port it had
-            argv += ["--http", self.http_url.removeprefix("http://") or self.http]
+            argv += ["--http", self.http_url.partition("://")[2] or self.http]
         if self.secure:
             argv += ["--curve-secret", str(self.broker_secret), "--authorized-keys", str(self.authorized_dir)]
         argv += extra_args or []
@@ -168,6 +171,13 @@ class LocalCluster:
         info = json.loads(ready.read_text())
         self.endpoint, self.metrics_endpoint = info["endpoint"], info["metrics_endpoint"]
         self.http_url = info.get("http") or ""
+        if info.get("http_token_file"):
+            self.api_token_file = Path(info["http_token_file"])
+            self.api_token = self.api_token_file.read_text().strip()
+
+    def api_headers(self) -> dict[str, str]:
+        """Headers that authorise a request to this cluster's HTTP API (as admin)."""
+        return {"Authorization": f"Bearer {self.api_token}"}
 
     def kill_broker(self, sig: int = signal.SIGKILL) -> None:
         assert self.broker is not None
@@ -204,7 +214,7 @@ class LocalCluster:
             self.log_level,
         ]
         if self.secure:
-            secret = self.node_key(f"worker-{worker_id}", authorized)
+            secret = self.node_key(f"worker-{worker_id}", authorized, role="worker")
             argv += ["--curve-secret", str(secret), "--broker-key", str(self.broker_public)]
         for cap in capabilities or []:
             argv += ["--capability", cap]
@@ -265,7 +275,8 @@ class LocalCluster:
     # ------------------------------------------------------------ dashboard
 
     def start_dashboard(self, port: int = 0, address: str = "127.0.0.1", timeout: float = 60.0) -> str:
-        """Serve bokeh_app/ for this cluster's broker (needs ``http``); returns the page's URL."""
+        """Serve bokeh_app/ for this cluster's broker (needs ``http``); returns the page's
+        ready-to-open URL (``?token=``: the dashboard asks for the API's token too)."""
         if not self.http_url:
             raise ClusterError("the dashboard needs the broker's HTTP API: start the cluster with http=HOST:PORT")
         ready = self.workdir / "dashboard.ready.json"
@@ -284,6 +295,8 @@ class LocalCluster:
             self.metrics_endpoint,
             "--http",
             self.http_url,
+            "--api-key-file",
+            str(self.api_token_file),
             "--ready-file",
             str(ready),
             "--log-level",
@@ -298,7 +311,7 @@ class LocalCluster:
 
         wait_for(is_ready, timeout, "the dashboard to serve", interval=0.05)
         self.dashboard_url = json.loads(ready.read_text())["url"]
-        return self.dashboard_url
+        return f"{self.dashboard_url}?token={self.api_token}"
 
     def stop_dashboard(self) -> None:
         if self.dashboard is not None:
@@ -311,13 +324,14 @@ class LocalCluster:
 
     # ------------------------------------------------------------- CURVE keys
 
-    def node_key(self, name: str, authorized: bool = True) -> Path:
-        """A node's secret key file (made on first use); its public key admitted if ``authorized``."""
+    def node_key(self, name: str, authorized: bool = True, role: str = "client") -> Path:
+        """A node's secret key file (made on first use); its public key admitted with ``role``
+        if ``authorized``."""
         secret = self.keys_dir / f"{name}.key_secret"
         if not secret.exists():
             security.generate(self.keys_dir, name)
         if authorized:
-            security.authorize(self.keys_dir / f"{name}.key", self.authorized_dir)
+            security.authorize(self.keys_dir / f"{name}.key", self.authorized_dir, role)
         return secret
 
     def revoke(self, name: str) -> None:

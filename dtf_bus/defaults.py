@@ -39,6 +39,19 @@ TASK_RETRIES = 0
 # far), capped at RETRY_BACKOFF_MAX, times a random jitter in [0.5, 1.5).
 RETRY_BACKOFF = 1.0
 RETRY_BACKOFF_MAX = 60.0
+# Bounds on a spec's numbers (spec.py): far past any real use, and narrow enough that every value
+# fits its column (BIGINT, DOUBLE) and the arithmetic done with it (priority aging, back-off):
+# `priority = 2**31` is a spec error, not a row the store cannot hold.
+MAX_PRIORITY = 1_000_000  # priority lies within -MAX_PRIORITY..MAX_PRIORITY
+MAX_RETRIES = 100
+MAX_TASK_TIMEOUT = 30 * 24 * 3600.0  # seconds: a month
+MAX_RETRY_BACKOFF = 24 * 3600.0  # seconds (each wait is capped at RETRY_BACKOFF_MAX anyway)
+MAX_MIN_MEMORY_GB = 1_000_000  # requires.min_memory_gb: a petabyte
+# Params size, packed as msgpack: per task, and per job with repeats counted (each copy is a dict
+# of its own in the broker's memory, so a 70-byte spec with repeat = 100000 cannot pin gigabytes).
+# 100,000 tasks of ~670 bytes of params each still fit in one job.
+MAX_TASK_PARAMS_BYTES = 1024 * 1024
+MAX_JOB_PARAMS_BYTES = 64 * 1024 * 1024
 # Placement history: weight of the newest duration in the moving average, and the guess
 # for a kind of task never seen anywhere.
 HISTORY_ALPHA = 0.3
@@ -114,6 +127,21 @@ DASHBOARD_ROLLOVER = 900  # points kept per time-series plot
 DASHBOARD_TASK_STREAM = 5000  # bars kept in the task stream
 DASHBOARD_EVENT_BUFFER = 50_000  # PUB events buffered between two dashboard refreshes
 WEBSOCKET_QUEUE = 10_000  # messages buffered for WebSocket clients between two loop turns
+# A WebSocket client whose unsent messages pass this many bytes is cut off (close 1008): a reader that
+# stalls (or only answers pings) must not grow the broker's memory; a live dashboard stays far below.
+WEBSOCKET_MAX_PENDING_BYTES = 4 * 1024 * 1024
+WEBSOCKET_MAX_CLIENTS = 256  # WebSockets open at once per API (each holds a buffer of up to the above)
+# The HTTP server (dtf_bus/httpserver.py): slowloris clients are timed out and capped so that the
+# process keeps the file descriptors its bus sockets need (512 leaves half of `ulimit -n 1024`).
+HTTP_MAX_CONNECTIONS = 512
+HTTP_IDLE_TIMEOUT = 60.0  # seconds a connection may sit without a complete request header
+HTTP_BODY_TIMEOUT = 60.0  # seconds to send a request body (bodies are at most 16 MiB)
+HTTP_MAX_HEADER_BYTES = 64 * 1024
+HTTP_ACCEPT_PAUSE = 0.1  # seconds without accepting after an accept error (EMFILE), instead of spinning
+API_MAX_PAGE = 10_000  # `limit` of a listing at most; `offset` at most API_MAX_OFFSET
+API_MAX_OFFSET = 1_000_000_000
+# The API token (dtf_bus/webauth.py) lives beside the DuckDB file: <db> + this suffix, mode 0600.
+API_TOKEN_SUFFIX = ".api-token"
 
 # Client request timeout (seconds) before the broker is called unreachable.
 CLIENT_TIMEOUT = 5.0
@@ -133,6 +161,20 @@ OUTPUT_TAIL_BYTES = 4096
 
 # Grace between SIGTERM and SIGKILL of a task's process group.
 KILL_GRACE = 2.0
+# Variables a task's commands never inherit from their worker: its CURVE key paths and any
+# credential (a task is code someone else submitted). Besides these names, any inherited DTF_*
+# name containing SECRET, KEY, TOKEN or PASSWORD is dropped too; DTF_BROKER and the DTF_TASK_ID,
+# DTF_ATTEMPT, DTF_WORKER_ID the worker sets are kept.
+TASK_ENV_SECRETS = ("DTF_CURVE_SECRET", "DTF_BROKER_KEY", "DTF_API_KEY", "DTF_API_KEYS", "DTF_API_TOKEN")
+
+# msgpack unpack limits (protocol.decode), per container: msgpack refuses a longer declared length
+# before building anything, so one frame holding a million-key map costs microseconds, not a
+# second of the loop. A SUBMIT carries up to MAX_TASKS_PER_JOB tasks in one array; no params,
+# result or capability table comes near the map limit; strings and bytes up to one task's result.
+MSGPACK_MAX_ARRAY_LEN = 100_000
+MSGPACK_MAX_MAP_LEN = 65_536
+MSGPACK_MAX_STR_LEN = 8 * 1024 * 1024
+MSGPACK_MAX_BIN_LEN = 8 * 1024 * 1024
 
 # Hostile input limits.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -141,12 +183,24 @@ MAX_TASKS_PER_JOB = 100_000
 MAX_NESTING_DEPTH = 64  # containers within containers in a message (JSON encoding recurses per level)
 MAX_ID_CHARS = 256  # worker, job and task ids
 MAX_WORKER_SLOTS = 65_536
+# Tasks not yet final that the broker holds at once, and per submitter (a key's name with CURVE):
+# one client cannot exhaust the broker's memory for everyone. Both admit a 100,000-task job.
+MAX_LIVE_TASKS = 1_000_000
+SUBMITTER_QUOTA = 250_000
+# A finished job stays in the broker's memory this long (seconds; late results of its lost
+# attempts are then still recorded as stale), then it is served from DuckDB alone.
+FINISHED_JOB_TTL = 60.0
+# The loop reads frames for at most this long (seconds) before it runs its timers, so a burst
+# of large messages cannot hold back heartbeats; while frames wait unread, missing-worker
+# verdicts are postponed (their heartbeats may be among them) for at most DEAD_LIVENESS intervals.
+LOOP_BATCH_BUDGET = 0.05
 
 # Security (security.py, apikeys.py). CURVE keys for workers and clients come from flags, config or these.
 CURVE_SECRET_ENV = "DTF_CURVE_SECRET"
 BROKER_KEY_ENV = "DTF_BROKER_KEY"
 KEYS_RELOAD_INTERVAL = 1.0  # seconds between looks at the authorized-keys directory (or after SIGHUP)
 SECURITY_LOG_INTERVAL = 60.0  # a refused peer is logged once per this many seconds (repeats counted)
+SECURITY_LOG_BUDGET = 20  # refusal lines per interval over all peers: a flood of fresh keys cannot flood the log
 REBIND_ATTEMPTS = 100  # 10 ms apart: rebinding PUB after a revocation waits for the old listener to close
 API_KEYS_ENV = "DTF_API_KEYS"  # the API-key file for `dtf keys api-key` (hashes only) ...
 API_KEYS_FILE = "./dtf-api-keys.json"  # ... when the variable is unset; the broker needs --api-keys FILE

@@ -1,7 +1,7 @@
 """``dtf keys``: CURVE keypairs for nodes and API keys for the HTTP API.
 
     dtf keys generate DIR [--name NAME] [--force]     NAME.key (public) + NAME.key_secret (0600)
-    dtf keys authorize PUBLIC_KEY DIR                  admit a node: the broker notices within a second
+    dtf keys authorize PUBLIC_KEY DIR --role R         admit a node as worker|client|admin (within a second)
     dtf keys api-key create --role admin|read [--name LABEL] [--file FILE]
     dtf keys api-key list [--file FILE] [--json]
     dtf keys api-key revoke ID [--file FILE]
@@ -18,7 +18,7 @@ import socket
 import sys
 import time
 
-from dtf_bus import apikeys, defaults, security
+from dtf_bus import apikeys, defaults, roles, security
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
@@ -33,9 +33,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="overwrite an existing keypair of that name")
     p.set_defaults(keys_func=_generate)
 
-    p = ksub.add_parser("authorize", help="copy a public key into the broker's authorized-keys directory")
+    p = ksub.add_parser("authorize", help="admit a public key into the broker's authorized-keys directory")
     p.add_argument("public_key", help="a NAME.key file")
     p.add_argument("dir", help="the directory given to dtf-broker --authorized-keys")
+    p.add_argument(
+        "--role",
+        choices=roles.ROLES,
+        required=True,
+        help="worker: register and run tasks; client: submit, watch and cancel its own jobs; admin: everything",
+    )
     p.set_defaults(keys_func=_authorize)
 
     api = ksub.add_parser("api-key", help="keys for the HTTP API (stored as hashes)")
@@ -78,8 +84,8 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _authorize(args: argparse.Namespace) -> int:
-    target = security.authorize(args.public_key, args.dir)
-    print(f"authorized {target}")
+    target = security.authorize(args.public_key, args.dir, args.role)
+    print(f"authorized {target} as {args.role}")
     return EXIT_OK
 
 

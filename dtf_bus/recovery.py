@@ -32,9 +32,11 @@ def _json(value: str | None) -> Any:
 def load_jobs(cursor: duckdb.DuckDBPyConnection, where: str, params: list[Any]) -> tuple[list[Job], list[Task]]:
     """Jobs matching ``where`` (SQL over the jobs table) with all their tasks and attempts."""
     jobs = {
-        row[0]: Job(job_id=row[0], name=row[1], task_ids=[], submitted_at=row[2] or 0.0)
+        row[0]: Job(
+            job_id=row[0], name=row[1], task_ids=[], submitted_at=row[2] or 0.0, submitter=row[3] or "anonymous"
+        )
         for row in cursor.execute(
-            f"SELECT job_id, name, epoch(submitted_at) FROM jobs WHERE {where}", params
+            f"SELECT job_id, name, epoch(submitted_at), submitter FROM jobs WHERE {where}", params
         ).fetchall()
     }
     if not jobs:
@@ -84,3 +86,8 @@ def load_durations(cursor: duckdb.DuckDBPyConnection) -> list[tuple[str, str, st
 def next_seq(cursor: duckdb.DuckDBPyConnection) -> int:
     """Submit order continues where the previous broker left off."""
     return (cursor.execute("SELECT max(seq) FROM tasks").fetchone()[0] or 0) + 1
+
+
+def load_worker_keys(cursor: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """Worker id -> the CURVE key it is bound to (released bindings hold no key)."""
+    return dict(cursor.execute("SELECT worker_id, key FROM worker_keys WHERE key IS NOT NULL").fetchall())

@@ -12,21 +12,28 @@ a public key, ``NAME.key_secret`` the keypair (``dtf keys generate``).
   that are already up: the broker drops every message whose CURVE key (ZMQ's per-message
   ``User-Id`` property, set by our ZAP handler) was revoked, removes workers bound to it,
   and rebinds its PUB socket so revoked subscribers must handshake again (and fail).
-- A worker id is bound to the key that first registered it: a REGISTER claiming an id bound
-  to another key is refused. The binding ends when the worker leaves cleanly or its key is
-  revoked; a worker that died keeps its binding, so nobody can take over its id meanwhile.
+- Every authorized key carries a role (worker, client, admin; :mod:`dtf_bus.roles`) in its
+  certificate's metadata, written by ``dtf keys authorize KEY DIR --role ROLE``.
+- A worker id is bound to the key that first registered it, durably (the broker stores the
+  binding in DuckDB, so a restart does not open a window for an id squatter): a REGISTER
+  claiming an id bound to another key is refused. The binding ends when the worker leaves
+  cleanly, is removed as dead, or its key is revoked.
+- Key files are written atomically, a secret one 0600 from its first byte, in 0700
+  directories; an authorized-keys directory others may write to is refused.
 - Workers and clients are CURVE *clients*: ``--curve-secret FILE --broker-key FILE``, from a
   config file, or from ``$DTF_CURVE_SECRET`` / ``$DTF_BROKER_KEY``.
 
-Without CURVE, traffic is plaintext and unauthenticated; the broker then belongs on loopback
-and says so loudly when bound anywhere else (:func:`warn_if_exposed`).
+Without CURVE, traffic is plaintext and unauthenticated, so the broker listens on loopback
+only unless told ``--insecure``, and then says plainly what an open port allows
+(:func:`refuse_if_exposed`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
+import re
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +45,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
-from dtf_bus import defaults
+from dtf_bus import defaults, roles
 
 log = logging.getLogger("dtf.security")
 
@@ -71,30 +78,89 @@ class ClientCurve:
 # ------------------------------------------------------------------- key files
 
 
+def _private_dir(directory: Path) -> Path:
+    """Create ``directory`` 0700, or refuse an existing one others may write to (they could
+    swap a key file under us)."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    writable_by_others(directory, "key directory")
+    return directory
+
+
+def writable_by_others(directory: Path, what: str) -> None:
+    """Refuse a directory that a group or other users may write to: whoever can write into an
+    authorized-keys directory can admit themselves."""
+    try:
+        mode = directory.stat().st_mode
+    except OSError as exc:
+        raise SecurityError(f"{directory}: {what} not readable: {exc.strerror}") from None
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise SecurityError(
+            f"{directory}: {what} is writable by group or others (mode {stat.S_IMODE(mode):o}); "
+            f"run: chmod go-w {directory}"
+        )
+
+
+def _write_cert(path: Path, public: bytes, secret: bytes | None = None, role: str | None = None) -> None:
+    """Write a zmq certificate file atomically; a secret one is 0600 from its first byte (an
+    os.open mode, never a chmod after the fact), so no reader can race it."""
+    lines = [
+        "#   dtf CURVE certificate (zmq format): "
+        + ("keep private, this node's --curve-secret" if secret else "public key"),
+        "metadata",
+        *([f'    role = "{role}"'] if role else []),
+        "curve",
+        f'    public-key = "{public.decode()}"',
+        *([f'    secret-key = "{secret.decode()}"'] if secret else []),
+    ]
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if secret else 0o644)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def generate(directory: str | Path, name: str, overwrite: bool = False) -> tuple[Path, Path]:
-    """Write ``NAME.key`` (public) and ``NAME.key_secret`` (keypair, mode 0600) into ``directory``."""
+    """Write ``NAME.key`` (public) and ``NAME.key_secret`` (keypair, mode 0600) into ``directory``
+    (created 0700)."""
     if not name or "/" in name or name.startswith("."):
         raise SecurityError(f"key name {name!r}: must be a plain file name")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = _private_dir(Path(directory))
     public, secret = directory / f"{name}.key", directory / f"{name}.key_secret"
     if not overwrite:
         for path in (public, secret):
             if path.exists():
                 raise SecurityError(f"{path}: already exists; refusing to overwrite a key")
-    zmq.auth.create_certificates(directory, name)
-    os.chmod(secret, 0o600)
+    public_key, secret_key = zmq.curve_keypair()
+    _write_cert(secret, public_key, secret_key)
+    _write_cert(public, public_key)
     return public, secret
 
 
-def authorize(public_key_file: str | Path, directory: str | Path) -> Path:
-    """Copy a public key into an authorized-keys directory (the broker picks it up within a second)."""
-    load_public(public_key_file)  # refuse to authorize something that is not a key
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / Path(public_key_file).name
-    shutil.copyfile(public_key_file, target)
+def authorize(public_key_file: str | Path, directory: str | Path, role: str) -> Path:
+    """Admit a public key with a role (the broker picks it up within a second)."""
+    if role not in roles.ROLES:
+        raise SecurityError(f"role must be one of {', '.join(roles.ROLES)}, got {role!r}")
+    public = load_public(public_key_file)  # refuse to authorize something that is not a key
+    target = _private_dir(Path(directory)) / Path(public_key_file).name
+    _write_cert(target, public, role=role)
     return target
+
+
+_ROLE_LINE = re.compile(r'^\s+role\s*=\s*"?([A-Za-z_]+)"?\s*$', re.MULTILINE)
+
+
+def role_in(path: str | Path) -> str | None:
+    """The ``role`` in a certificate's metadata section (written by :func:`authorize`), or None."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return None
+    match = _ROLE_LINE.search(text.split("\ncurve", 1)[0])
+    return match.group(1) if match and match.group(1) in roles.ROLES else None
 
 
 def _read(path: str | Path) -> tuple[bytes, bytes | None]:
@@ -190,12 +256,28 @@ def warn_if_exposed(
     for endpoint in endpoints:
         if not is_loopback(endpoint):
             log.warning(
-                "SECURITY: %s listens on %s WITHOUT AUTHENTICATION: anyone who can reach it can read the "
-                "traffic and act as a client. %s, or bind to 127.0.0.1.",
+                "SECURITY: %s listens on %s WITHOUT AUTHENTICATION: whoever can reach that port can run "
+                "commands on every worker (shell tasks), read every task and result, register fake workers "
+                "that take tasks and forge results, cancel jobs and drain workers. %s, or bind to 127.0.0.1.",
                 what,
                 endpoint,
                 remedy,
             )
+
+
+def refuse_if_exposed(endpoints: list[str], insecure: bool) -> None:
+    """Without CURVE the bus serves loopback only, unless the operator said ``--insecure``
+    (then it warns, in words that say what an open port allows)."""
+    exposed = [e for e in endpoints if not is_loopback(e)]
+    if not exposed:
+        return
+    if not insecure:
+        raise SecurityError(
+            f"refusing to listen on {exposed[0]} without CURVE: whoever reaches the port could run commands on "
+            "every worker. Turn CURVE on (--curve-secret, --authorized-keys; dtf keys generate), bind to "
+            "127.0.0.1, or pass --insecure on a network you trust completely"
+        )
+    warn_if_exposed(exposed)
 
 
 # ------------------------------------------------------------------- broker side
@@ -205,10 +287,18 @@ class _RateLimited:
     """Logs a refusal once per subject and interval, then counts the repeats (a refused peer
     reconnects every 100 ms; its refusals must not flood the log)."""
 
-    def __init__(self, interval: float = defaults.SECURITY_LOG_INTERVAL, limit: int = 1024) -> None:
+    def __init__(
+        self,
+        interval: float = defaults.SECURITY_LOG_INTERVAL,
+        limit: int = 1024,
+        budget: int = defaults.SECURITY_LOG_BUDGET,
+    ) -> None:
         self.interval = interval
         self.limit = limit
+        self.budget = budget  # lines per interval over all subjects: fresh keys must not bypass it
         self._last: dict[Any, tuple[float, int]] = {}
+        self._window = (-interval, 0)  # (start, lines logged in it)
+        self._suppressed = 0
 
     def __call__(self, subject: Any, message: str, *args: Any) -> None:
         now = time.monotonic()
@@ -216,10 +306,21 @@ class _RateLimited:
         if now - last < self.interval:
             self._last[subject] = (last, repeats + 1)
             return
+        start, lines = self._window
+        if now - start >= self.interval:
+            start, lines = now, 0
+        if lines >= self.budget:
+            self._suppressed += 1
+            self._window = (start, lines)
+            return
+        self._window = (start, lines + 1)
         if len(self._last) >= self.limit:
             self._last.clear()
         self._last[subject] = (now, 0)
         suffix = f" (and {repeats} more time(s) since the last report)" if repeats else ""
+        if self._suppressed:
+            suffix += f" ({self._suppressed} similar line(s) from other peers suppressed)"
+            self._suppressed = 0
         log.warning(message + suffix, *args)
 
 
@@ -306,24 +407,53 @@ class KeyGuard:
         self.directory = Path(authorized_keys)
         if not self.directory.is_dir():
             raise SecurityError(f"{self.directory}: authorized-keys directory not found")
-        self.authorized = self._load()  # z85 text of each admitted key
+        self.keys = self._load()  # z85 text of each admitted key -> (file name stem, role or None)
+        self.authorized = set(self.keys)
         self.revoked: set[str] = set()  # keys admitted once and since removed: their messages are dropped
         self.bindings: dict[str, str] = {}  # worker id -> the key that registered it
+        self._own = self.keypair.public.decode()
         self._signature = _key_dir_signature(self.directory)
         self._reload_requested = False
+        self._pending_revocations: list[str] | None = None  # found by a reload outside the broker's timer
         self._cut_off = _RateLimited()
         self._handshakes = _RateLimited()
+        self._refusals = _RateLimited()
         self.authenticator = KeyAuthenticator(context, self.keypair.public, self.directory)
         self.authenticator.start()
         self.authenticator.set_keys({k.encode() for k in self.authorized})
         log.info("CURVE on: %d authorized key(s) in %s", len(self.authorized), self.directory)
 
-    def _load(self) -> set[str]:
+    def _load(self) -> dict[str, tuple[str, str | None]]:
+        """Every ``*.key`` file: its key -> (name, role). A directory others may write to is refused."""
+        writable_by_others(self.directory, "authorized-keys directory")
+        keys: dict[str, tuple[str, str | None]] = {}
         try:
-            keys = zmq.auth.load_certificates(self.directory)
-        except (OSError, ValueError) as exc:
+            paths = sorted(self.directory.glob("*.key"))
+            for path in paths:
+                keys[load_public(path).decode()] = (path.stem, role_in(path))
+        except (OSError, SecurityError) as exc:
             raise SecurityError(f"{self.directory}: cannot read authorized keys: {exc}") from None
-        return {k.decode() for k in keys if len(k) == _KEY_CHARS}
+        roleless = sorted(name for name, role in keys.values() if role is None)
+        if roleless:
+            log.warning(
+                "authorized key(s) without a role, admitted but allowed nothing: %s; authorize again with "
+                "dtf keys authorize KEY DIR --role worker|client|admin",
+                ", ".join(roleless),
+            )
+        return keys
+
+    def identity(self, key: str | None) -> tuple[str, str | None]:
+        """(name, role) of a connection's CURVE key. The broker's own key (its HTTP API's client)
+        is admin. A key admitted a moment ago may be newer than our last look: look again."""
+        if key == self._own:
+            return "broker", roles.ADMIN
+        found = self.keys.get(key or "")
+        if found is None and key and _key_dir_signature(self.directory) != self._signature:
+            revoked = self.reload_if_changed()
+            if revoked is not None:  # the broker's next key check acts on it
+                self._pending_revocations = [*(self._pending_revocations or []), *revoked]
+            found = self.keys.get(key)
+        return found if found is not None else ((key or "?")[:8], None)
 
     def secure(self, sock: zmq.Socket) -> None:
         make_server(sock, self.keypair)
@@ -349,16 +479,17 @@ class KeyGuard:
         """
         signature = _key_dir_signature(self.directory)
         if signature == self._signature and not self._reload_requested:
-            return None
+            pending, self._pending_revocations = self._pending_revocations, None
+            return pending
         self._reload_requested = False
         self._signature = signature
         try:
-            keys = self._load()
+            self.keys = self._load()
         except SecurityError as exc:
             log.error("keeping the previous authorized keys: %s", exc)
             return None
-        own = self.keypair.public.decode()
-        removed = (self.authorized | self.authenticator.admitted) - keys - {own}
+        keys = set(self.keys)
+        removed = (self.authorized | self.authenticator.admitted) - keys - {self._own}
         added = keys - self.authorized
         self.authorized = keys
         self.authenticator.set_keys({k.encode() for k in keys})
@@ -371,12 +502,13 @@ class KeyGuard:
             len(added),
             len(removed),
         )
+        pending, self._pending_revocations = self._pending_revocations, None
         if not removed:
-            return None
+            return pending
         workers = [w for w, k in self.bindings.items() if k in removed]
         for worker_id in workers:
             del self.bindings[worker_id]
-        return workers
+        return [*(pending or []), *workers]
 
     def rebind(self, sock: zmq.Socket, endpoint: str) -> None:
         """Unbind and bind again: drops every connection accepted on ``endpoint`` (each must
@@ -414,9 +546,14 @@ class KeyGuard:
         log.warning("refused REGISTER as worker %r from key %s: the id is bound to key %s", worker_id, key, owner)
         return f"worker id {worker_id!r} belongs to another key"
 
-    def release(self, worker_id: str) -> None:
-        """The worker left cleanly: its id is free for any authorized key."""
-        self.bindings.pop(worker_id, None)
+    def release(self, worker_id: str) -> bool:
+        """The worker left or was removed as dead: its id is free for any authorized key.
+        Returns whether it was bound (the broker then stores the release)."""
+        return self.bindings.pop(worker_id, None) is not None
+
+    def refused(self, name: str, why: str) -> None:
+        """A key asked for what its role does not allow (rate-limited: a refused client retries)."""
+        self._refusals(name, "refused a request from key %s: %s", name, why)
 
     def key_of(self, worker_id: str) -> str | None:
         return self.bindings.get(worker_id)

@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     job_id VARCHAR PRIMARY KEY,
     name VARCHAR,
     submitted_at TIMESTAMP,
-    total INTEGER
+    total INTEGER,
+    submitter VARCHAR
 );
 CREATE TABLE IF NOT EXISTS tasks (
     task_id VARCHAR PRIMARY KEY,
@@ -41,21 +42,21 @@ CREATE TABLE IF NOT EXISTS tasks (
     plugin VARCHAR,
     params JSON,
     requires JSON,
-    priority INTEGER,
+    priority BIGINT,
     timeout DOUBLE,
-    retries INTEGER,
+    retries BIGINT,
     retry_backoff DOUBLE,
     seq BIGINT,
     state VARCHAR,
-    attempts INTEGER,
+    attempts BIGINT,
     worker_id VARCHAR,
     submitted_at TIMESTAMP,
     started_at TIMESTAMP,
     ended_at TIMESTAMP,
     result JSON,
     error VARCHAR,
-    failures INTEGER,
-    lost_workers INTEGER,
+    failures BIGINT,
+    lost_workers BIGINT,
     depends_on JSON
 );
 CREATE TABLE IF NOT EXISTS attempts (
@@ -91,12 +92,29 @@ CREATE TABLE IF NOT EXISTS workers (
     last_seen TIMESTAMP,
     state VARCHAR
 );
+CREATE TABLE IF NOT EXISTS worker_keys (
+    worker_id VARCHAR PRIMARY KEY,
+    key VARCHAR,
+    bound_at TIMESTAMP
+);
 """
+
+# Statements run in order at every open, after SCHEMA, to bring a file written by an older
+# dtf up to it; each must be idempotent (a column widened again, ADD COLUMN IF NOT EXISTS).
+# Append, never edit: files in the field have run the earlier ones.
+MIGRATIONS: list[str] = [
+    # Widened from INTEGER, so no value a spec admits (nor a counter) can fail a row's insert.
+    "ALTER TABLE tasks ALTER priority TYPE BIGINT",
+    "ALTER TABLE tasks ALTER retries TYPE BIGINT",
+    "ALTER TABLE tasks ALTER attempts TYPE BIGINT",
+    "ALTER TABLE tasks ALTER failures TYPE BIGINT",
+    "ALTER TABLE tasks ALTER lost_workers TYPE BIGINT",
+]
 
 # table -> number of leading columns forming its key (0: append-only, every row inserted and
 # none coalesced). Rows list every column in the order SCHEMA declares them (dtf_bus.rows);
 # how each column is converted follows its SQL type.
-TABLES: dict[str, int] = {"jobs": 1, "tasks": 1, "attempts": 2, "task_durations": 3, "workers": 1}
+TABLES: dict[str, int] = {"jobs": 1, "tasks": 1, "attempts": 2, "task_durations": 3, "workers": 1, "worker_keys": 1}
 
 _STOP = object()
 _MARK = object()
@@ -153,6 +171,11 @@ def _from_json(cell: str, sql_type: str) -> str:
     return f"({cell} ->> '$')::{sql_type}"
 
 
+def _first_line(exc: Exception) -> str:
+    """An error's first line: DuckDB's conversion errors go on to quote the offending value."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
+
+
 def _finite(value: Any) -> Any:
     """JSON has no NaN or infinity: they become null (the rest of the row is kept)."""
     if isinstance(value, float):
@@ -191,6 +214,8 @@ class Store:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._con = duckdb.connect(self.path)  # fails here, in the caller, if the file is locked
         self._con.execute(SCHEMA)
+        for statement in MIGRATIONS:
+            self._con.execute(statement)
         self.tables = {name: Table.create(self._con, name, keylen) for name, keylen in TABLES.items()}
         # Durability marks: mark() numbers "everything put so far"; once the writer has
         # committed up to a mark it raises durable_seq and writes a byte to notify_fd, which
@@ -316,12 +341,20 @@ class Store:
                 self.rows_written += len(rows)
             except Exception as exc:  # a bad row must not kill the writer thread, nor lose its batch-mates
                 log.warning("store: writing %d rows to %s failed (%s); retrying row by row", len(rows), table, exc)
-                for row in rows.values():
-                    try:
-                        self._write_table(table, [row])
-                        self.rows_written += 1
-                    except Exception:
-                        log.exception("store: dropped a row of %s that cannot be stored: %.300r", table, row)
+                self._write_rows(table, list(rows.values()))
+
+    def _write_rows(self, table: str, rows: list[tuple]) -> None:
+        """One row at a time, after a batch failed: only the bad rows are lost. A dropped row is
+        logged by its key and the error alone, never its values: params and results hold what
+        their owners would not publish (and a poisoned batch would log every row)."""
+        keylen = self.tables[table].keylen or 1
+        for row in rows:
+            try:
+                self._write_table(table, [row])
+                self.rows_written += 1
+            except Exception as exc:
+                key = ", ".join(str(value)[: defaults.MAX_ID_CHARS] for value in row[:keylen])
+                log.error("store: dropped a row of %s (%s) that cannot be stored: %s", table, key, _first_line(exc))
 
     def _write_table(self, table: str, rows: list[tuple]) -> None:
         self._con.execute(self.tables[table].sql, [_document(rows)])

@@ -147,6 +147,7 @@ class Job:
     task_ids: list[str]
     submitted_at: float = field(default_factory=time.time)
     unfinished: int = 0
+    submitter: str = "anonymous"  # the CURVE key's name, the API key's id, or what a plaintext client claimed
     waiters: list[tuple[bytes, int]] = field(default_factory=list)  # (peer, req)
 
     @property

@@ -34,12 +34,12 @@ def broker_log(cluster: LocalCluster) -> str:
     return cluster.broker.log_path.read_text(errors="replace")
 
 
-def curve_dealer(cluster: LocalCluster, name: str, authorized: bool = True) -> zmq.Socket:
+def curve_dealer(cluster: LocalCluster, name: str, authorized: bool = True, role: str = "client") -> zmq.Socket:
     """A raw DEALER holding its own key (admitted or not), for speaking the protocol by hand.
 
     A message sent on a connection whose handshake fails is lost with it, so a key must be
     admitted before the broker sees the first handshake (create it before starting the broker)."""
-    curve = security.client_curve(cluster.node_key(name, authorized), cluster.broker_public)
+    curve = security.client_curve(cluster.node_key(name, authorized, role), cluster.broker_public)
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.linger = 0
     security.make_client(sock, curve)
@@ -83,18 +83,18 @@ def test_revoking_a_key_cuts_off_a_connected_worker(make_cluster):
         assert client.wait(job, timeout=30)["succeeded"] == 4
         assert {r["worker_id"] for r in client.results(job)} == {"keep"}
     # Re-admitting the key (and SIGHUP, the other way to ask for a reload) lets it back in.
-    security.authorize(cluster.keys_dir / "worker-drop.key", cluster.authorized_dir)
+    security.authorize(cluster.keys_dir / "worker-drop.key", cluster.authorized_dir, "worker")
     cluster.broker.signal(signal.SIGHUP)
     cluster.wait_for_workers(["keep", "drop"], timeout=20)
 
 
 def test_a_worker_id_belongs_to_the_key_that_registered_it(make_cluster):
     cluster = make_cluster(secure=True, start=False)
-    cluster.node_key("intruder")  # admitted before the broker starts: its first handshake succeeds
+    cluster.node_key("intruder", role="worker")  # admitted before the broker starts: its first handshake succeeds
     cluster.start_broker()
     cluster.start_worker("w1")
     cluster.wait_for_workers(["w1"])
-    intruder = curve_dealer(cluster, "intruder")
+    intruder = curve_dealer(cluster, "intruder", role="worker")
     try:
         body = {"worker_id": "w1", "capabilities": {"hardware": ["cpu"]}, "slots": 4, "plugins": ["sim"]}
         kind, reply = request(intruder, protocol.REGISTER, body)
@@ -277,8 +277,8 @@ def test_revoked_subscriber_gets_no_more_events(make_cluster):
 def test_keys_from_config_files(make_cluster, tmp_path):
     keys = tmp_path / "keys"
     broker_public, broker_secret = security.generate(keys, "broker")
-    for name in ("w1", "me"):
-        security.authorize(security.generate(keys, name)[0], keys / "authorized")
+    for name, role in (("w1", "worker"), ("me", "client")):
+        security.authorize(security.generate(keys, name)[0], keys / "authorized", role)
     broker_cfg, worker_cfg = tmp_path / "broker.toml", tmp_path / "worker.toml"
     broker_cfg.write_text(f'[broker]\ncurve_secret = "{broker_secret}"\nauthorized_keys = "{keys / "authorized"}"\n')
     worker_cfg.write_text(f'[worker]\ncurve_secret = "{keys / "w1.key_secret"}"\nbroker_key = "{broker_public}"\n')

@@ -291,7 +291,7 @@ def peers(cluster: LocalCluster, count: int) -> Iterator[zmq.Socket]:
         sock = ctx.socket(zmq.DEALER)
         sock.linger = 0
         sock.rcvhwm = 0  # we drain replies in bulk; never make the broker's sends fail on our account
-        security.make_client(sock, security.client_curve(cluster.node_key("fuzzer"), cluster.broker_public))
+        security.make_client(sock, security.client_curve(cluster.node_key("fuzzer", role="admin"), cluster.broker_public))
         sock.connect(cluster.endpoint)
         yield sock
 
@@ -335,7 +335,7 @@ def fuzz_round(socks: list[zmq.Socket], fuzzer: Fuzzer, count: int) -> dict[str,
 
 def test_broker_survives_12000_malformed_messages(make_cluster):
     cluster = make_cluster(secure=True, start=False, heartbeat_interval=0.5)
-    cluster.node_key("fuzzer")  # admitted from the start: fuzzing peers are authenticated insiders
+    cluster.node_key("fuzzer", role="admin")  # admitted from the start: fuzzing peers are authenticated insiders
     cluster.start_broker()
     cluster.start_worker("w1", slots=2)
     cluster.wait_for_workers(["w1"])

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+import stat
 
 import msgpack
 import pytest
 import zmq
 
-from dtf_bus import apikeys, defaults, protocol, security, spec
+from dtf_bus import apikeys, defaults, protocol, roles, security, spec
 
 pytestmark = [pytest.mark.unit, pytest.mark.security]
 
@@ -169,9 +170,9 @@ def test_api_key_file(tmp_path):
 def guard(tmp_path):
     _, secret = security.generate(tmp_path / "keys", "broker")
     authorized = tmp_path / "authorized"
-    for name in ("a", "b"):
+    for name, role in (("a", "worker"), ("b", "client")):
         public, _ = security.generate(tmp_path / "keys", name)
-        security.authorize(public, authorized)
+        security.authorize(public, authorized, role)
     ctx = zmq.Context()
     guard = security.KeyGuard(ctx, secret, authorized)
     yield guard, tmp_path
@@ -184,11 +185,13 @@ def test_guard_binds_ids_to_keys_and_revokes(guard):
     key_a = security.load_public(tmp_path / "keys" / "a.key").decode()
     key_b = security.load_public(tmp_path / "keys" / "b.key").decode()
     assert guard.authorized == {key_a, key_b}
+    assert guard.identity(key_a) == ("a", "worker") and guard.identity(key_b) == ("b", "client")
+    assert guard.identity(guard.keypair.public.decode()) == ("broker", "admin")
     assert guard.bind("w1", key_a) is None and guard.bind("w1", key_a) is None
     assert "belongs to another key" in guard.bind("w1", key_b)
     assert guard.bind("w2", None) == "this connection has no CURVE key"
-    guard.release("w1")
-    assert guard.bind("w1", key_b) is None  # left cleanly: free for another key
+    assert guard.release("w1") and not guard.release("w1")
+    assert guard.bind("w1", key_b) is None  # released: free for another key
     assert guard.reload_if_changed() is None  # nothing changed
     (tmp_path / "authorized" / "b.key").unlink()
     assert guard.reload_if_changed() == ["w1"]
@@ -214,8 +217,9 @@ def test_keys_cli(tmp_path, capsys):
     assert (tmp_path / "n1.key").exists() and (tmp_path / "n1.key_secret").exists()
     assert cli.main(["keys", "generate", str(tmp_path), "--name", "n1"]) == 2
     assert "refusing to overwrite" in capsys.readouterr().err
-    assert cli.main(["keys", "authorize", str(tmp_path / "n1.key"), str(tmp_path / "auth")]) == 0
-    assert (tmp_path / "auth" / "n1.key").exists()
+    assert cli.main(["keys", "authorize", str(tmp_path / "n1.key"), str(tmp_path / "auth"), "--role", "worker"]) == 0
+    assert security.role_in(tmp_path / "auth" / "n1.key") == "worker"
+    assert security.load_public(tmp_path / "auth" / "n1.key") == security.load_public(tmp_path / "n1.key")
     capsys.readouterr()
     keys_file = tmp_path / "api.json"
     assert cli.main(["keys", "api-key", "create", "--role", "admin", "--file", str(keys_file)]) == 0
@@ -223,3 +227,70 @@ def test_keys_cli(tmp_path, capsys):
     assert key.startswith("dtf_") and key not in keys_file.read_text()
     assert cli.main(["keys", "api-key", "list", "--json", "--file", str(keys_file)]) == 0
     assert json.loads(capsys.readouterr().out)[0]["role"] == "admin"
+
+
+def test_new_key_is_admitted_with_its_role_at_first_sight(guard):
+    """A key authorized after the guard's last look is found (and its role known) on first use."""
+    guard, tmp_path = guard
+    public, _ = security.generate(tmp_path / "keys", "late")
+    security.authorize(public, tmp_path / "authorized", "admin")
+    assert guard.identity(security.load_public(public).decode()) == ("late", "admin")
+
+
+def test_roleless_key_is_admitted_but_allowed_nothing(guard, caplog):
+    guard, tmp_path = guard
+    public, _ = security.generate(tmp_path / "keys", "old")
+    (tmp_path / "authorized" / "old.key").write_text(public.read_text().replace("role = ", "x = "))
+    key = security.load_public(public).decode()
+    assert guard.identity(key) == ("old", None)
+    assert "has no role" in roles.refusal(None, "old", "submit")
+    assert "without a role" in caplog.text
+
+
+def test_roles_table():
+    assert (
+        roles.refusal("worker", "w", "submit") == "submit: not allowed for key 'w' (role worker; needs admin or client)"
+    )
+    assert roles.refusal("client", "c", "register").startswith("register: not allowed for key 'c' (role client")
+    assert roles.refusal("client", "c", "drain_worker") is not None
+    assert roles.refusal("worker", "w", "register") is None and roles.refusal("worker", "w", "ping") is None
+    assert roles.refusal("client", "c", "cancel_job") is None and roles.refusal("admin", "a", "drain_worker") is None
+    assert roles.refusal("client", "c", "heartbeat") is None  # the worker session: gated by registration
+
+
+def test_key_files_private_from_the_first_byte(tmp_path):
+    public, secret = security.generate(tmp_path / "new", "n")
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and stat.S_IMODE(public.stat().st_mode) == 0o644
+    assert security.load_keypair(secret).public == security.load_public(public)
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    with pytest.raises(security.SecurityError, match="writable by group or others"):
+        security.generate(shared, "n")
+    with pytest.raises(security.SecurityError, match="writable by group or others"):
+        security.authorize(public, shared, "worker")
+
+
+def test_guard_refuses_a_writable_authorized_keys_dir(tmp_path):
+    _, secret = security.generate(tmp_path / "keys", "broker")
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    loose.chmod(0o777)
+    with pytest.raises(security.SecurityError, match="writable by group or others"):
+        security.KeyGuard(zmq.Context.instance(), secret, loose)
+
+
+def test_bus_refuses_non_loopback_without_curve_unless_insecure(caplog):
+    security.refuse_if_exposed(["tcp://127.0.0.1:5555", "ipc:///tmp/x"], insecure=False)
+    with pytest.raises(security.SecurityError, match=r"refusing to listen on tcp://0\.0\.0\.0:5555 without CURVE"):
+        security.refuse_if_exposed(["tcp://0.0.0.0:5555"], insecure=False)
+    security.refuse_if_exposed(["tcp://0.0.0.0:5555"], insecure=True)
+    assert "can run commands on every worker" in caplog.text
+
+
+def test_refusal_log_budget_covers_fresh_subjects(caplog):
+    limited = security._RateLimited(interval=60, budget=3)
+    for i in range(50):
+        limited(f"key-{i}", "refused %s", i)
+    assert caplog.text.count("refused") == 3
