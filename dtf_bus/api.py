@@ -15,7 +15,13 @@ WebSocket ``/ws``: send ``{"action": "subscribe", "channel": C}`` with C one of
 ``{"channel": C, "event": "subscribed"}``, the current value where there is one, and then
 ``{"channel": C, "data": {"timestamp": ..., ...}}`` as things change (``metrics`` for the
 metric channels, ``event`` for tasks, ``anomaly`` for anomalies). The monitor hands changes
-over from the broker thread through a bounded buffer and one ``add_callback`` per batch.
+over from the broker thread through a bounded buffer and one ``add_callback`` per batch; a client
+whose unsent messages pass ``WEBSOCKET_MAX_PENDING_BYTES`` is cut off (close 1008).
+
+Who may ask (:mod:`dtf_bus.webauth`): every request needs the broker's token (``<db>.api-token``)
+or an ``--api-keys`` key, names this server in its Host header, and, when it changes state or
+opens a WebSocket, comes from no other Origin; bodies are JSON or TOML. ``/healthz`` alone stays
+open (it says only ``ok``), for probes. Query strings are logged with credentials masked.
 """
 
 from __future__ import annotations
@@ -24,11 +30,14 @@ import asyncio
 import collections
 import json
 import logging
+import math
 import re
 import threading
 import time
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -37,10 +46,9 @@ import tornado.web
 import tornado.websocket
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
-from dtf_bus import apikeys, defaults, score, security, spec
+from dtf_bus import apikeys, defaults, httpserver, score, spec, webauth
 from dtf_bus.client import BrokerUnreachable, Client, ClientError
 from dtf_bus.hooks import BrokerHook
 from dtf_bus.monitor import SYSTEM_METRICS, WORKER_METRICS, Monitor
@@ -76,16 +84,24 @@ def parse_listen(text: str) -> tuple[str, int]:
         raise ValueError(f"--http: expected HOST:PORT, got {text!r}") from None
     if not 0 <= number <= 65535:
         raise ValueError(f"--http: port must be 0-65535, got {number}")
+    host = host.removeprefix("[").removesuffix("]")
     return host or defaults.HTTP_HOST, number
 
 
 def _log_request(handler: tornado.web.RequestHandler) -> None:
-    """Only failures reach the broker's log; a dashboard polling every second would drown it."""
+    """Only failures reach the broker's log (a dashboard polling every second would drown it),
+    with credentials in the query string masked."""
     status = handler.get_status()
-    if status >= 500:
-        log.warning("%d %s %s", status, handler.request.method, handler.request.uri)
-    elif status >= 400:
-        log.info("%d %s %s", status, handler.request.method, handler.request.uri)
+    if status >= 400:
+        request = handler.request
+        log.log(
+            logging.WARNING if status >= 500 else logging.INFO,
+            "%d %s %s (%s)",
+            status,
+            request.method,
+            webauth.redact_uri(request.uri or ""),
+            request.remote_ip,
+        )
 
 
 class ApiError(tornado.web.HTTPError):
@@ -103,9 +119,21 @@ class Handler(tornado.web.RequestHandler):
     def initialize(self, api: HttpApi) -> None:
         self.api = api
         self.monitor = api.monitor
+        self.who = ""  # "api:token" or "api:<key id>", once authorised
 
     def prepare(self) -> None:
-        self.api.authorize(self, "read" if self.request.method in ("GET", "HEAD") else "admin")
+        self.who = self.api.guard(self, "read" if self.request.method in webauth.SAFE_METHODS else "admin")
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        """Tornado's own logs the request's full URI (a ``?token=`` included); ours masks it."""
+        if isinstance(value, tornado.web.HTTPError):
+            return  # answered with its status; _log_request has the line
+        log.error(
+            "uncaught exception answering %s %s",
+            self.request.method,
+            webauth.redact_uri(self.request.uri or ""),
+            exc_info=(typ, value, tb),
+        )
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
@@ -123,17 +151,28 @@ class Handler(tornado.web.RequestHandler):
             self.set_header(name, value)
         self.finish(_envelope_error(status_code, message))
 
-    def number(self, name: str, default: float | None, minimum: float = 0) -> float | None:
+    def number(self, name: str, default: float | None, minimum: float = 0, maximum: float = 1e15) -> float | None:
+        """A finite query number in [minimum, maximum] (``inf``, ``nan`` and ``1e300`` are 400s)."""
         raw = self.get_query_argument(name, None)
         if raw is None:
             return default
         try:
             value = float(raw)
         except ValueError:
-            raise ApiError(400, f"{name}: expected a number, got {raw!r}") from None
+            raise ApiError(400, f"{name}: expected a number, got {raw[:40]!r}") from None
+        if not math.isfinite(value):
+            raise ApiError(400, f"{name}: expected a finite number, got {raw[:40]!r}")
         if value < minimum:
-            raise ApiError(400, f"{name}: must be at least {minimum:g}, got {raw!r}")
+            raise ApiError(400, f"{name}: must be at least {minimum:g}, got {raw[:40]!r}")
+        if value > maximum:
+            raise ApiError(400, f"{name}: must be at most {maximum:g}, got {raw[:40]!r}")
         return value
+
+    def page(self, default_limit: int | None) -> tuple[int, int | None]:
+        """``offset`` and ``limit`` of a listing, bounded."""
+        offset = int(self.number("offset", 0, maximum=defaults.API_MAX_OFFSET) or 0)
+        limit = self.number("limit", default_limit, minimum=1, maximum=defaults.API_MAX_PAGE)
+        return offset, None if limit is None else int(limit)
 
     def duration(self, name: str, default: str) -> float:
         try:
@@ -150,6 +189,18 @@ class Handler(tornado.web.RequestHandler):
             raise ApiError(503, f"results store not ready: {exc}") from None
         finally:
             cursor.close()
+
+
+class HealthHandler(tornado.web.RequestHandler):
+    """Open to probes (Kubernetes sends no credentials); says nothing but that the API answers."""
+
+    def initialize(self, api: HttpApi) -> None:
+        pass
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.finish("ok\n")
 
 
 class IndexHandler(Handler):
@@ -182,9 +233,8 @@ class WorkersHandler(Handler):
         status = self.get_query_argument("status", None)
         if status:
             rows = [w for w in rows if w["status"] == status]
-        offset = int(self.number("offset", 0) or 0)
-        limit = self.number("limit", None, minimum=1)
-        page = rows[offset : offset + int(limit)] if limit else rows[offset:]
+        offset, limit = self.page(None)
+        page = rows[offset : offset + limit] if limit else rows[offset:]
         self.reply(page, total=len(rows), offset=offset, limit=limit)
 
 
@@ -240,6 +290,12 @@ def _overlay(row: dict[str, Any], live: dict[str, Any] | None) -> dict[str, Any]
     return row
 
 
+def _served_params(params: Any) -> Any:
+    """What the API shows of a task's params: ``env`` names with their values as ``***`` (the
+    store keeps them so already; this holds for rows written before it did)."""
+    return spec.redact_env(params) if isinstance(params, dict) else params
+
+
 class TasksHandler(Handler):
     def get(self) -> None:
         where, params = [], []
@@ -248,8 +304,7 @@ class TasksHandler(Handler):
             if value:
                 where.append(f"{column} = ?")
                 params.append(value)
-        limit = int(self.number("limit", 100, minimum=1))
-        offset = int(self.number("offset", 0) or 0)
+        offset, limit = self.page(100)
         sql = _TASK_SELECT + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY submitted_at DESC, task_id LIMIT ? OFFSET ?"
         rows = self.query(sql, [*params, limit, offset])
@@ -272,7 +327,7 @@ class TaskHandler(Handler):
             task = dict(zip(TASK_COLUMNS, r[:11], strict=True))
             task.update(
                 result=json.loads(r[11]) if r[11] else None,
-                params=json.loads(r[12]) if r[12] else None,
+                params=_served_params(json.loads(r[12]) if r[12] else None),
                 requires=json.loads(r[13]) if r[13] else None,
             )
         else:
@@ -325,7 +380,7 @@ class HistoryHandler(Handler):
         duration = self.duration("duration", "5m")
         if duration / interval > MAX_HISTORY_POINTS:
             raise ApiError(400, f"duration/interval asks for over {MAX_HISTORY_POINTS} points; widen the interval")
-        end = self.number("end", None)
+        end = self.number("end", None, maximum=1e12)
         try:
             series = self.monitor.history(names, interval, duration, worker_id=worker_id, end=end)
         except ValueError as exc:
@@ -341,8 +396,8 @@ class HistoryHandler(Handler):
 
 class AnomaliesHandler(Handler):
     def get(self) -> None:
-        limit = int(self.number("limit", 100, minimum=1))
-        found = self.monitor.anomalies(since=self.number("since", None))
+        _, limit = self.page(100)
+        found = self.monitor.anomalies(since=self.number("since", None, maximum=1e12))
         for field in ("type", "severity", "subject"):
             value = self.get_query_argument(field, None)
             if value:
@@ -352,12 +407,9 @@ class AnomaliesHandler(Handler):
 
 class JobsHandler(Handler):
     async def post(self) -> None:
-        body = self.request.body
-        kind = self.request.headers.get("Content-Type", "")
-        try:
-            doc = tomllib.loads(body.decode()) if "toml" in kind else json.loads(body or b"null")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(400, f"request body is not valid {'TOML' if 'toml' in kind else 'JSON'}: {exc}") from None
+        doc = self.parse_body()
+        if _depth(doc, defaults.MAX_NESTING_DEPTH) > defaults.MAX_NESTING_DEPTH:
+            raise ApiError(400, f"request body nests deeper than {defaults.MAX_NESTING_DEPTH} levels")
         if isinstance(doc, list):
             doc = {"tasks": doc}
         if not isinstance(doc, dict) or "tasks" not in doc:
@@ -369,9 +421,40 @@ class JobsHandler(Handler):
             tasks = spec.validate(doc["tasks"])
         except spec.SpecError as exc:
             raise ApiError(400, f"invalid spec: {exc}") from None
-        job_id = await self.api.call(lambda client: client.submit(tasks, name=name))
+        except RecursionError:
+            raise ApiError(400, "invalid spec: nested too deeply") from None
+        who = self.who
+        job_id = await self.api.call(lambda client: client.submit(tasks, name=name, submitter=who))
         self.set_header("Location", f"/api/jobs/{job_id}")
         self.reply({"job_id": job_id, "total": len(tasks)}, status=201)
+
+    def parse_body(self) -> Any:
+        """The body as JSON or TOML (its Content-Type says which; webauth refused any other).
+        Deep nesting, bad UTF-8 and syntax errors are 400s, never 500s."""
+        toml = (self.request.headers.get("Content-Type") or "").split(";")[0].strip().lower() == "application/toml"
+        kind = "TOML" if toml else "JSON"
+        try:
+            text = self.request.body.decode("utf-8")
+            return tomllib.loads(text) if toml else json.loads(text or "null")
+        except UnicodeDecodeError:
+            raise ApiError(400, f"request body is not valid {kind}: not UTF-8") from None
+        except RecursionError:
+            raise ApiError(400, f"request body is not valid {kind}: nested too deeply") from None
+        except ValueError as exc:
+            raise ApiError(400, f"request body is not valid {kind}: {str(exc)[:200]}") from None
+
+
+def _depth(doc: Any, limit: int) -> int:
+    """Nesting depth of a parsed body, counted without recursion and stopped past ``limit``."""
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                return deepest
+            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return deepest
 
 
 class JobHandler(Handler):
@@ -425,10 +508,23 @@ class WebSocket(tornado.websocket.WebSocketHandler):
     def initialize(self, api: HttpApi) -> None:
         self.api = api
         self.channels: set[str] = set()
-        self.pending = 0
+        self.pending_bytes = 0  # written to tornado, not yet on the socket
+        self.cut_off = False
 
     def prepare(self) -> None:
-        self.api.authorize(self, "read", self.get_query_argument("api_key", None))
+        self.api.guard(self, "read")
+        if len(self.api.clients) >= self.api.ws_max_clients:
+            raise ApiError(503, f"{self.api.ws_max_clients} WebSocket clients already connected; try again later")
+
+    def check_origin(self, origin: str) -> bool:
+        """Same origin only (tornado's default compares hosts; this also compares scheme and port)."""
+        return webauth.origin_ok(self.request, origin)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        Handler.write_error(self, status_code, **kwargs)  # type: ignore[arg-type]
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        Handler.log_exception(self, typ, value, tb)  # type: ignore[arg-type]
 
     def open(self) -> None:
         self.api.clients.add(self)
@@ -464,19 +560,39 @@ class WebSocket(tornado.websocket.WebSocketHandler):
             self.send({"error": f"unknown action {action!r} (subscribe, unsubscribe)"})
 
     def send(self, message: dict[str, Any] | str) -> None:
-        """Write unless this client is too far behind (then it misses messages, never stalls us)."""
-        if self.pending >= defaults.WEBSOCKET_QUEUE:
+        """Write, or cut this client off once its unsent bytes pass the cap: a reader that stalls
+        (pongs or not) must not grow our memory, and a client that misses messages silently
+        would show a wrong picture. Close 1008 tells it why."""
+        if self.cut_off:
             return
         text = message if isinstance(message, str) else json.dumps(message, default=str)
+        size = len(text)
+        if self.pending_bytes + size > self.api.ws_max_pending:
+            self.cut_off = True
+            log.warning(
+                "WebSocket client %s cut off: %d bytes unsent (cap %d)",
+                self.request.remote_ip,
+                self.pending_bytes,
+                self.api.ws_max_pending,
+            )
+            self.close(1008, "too slow: messages unread past the byte cap")
+            # The close frame queues behind what the client did not read; drop the connection
+            # if it does not read it within tornado's close timeout either.
+            IOLoop.current().call_later(5.0, self._abort)
+            return
         try:
             future = self.write_message(text)
         except tornado.websocket.WebSocketClosedError:
             return
-        self.pending += 1
-        future.add_done_callback(self._written)
+        self.pending_bytes += size
+        future.add_done_callback(lambda _f, n=size: self._written(n))
 
-    def _written(self, future: Any) -> None:
-        self.pending -= 1
+    def _written(self, size: int) -> None:
+        self.pending_bytes -= size
+
+    def _abort(self) -> None:
+        if self.ws_connection is not None:
+            self.ws_connection.abort()
 
 
 ROUTES: list[tuple[str, type]] = [
@@ -495,6 +611,7 @@ ROUTES: list[tuple[str, type]] = [
     ("/api/anomalies", AnomaliesHandler),
     ("/metrics", PrometheusHandler),
     ("/ws", WebSocket),
+    ("/healthz", HealthHandler),
     ("/", IndexHandler),
     ("/api", IndexHandler),
 ]
@@ -502,7 +619,21 @@ ROUTES: list[tuple[str, type]] = [
 
 class NotFound(Handler):
     def prepare(self) -> None:
+        super().prepare()  # who may not use the API learns nothing of it, not even what is missing
         raise ApiError(404, f"no such endpoint {self.request.path!r} (GET / lists them)")
+
+
+@dataclass
+class HttpOptions:
+    """How the API is served and guarded (dtf-broker's ``--http-*`` flags)."""
+
+    token_file: Path  # the generated token, made on first start (webauth.load_or_create_token)
+    api_keys: str | None = None  # --api-keys FILE: named keys with roles, beside the token
+    allow_hosts: tuple[str, ...] = ()  # Host names served beyond loopback and the bound address
+    cert: str | None = None  # --http-cert / --http-key: HTTPS
+    key: str | None = None
+    max_connections: int = defaults.HTTP_MAX_CONNECTIONS
+    ws_max_pending: int = defaults.WEBSOCKET_MAX_PENDING_BYTES
 
 
 class HttpApi(BrokerHook):
@@ -514,9 +645,18 @@ class HttpApi(BrokerHook):
         host: str,
         port: int,
         broker_endpoint: str,
-        api_keys: apikeys.ApiKeys | None = None,
+        options: HttpOptions,
     ) -> None:
-        self.api_keys = api_keys  # None: no keys asked (the API then stays on loopback)
+        self.options = options
+        self.token = webauth.load_or_create_token(options.token_file)
+        self.token_file = Path(options.token_file)
+        self.api_keys = apikeys.ApiKeys(options.api_keys) if options.api_keys else None
+        self.allowed_hosts = webauth.allowed_hosts(options.allow_hosts, host)
+        self.ssl_context = httpserver.tls_context(options.cert, options.key)
+        if options.ws_max_pending < 1024:
+            raise ValueError(f"--ws-max-pending-bytes must be at least 1024, got {options.ws_max_pending}")
+        self.ws_max_pending = options.ws_max_pending
+        self.ws_max_clients = defaults.WEBSOCKET_MAX_CLIENTS
         self.monitor = monitor
         self.host = host
         self.port = port
@@ -537,7 +677,13 @@ class HttpApi(BrokerHook):
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.ssl_context else 'http'}://{host}:{self.port}"
+
+    @property
+    def open_url(self) -> str:
+        """The ready-to-open URL: a browser that opens it keeps the token as a cookie."""
+        return f"{self.url}/api?token={self.token}"
 
     # ------------------------------------------------------------ lifecycle
 
@@ -550,7 +696,13 @@ class HttpApi(BrokerHook):
         self._thread.start()
         if not self._ready.wait(timeout) or self._error is not None:
             raise RuntimeError(f"HTTP API did not start: {self._error}")
-        log.info("HTTP API on %s (WebSocket %s/ws)", self.url, self.url.replace("http", "ws", 1))
+        log.info(
+            "HTTP API on %s (WebSocket %s/ws); token in %s: open %s/api?token=<the token>",
+            self.url,
+            self.url.replace("http", "ws", 1),
+            self.token_file,
+            self.url,
+        )
 
     async def _serve(self, sockets: list) -> None:
         try:
@@ -563,7 +715,12 @@ class HttpApi(BrokerHook):
                 websocket_ping_interval=10,
                 log_function=_log_request,
             )
-            server = HTTPServer(app, max_body_size=MAX_BODY_BYTES)
+            server = httpserver.GuardedHTTPServer(
+                app,
+                max_connections=self.options.max_connections,
+                ssl_context=self.ssl_context,
+                max_body_size=MAX_BODY_BYTES,
+            )
             server.add_sockets(sockets)
         except BaseException as exc:
             self._error = exc
@@ -588,14 +745,46 @@ class HttpApi(BrokerHook):
             self._thread.join(5)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def authorize(self, handler: tornado.web.RequestHandler, needed: str, query_key: str | None = None) -> None:
-        """Refuse a request without a key of role ``needed`` (dtf_bus.apikeys): 401, or 403."""
-        if self.api_keys is None:
-            return
-        refusal = self.api_keys.check(apikeys.presented_key(handler.request.headers, query_key), needed)
-        if refusal is not None:
-            status, message = refusal
-            raise ApiError(status, message, {"WWW-Authenticate": 'Bearer realm="dtf"'} if status == 401 else None)
+    def guard(self, handler: tornado.web.RequestHandler, needed: str) -> str:
+        """Refuse a request (webauth's checks) unless it may do what needs role ``needed``;
+        returns who it is (``api:token``, ``api:<key id>``), which a submitted job records.
+        A browser that brought the token in the query string gets it back as a cookie."""
+        request = handler.request
+        try:
+            webauth.check_host(request, self.allowed_hosts)
+            webauth.check_origin(request)
+        except webauth.Refused as exc:
+            raise ApiError(exc.status, exc.message) from None
+        key, where = webauth.presented_credential(request, self.port)
+        if webauth.matches(key, self.token):
+            who, role = "api:token", "admin"
+        else:
+            found = self.api_keys.identify(key) if self.api_keys is not None else None
+            if found is None:
+                why = "unknown API token or key" if key else "missing API token"
+                raise ApiError(
+                    401,
+                    f"{why}: send 'Authorization: Bearer TOKEN' or open {self.url}/api?token=TOKEN "
+                    f"(the token is in {self.token_file} on the broker's machine)",
+                    {"WWW-Authenticate": 'Bearer realm="dtf"'},
+                )
+            who, role = f"api:{found[0]}", found[1]
+        if not apikeys.ApiKeys.allows(role, needed):
+            raise ApiError(403, f"this needs an {needed} key; the key sent is a {role} key")
+        try:
+            webauth.check_body_type(request)
+        except webauth.Refused as exc:
+            raise ApiError(exc.status, exc.message) from None
+        if where == "query" and who == "api:token" and request.method == "GET":
+            handler.set_cookie(
+                webauth.cookie_name(self.port),
+                self.token,
+                httponly=True,
+                samesite="Strict",
+                secure=self.ssl_context is not None,
+                path="/",
+            )
+        return who
 
     # ------------------------------------------------------ client requests
 
@@ -644,10 +833,10 @@ def install(
     broker: Broker,
     http: str | None = None,
     retention: float = defaults.METRICS_RETENTION,
-    api_keys: str | None = None,
+    options: HttpOptions | None = None,
 ) -> HttpApi | None:
-    """Add monitoring to ``broker`` and, given ``HOST:PORT``, the HTTP API (returned); with
-    ``api_keys`` (a file of dtf_bus.apikeys) every request needs a key."""
+    """Add monitoring to ``broker`` and, given ``HOST:PORT``, the HTTP API (returned), guarded
+    by the token in ``options.token_file`` (made on first start) and any ``--api-keys``."""
     if retention <= 0:
         raise ValueError(f"--metrics-retention must be greater than zero, got {retention:g}")
     monitor = Monitor(retention=retention)
@@ -656,11 +845,14 @@ def install(
     if not http:
         return None
     host, port = parse_listen(http)
-    keys = apikeys.ApiKeys(api_keys) if api_keys else None
-    if keys is None:
-        where = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-        security.warn_if_exposed([where], "the HTTP API", "Use --api-keys FILE (dtf keys api-key create)")
-    api = HttpApi(monitor, host, port, broker.endpoint, keys)
+    options = options or HttpOptions(token_file=webauth.token_path(broker.store.path))
+    api = HttpApi(monitor, host, port, broker.endpoint, options)
+    if api.ssl_context is None and host not in webauth.LOOPBACK_HOSTS:
+        log.warning(
+            "SECURITY: the HTTP API on %s is served without TLS: its token and keys cross the network in "
+            "clear. Use --http-cert FILE --http-key FILE, or bind to 127.0.0.1.",
+            api.url,
+        )
     api.start()
     broker.hooks.append(api)
     return api

@@ -7,7 +7,8 @@ hash (as for GitHub tokens): no dictionary to guess from, nothing to stretch.
 Roles: ``read`` reads (status, workers, metrics, history, the WebSocket), ``admin`` also
 submits, cancels and drains. The file (JSON, mode 0600) is re-read when it changes, so a key
 created or revoked with ``dtf keys api-key`` takes effect without restarting the broker.
-There is no default key: without ``--api-keys FILE`` the API is open and stays on loopback.
+Beside these keys the broker always has its generated token (:mod:`dtf_bus.webauth`), an admin
+key of its own; ``--api-keys FILE`` adds keys with names and roles that can be revoked one by one.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ class ApiKeys:
             raise ApiKeyError(f"{self.path}: API key file not found (create keys with: dtf keys api-key create)")
         self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
-        self._roles: dict[str, str] = {}
+        self._records: dict[str, dict[str, Any]] = {}  # sha256 -> record
         self._refresh()
 
     def _refresh(self) -> None:
@@ -114,16 +115,22 @@ class ApiKeys:
             return
         with self._lock:
             try:
-                roles = {r["sha256"]: r["role"] for r in _read(self.path)} if stamp else {}
+                records = {r["sha256"]: r for r in _read(self.path)} if stamp else {}
             except ApiKeyError:
                 return  # keep the keys we had; a half-edited file must not lock everyone out
-            self._roles, self._stamp = roles, stamp
+            self._records, self._stamp = records, stamp
 
-    def role_of(self, key: str | None) -> str | None:
+    def identify(self, key: str | None) -> tuple[str, str] | None:
+        """(key id, role) of a valid key, else None; the id names who submitted a job."""
         if not key:
             return None
         self._refresh()
-        return self._roles.get(digest(key))
+        record = self._records.get(digest(key))
+        return None if record is None else (str(record.get("id", "?")), record["role"])
+
+    def role_of(self, key: str | None) -> str | None:
+        found = self.identify(key)
+        return None if found is None else found[1]
 
     @staticmethod
     def allows(role: str | None, needed: str) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 
 import zmq
 
-from dtf_bus import balancer, config, defaults, security
+from dtf_bus import balancer, config, defaults, security, webauth
 from dtf_bus.broker import Broker
 
 
@@ -42,8 +42,48 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--curve-secret", metavar="FILE", help="the broker's keypair (.key_secret): CURVE on")
     parser.add_argument("--authorized-keys", metavar="DIR", help="public keys (*.key) admitted; re-read on change")
     parser.add_argument("--api-keys", metavar="FILE", help="HTTP API keys (dtf keys api-key create): keys required")
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="without CURVE, listen beyond loopback anyway (whoever reaches the port can run commands on workers)",
+    )
+    parser.add_argument(
+        "--max-live-tasks", type=int, help=f"unfinished tasks held at most (default {defaults.MAX_LIVE_TASKS})"
+    )
+    parser.add_argument(
+        "--submitter-quota", type=int, help=f"unfinished tasks per submitter (default {defaults.SUBMITTER_QUOTA})"
+    )
+    parser.add_argument(
+        "--finished-job-ttl",
+        type=float,
+        help=f"seconds a finished job stays in memory, then served from DuckDB (default {defaults.FINISHED_JOB_TTL:g})",
+    )
     parser.add_argument("--ready-file", help="write the bound endpoints here as JSON once listening")
     parser.add_argument("--http", metavar="HOST:PORT", help="serve the HTTP API and WebSocket here (port 0: any)")
+    parser.add_argument(
+        "--http-token-file",
+        metavar="FILE",
+        help=f"the API's token, made (0600) on first start (default: the database path + {defaults.API_TOKEN_SUFFIX})",
+    )
+    parser.add_argument(
+        "--http-allow-host",
+        metavar="NAME",
+        action="append",
+        help="a Host name the API answers to besides loopback and the bound address (repeatable; * for any)",
+    )
+    parser.add_argument("--http-cert", metavar="FILE", help="serve the API over HTTPS with this PEM certificate")
+    parser.add_argument("--http-key", metavar="FILE", help="the PEM private key of --http-cert")
+    parser.add_argument(
+        "--http-max-connections",
+        type=int,
+        help=f"open HTTP connections at most; more are closed at once (default {defaults.HTTP_MAX_CONNECTIONS})",
+    )
+    parser.add_argument(
+        "--ws-max-pending-bytes",
+        type=int,
+        help=f"a WebSocket client with more unsent bytes is cut off (default {defaults.WEBSOCKET_MAX_PENDING_BYTES})",
+    )
     parser.add_argument("--metrics-retention", type=float, help="seconds of metrics history kept in the database")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
@@ -62,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         dead_liveness = config.positive_int(pick("dead_liveness", defaults.DEAD_LIVENESS), "dead_liveness")
         max_lost = config.positive_int(pick("max_lost_workers", defaults.MAX_LOST_WORKERS), "max_lost_workers")
         prefetch = config.prefetch(pick("prefetch", defaults.PREFETCH))
+        max_live = config.positive_int(pick("max_live_tasks", defaults.MAX_LIVE_TASKS), "max_live_tasks")
+        quota = config.positive_int(pick("submitter_quota", defaults.SUBMITTER_QUOTA), "submitter_quota")
+        ttl = pick("finished_job_ttl", defaults.FINISHED_JOB_TTL)
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl < 0:
+            raise config.ConfigError(f"finished_job_ttl must be a number of seconds >= 0, got {ttl!r}")
     except config.ConfigError as exc:
         print(f"dtf-broker: {exc}", file=sys.stderr)
         return 2
@@ -79,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
             authorized_keys=pick("authorized_keys", None),
             prefetch=prefetch,
             steal=bool(pick("steal", True)),
+            insecure=bool(pick("insecure", False)),
+            max_live_tasks=max_live,
+            submitter_quota=quota,
+            finished_job_ttl=float(ttl),
         )
     except (balancer.UnknownStrategy, security.SecurityError) as exc:
         print(f"dtf-broker: {exc}", file=sys.stderr)
@@ -101,7 +150,15 @@ def main(argv: list[str] | None = None) -> int:
             broker,
             pick("http", None),
             pick("metrics_retention", defaults.METRICS_RETENTION),
-            api_keys=pick("api_keys", None),
+            api.HttpOptions(
+                token_file=Path(pick("http_token_file", None) or webauth.token_path(pick("db", defaults.DB_PATH))),
+                api_keys=pick("api_keys", None),
+                allow_hosts=tuple(pick("http_allow_host", None) or ()),
+                cert=pick("http_cert", None),
+                key=pick("http_key", None),
+                max_connections=pick("http_max_connections", defaults.HTTP_MAX_CONNECTIONS),
+                ws_max_pending=pick("ws_max_pending_bytes", defaults.WEBSOCKET_MAX_PENDING_BYTES),
+            ),
         )
     except (OSError, ValueError, RuntimeError) as exc:
         print(f"dtf-broker: cannot serve the HTTP API: {exc}", file=sys.stderr)
@@ -117,10 +174,13 @@ def main(argv: list[str] | None = None) -> int:
                     "pid": os.getpid(),
                     "host": socket.gethostname(),
                     "http": http.url if http else None,
+                    "http_token_file": str(http.token_file) if http else None,
                 }
             )
         )
         tmp.replace(args.ready_file)
+    if http is not None and sys.stderr.isatty():  # a terminal, as Jupyter does; never into a log file
+        print(f"dtf-broker: open {http.open_url}", file=sys.stderr, flush=True)
     broker.serve()
     return 0
 

@@ -1,0 +1,145 @@
+"""The tornado HTTPServer the API and the dashboard run on, hardened against idle and flooding clients.
+
+Tornado's defaults suit a server behind a proxy: no cap on connections, an hour to send headers,
+and an accept error (EMFILE when file descriptors run out) raised out of the accept callback,
+where asyncio logs a traceback and calls it again at once while the listening socket stays
+readable. 1,100 idle connections under ``ulimit -n 1024`` thus made a broker log 117,652
+tracebacks in 35 s, and the descriptors it needed for its bus sockets were gone. Here:
+
+- headers, bodies and idle keep-alive connections time out (``HTTP_IDLE_TIMEOUT``,
+  ``HTTP_BODY_TIMEOUT``), headers are bounded (``HTTP_MAX_HEADER_BYTES``);
+- past ``max_connections`` open connections a new one is closed at once, so the process keeps
+  the descriptors it needs; refusals and accept errors are logged once per
+  ``SECURITY_LOG_INTERVAL`` with a count, and accepting pauses briefly after an accept error
+  instead of spinning;
+- ``ssl_context`` (from ``tls_context``) serves HTTPS.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import IOLoop
+
+from dtf_bus import defaults
+
+log = logging.getLogger("dtf.http")
+
+
+class TlsError(ValueError):
+    """The certificate or key cannot be used; the message names the file."""
+
+
+def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    """An HTTPS server context for ``cert`` and ``key`` (PEM files), or None when neither is given."""
+    if not cert and not key:
+        return None
+    if not cert or not key:
+        raise TlsError("--http-cert and --http-key go together")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsError(f"cannot load the TLS certificate {cert} with key {key}: {exc}") from None
+    return context
+
+
+class RateLimitedLog:
+    """One log line per ``interval`` for a recurring event, with how many times it happened."""
+
+    def __init__(self, logger: logging.Logger, interval: float = defaults.SECURITY_LOG_INTERVAL) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._last = float("-inf")
+        self._count = 0
+
+    def __call__(self, level: int, message: str) -> None:
+        self._count += 1
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            return
+        repeats = f" ({self._count} times since the last report)" if self._count > 1 else ""
+        self.logger.log(level, "%s%s", message, repeats)
+        self._last, self._count = now, 0
+
+
+class GuardedHTTPServer(HTTPServer):
+    """An HTTPServer with timeouts, a connection cap and accept errors that cannot flood the log."""
+
+    def initialize(  # tornado's HTTPServer is Configurable: construction arguments arrive here
+        self,
+        request_callback: Any,
+        max_connections: int = defaults.HTTP_MAX_CONNECTIONS,
+        ssl_context: ssl.SSLContext | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if max_connections < 1:
+            raise ValueError(f"--http-max-connections must be at least 1, got {max_connections}")
+        self.max_connections = max_connections
+        self._refusals = RateLimitedLog(log)
+        self._accept_errors = RateLimitedLog(log)
+        settings = {
+            "idle_connection_timeout": defaults.HTTP_IDLE_TIMEOUT,
+            "body_timeout": defaults.HTTP_BODY_TIMEOUT,
+            "max_header_size": defaults.HTTP_MAX_HEADER_BYTES,
+            "ssl_options": ssl_context,
+            **kwargs,
+        }
+        super().initialize(request_callback, **settings)
+
+    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
+        for sock in sockets:
+            self._sockets[sock.fileno()] = sock
+            self._handlers[sock.fileno()] = self._accept_on(sock)
+
+    def _accept_on(self, sock: socket.socket) -> Any:
+        """tornado.netutil.add_accept_handler, but an accept error pauses instead of raising."""
+        loop = IOLoop.current()
+        state = {"removed": False, "paused": False}
+
+        def resume() -> None:
+            if not state["removed"] and state["paused"]:
+                state["paused"] = False
+                loop.add_handler(sock, accept, IOLoop.READ)
+
+        def accept(fd: Any, events: int) -> None:
+            for _ in range(128):
+                if state["removed"] or state["paused"]:
+                    return
+                try:
+                    connection, address = sock.accept()
+                except BlockingIOError:
+                    return
+                except ConnectionAbortedError:
+                    continue
+                except OSError as exc:
+                    what = "out of file descriptors" if exc.errno in (errno.EMFILE, errno.ENFILE) else exc.strerror
+                    self._accept_errors(logging.ERROR, f"HTTP: cannot accept a connection: {what}")
+                    loop.remove_handler(sock)
+                    state["paused"] = True
+                    loop.call_later(defaults.HTTP_ACCEPT_PAUSE, resume)
+                    return
+                if len(self._connections) >= self.max_connections:
+                    connection.close()
+                    self._refusals(
+                        logging.WARNING,
+                        f"HTTP: {self.max_connections} connections open (--http-max-connections); refusing more",
+                    )
+                    continue
+                self._handle_connection(connection, address)
+
+        def remove() -> None:
+            if not state["paused"]:
+                loop.remove_handler(sock)
+            state["removed"] = True
+
+        loop.add_handler(sock, accept, IOLoop.READ)
+        return remove
