@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 
 import psutil
@@ -40,9 +41,21 @@ def test_up_with_dashboard_prints_urls_and_ctrl_c_stops_everything(tmp_path):
         urls = {line.split()[0]: line.split()[1] for line in lines if line.startswith(("api ", "dashboard "))}
         assert "3 succeeded" in out and set(urls) == {"api", "dashboard"}, out
 
+        assert "?token=" in urls["api"] and "?token=" in urls["dashboard"], out
+        base, _, token = urls["api"].partition("/api?token=")
+        assert (tmp_path / "up.duckdb.api-token").read_text().strip() == token
+
         def status() -> dict:
-            with urllib.request.urlopen(urls["api"].removesuffix("/api") + "/api/status", timeout=5) as response:
+            request = urllib.request.Request(base + "/api/status", headers={"Authorization": f"Bearer {token}"})
+            with urllib.request.urlopen(request, timeout=5) as response:
                 return json.loads(response.read())["data"]
+
+        with pytest.raises(urllib.error.HTTPError) as refused:  # the API asks for the token
+            urllib.request.urlopen(base + "/api/status", timeout=5)
+        assert refused.value.code == 401
+        with pytest.raises(urllib.error.HTTPError) as refused:  # and so does the dashboard
+            urllib.request.urlopen(urls["dashboard"].partition("?")[0], timeout=5)
+        assert refused.value.code == 401
 
         wait_for(lambda: status()["workers"] == 2, 10, "the API to count 2 workers")  # metrics tick once a second
         with urllib.request.urlopen(urls["dashboard"], timeout=10) as response:

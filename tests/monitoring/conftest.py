@@ -26,10 +26,12 @@ def monitored(make_cluster):
 
 
 def call(cluster, path: str, method: str = "GET", body: Any = None, status: int = 200, **params) -> dict[str, Any]:
-    """One request to the cluster's API; checks the status and the envelope, returns the envelope."""
+    """One request to the cluster's API, with its token; checks the status and the envelope,
+    returns the envelope."""
     url = cluster.http_url + path + ("?" + urllib.parse.urlencode(params) if params else "")
     data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", **cluster.api_headers()}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             code, raw = response.status, response.read()

@@ -81,7 +81,8 @@ def test_2_every_endpoint_answers_with_the_envelope(monitored):
     eventually(lambda: data(cluster, f"/api/jobs/{job['job_id']}")["done"], what="the job to finish")
 
     def prometheus() -> str:
-        with urllib.request.urlopen(cluster.http_url + "/metrics", timeout=5) as response:
+        request = urllib.request.Request(cluster.http_url + "/metrics", headers=cluster.api_headers())
+        with urllib.request.urlopen(request, timeout=5) as response:
             assert response.headers["Content-Type"].startswith("text/plain")
             return response.read().decode()
 

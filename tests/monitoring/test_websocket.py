@@ -7,6 +7,7 @@ import json
 import time
 
 import pytest
+from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
 from tests.monitoring.conftest import call
@@ -35,7 +36,7 @@ def test_4_subscriptions_deliver_within_5_seconds(monitored):
     url = cluster.http_url.replace("http://", "ws://") + "/ws"
 
     async def scenario() -> None:
-        ws = await websocket_connect(url)
+        ws = await websocket_connect(HTTPRequest(url, headers=cluster.api_headers()))
         try:
             ws.write_message(json.dumps({"action": "subscribe", "channel": "nonsense"}))
             error = await _receive(ws, lambda m: "error" in m, DELIVERY)

@@ -72,7 +72,7 @@ def test_roles_missing_wrong_read_and_admin_keys(keyed):
     for path in ("/api/status", "/api/workers", "/metrics", "/api/metrics/system"):
         code, headers, body = http(cluster, path)
         assert code == 401 and headers.get("WWW-Authenticate", "").startswith("Bearer"), path
-        assert "missing API key" in body["error"]["message"]
+        assert "missing API token" in body["error"]["message"]
         assert http(cluster, path, key=read[:-1] + ("x" if read[-1] != "x" else "y"))[0] == 401
         assert http(cluster, path, key=read)[0] == 200
         assert http(cluster, path, key=admin)[0] == 200
