@@ -213,7 +213,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"results  {cluster.db}")
         print(f"logs     {cluster.workdir / 'logs'}")
         print(f"try      dtf workers --broker {cluster.endpoint}")
-        print(f"api      {cluster.http_url}/api  (Prometheus {cluster.http_url}/metrics, WebSocket /ws)")
+        # Ready-to-open URLs, as Jupyter prints them: the token is the API's admin key (never logged).
+        print(f"api      {cluster.http_url}/api?token={cluster.api_token}  (Prometheus /metrics, WebSocket /ws)")
+        print(f"token    {cluster.api_token_file}  (send 'Authorization: Bearer TOKEN' from scripts)")
         if args.dashboard or args.open_browser:
             try:
                 url = cluster.start_dashboard(port=args.dashboard_port)
