@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import signal
 import socket
@@ -18,7 +17,7 @@ from typing import Any
 
 import zmq
 
-from dtf_bus import balancer, config, defaults, security, webauth
+from dtf_bus import balancer, config, defaults, logs, security, webauth
 from dtf_bus.broker import Broker
 
 
@@ -87,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics-retention", type=float, help="seconds of metrics history kept in the database")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(args.log_level)
 
     def pick(name: str, default: Any) -> Any:
         value = getattr(args, name)

@@ -11,13 +11,12 @@ import argparse
 import csv
 import io
 import json
-import logging
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-from dtf_bus import defaults, hardware, junit, keys_cli, pytest_dist, security, spec
+from dtf_bus import defaults, hardware, junit, keys_cli, logs, pytest_dist, security, spec
 from dtf_bus.client import BrokerUnreachable, Client, ClientError, default_endpoint
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -331,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logs.configure("WARNING", "%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
         if args.command == "up":

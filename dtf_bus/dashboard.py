@@ -33,7 +33,7 @@ from bokeh.server.tornado import BokehTornado
 from tornado.httputil import HTTPHeaders, HTTPServerRequest
 from tornado.ioloop import IOLoop
 
-from dtf_bus import defaults, httpserver, webauth
+from dtf_bus import defaults, httpserver, logs, webauth
 
 APP_DIR = Path(__file__).resolve().parent.parent / "bokeh_app"
 log = logging.getLogger("dtf.dashboard")
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-file", help="write the dashboard's URL here as JSON once serving")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(args.log_level)
     if not (APP_DIR / "main.py").exists():
         print(f"dtf-dashboard: the Bokeh app is missing: {APP_DIR}/main.py", file=sys.stderr)
         return 2

@@ -129,6 +129,25 @@ class ProcessResult:
     killed: bool  # True when cancel/timeout killed it
 
 
+_SECRET_WORDS = ("SECRET", "KEY", "TOKEN", "PASSWORD")
+
+
+def is_secret_variable(name: str) -> bool:
+    """Whether a worker's environment variable must not reach the tasks it runs: the worker's
+    key paths and credentials (:data:`defaults.TASK_ENV_SECRETS`, or any ``DTF_*`` name that
+    says it holds a secret). A task is code someone else submitted."""
+    return name in defaults.TASK_ENV_SECRETS or (
+        name.startswith("DTF_") and any(word in name for word in _SECRET_WORDS)
+    )
+
+
+def task_environ(env: dict[str, str] | None = None, ctx: TaskContext | None = None) -> dict[str, str]:
+    """The environment a task's command runs with: the worker's own, less its secrets, then the
+    task's ``env`` param, then the ``DTF_TASK_ID``/``DTF_ATTEMPT``/``DTF_WORKER_ID`` of ``ctx``."""
+    inherited = {name: value for name, value in os.environ.items() if not is_secret_variable(name)}
+    return {**inherited, **(env or {}), **(ctx.env if ctx is not None else {})}
+
+
 def _tail(fh: Any, limit: int) -> str:
     fh.seek(0, os.SEEK_END)
     size = fh.tell()
@@ -152,8 +171,9 @@ def run_process(
 
     On cancel the group gets SIGTERM, then SIGKILL after a grace period; after a normal exit
     the group is killed too, so background children the command left behind do not outlive it.
+    The command never inherits the worker's secrets (:func:`task_environ`).
     """
-    full_env = {**os.environ, **(env or {}), **ctx.env}
+    full_env = task_environ(env, ctx)
     started = time.monotonic()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(

@@ -89,7 +89,7 @@ SCHEMAS: dict[str, Schema] = {
     STEAL: {"task_id": (_STR, True), "attempt": (_INT, True)},
     STEAL_ACK: {"task_id": (_STR, True), "attempt": (_INT, True), "ok": ((bool,), True)},
     REREGISTER: {"reason": (_STR, False)},
-    SUBMIT: {"req": (_INT, True), "tasks": (_LIST, True), "name": (_STR, False)},
+    SUBMIT: {"req": (_INT, True), "tasks": (_LIST, True), "name": (_STR, False), "submitter": (_STR, False)},
     STATUS: {"req": (_INT, True), "job_id": (_STR, True)},
     WAIT: {"req": (_INT, True), "job_id": (_STR, True)},
     RESULTS: {"req": (_INT, True), "job_id": (_STR, True)},
@@ -116,12 +116,29 @@ def encode(kind: str, body: dict[str, Any]) -> bytes:
     return msgpack.packb((VERSION, kind, body), use_bin_type=True)
 
 
+# Every declared length is bounded (defaults.MSGPACK_*): msgpack refuses a longer one before
+# building anything, so a frame of one million-key map fails in microseconds instead of holding
+# the loop for a second. Extension types are not part of the protocol at all. (Module constants
+# passed by keyword: a ** of a dict would cost decode a fifth more on small frames.)
+_MAX_ARRAY = defaults.MSGPACK_MAX_ARRAY_LEN
+_MAX_MAP = defaults.MSGPACK_MAX_MAP_LEN
+_MAX_STR = defaults.MSGPACK_MAX_STR_LEN
+_MAX_BIN = defaults.MSGPACK_MAX_BIN_LEN
+
+
 def decode(frame: bytes) -> tuple[str, dict[str, Any]]:
     """Unpack and validate one frame, raising :class:`ProtocolError` with the reason."""
     try:
-        # Every declared length is bounded by the frame itself (a huge declared length fails at
-        # once instead of allocating); extension types are not part of the protocol at all.
-        msg = msgpack.unpackb(frame, raw=False, strict_map_key=True, max_bin_len=len(frame), max_ext_len=0)
+        msg = msgpack.unpackb(
+            frame,
+            raw=False,
+            strict_map_key=True,
+            max_array_len=_MAX_ARRAY,
+            max_map_len=_MAX_MAP,
+            max_str_len=_MAX_STR,
+            max_bin_len=_MAX_BIN,
+            max_ext_len=0,
+        )
     except Exception as exc:  # msgpack raises several unrelated types for garbage
         raise ProtocolError(f"not msgpack: {type(exc).__name__}: {exc}") from None
     if not isinstance(msg, list) or len(msg) != 3:
@@ -152,6 +169,22 @@ def item_problem(kind: str, item: dict[str, Any]) -> str | None:
         _check(f"{kind}: {field} entry", item, schema, limits, None)
     except ProtocolError as exc:
         return str(exc)
+    return _length_problem(item)
+
+
+def _length_problem(value: Any) -> str | None:
+    """A container longer than :func:`decode` admits, anywhere in ``value`` (a sender's check:
+    the receiver would refuse the whole frame, and the entries batched with it)."""
+    level = [value]
+    for _ in range(defaults.MAX_NESTING_DEPTH + 1):
+        for item in level:
+            if type(item) is dict and len(item) > defaults.MSGPACK_MAX_MAP_LEN:
+                return f"holds a table of {len(item)} entries; at most {defaults.MSGPACK_MAX_MAP_LEN}"
+            if type(item) is not dict and len(item) > defaults.MSGPACK_MAX_ARRAY_LEN:
+                return f"holds a list of {len(item)} entries; at most {defaults.MSGPACK_MAX_ARRAY_LEN}"
+        level = [c for item in level for c in (item.values() if type(item) is dict else item) if type(c) in _CONTAINERS]
+        if not level:
+            return None
     return None
 
 
@@ -224,7 +257,7 @@ _LIMITS: dict[str, _Limits] = {
     ),
     HEARTBEAT: (("running", _nesting), ("metrics", _nesting)),
     TASK_STARTED: (("task_id", _id), ("started_at", _time)),
-    SUBMIT: (("tasks", _nesting),),
+    SUBMIT: (("tasks", _nesting), ("name", _id), ("submitter", _id)),
     STATUS: _JOB,
     WAIT: _JOB,
     RESULTS: _JOB,

@@ -4,16 +4,27 @@ Every task and attempt row is committed before the broker acknowledges anything 
 on it (see :meth:`dtf_bus.store.Store.mark`), so the database is the truth a restarted
 broker resumes from: unfinished jobs are loaded whole, queued tasks queue again, and tasks
 that were assigned or running wait a grace period for their workers to come back and report.
+
+One thing the database never had is a task's ``env`` values (rows hold them redacted, see
+:func:`dtf_bus.spec.redact_env`): an unfinished task that had them comes back failed, saying so,
+rather than running with ``***`` where its credentials were.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import time
 from typing import Any
 
 import duckdb
 
+from dtf_bus.spec import env_redacted
 from dtf_bus.task import FINAL_STATES, Attempt, Job, Task, TaskState
+
+log = logging.getLogger(__name__)
+
+ENV_LOST_ERROR = "env values are never stored; resubmit the job (the broker restarted before this task finished)"
 
 _TASK_COLUMNS = (
     "task_id, job_id, name, plugin, params, requires, priority, timeout, retries, retry_backoff, seq, state, "
@@ -75,7 +86,49 @@ def load_unfinished(cursor: duckdb.DuckDBPyConnection) -> tuple[list[Job], list[
     """Every job that still has a task that is not final."""
     final = ", ".join(f"'{state}'" for state in FINAL_STATES)
     where = f"job_id IN (SELECT DISTINCT job_id FROM tasks WHERE state NOT IN ({final}))"
-    return load_jobs(cursor, where, [])
+    jobs, tasks = load_jobs(cursor, where, [])
+    _fail_without_env(cursor, jobs, tasks)
+    return jobs, tasks
+
+
+def _fail_without_env(cursor: duckdb.DuckDBPyConnection, jobs: list[Job], tasks: list[Task]) -> None:
+    """Unfinished tasks whose env values were redacted fail (their dependents are cancelled),
+    in memory and in the database, so the broker resumes with them final and no one runs them."""
+    by_id = {t.task_id: t for t in tasks}
+    doomed = [t for t in tasks if t.state not in FINAL_STATES and env_redacted(t.params)]
+    if not doomed:
+        return
+    now = time.time()
+    changed: list[Task] = []
+    for task in doomed:
+        task.state, task.error, task.ended_at = TaskState.FAILED, ENV_LOST_ERROR, now
+        changed.append(task)
+    # A dependent of a failed task is cancelled, as the broker does when a dependency fails.
+    dependents: dict[str, list[Task]] = {}
+    for task in tasks:
+        for dep in task.depends_on:
+            dependents.setdefault(dep, []).append(task)
+    pending = list(doomed)
+    while pending:
+        failed = pending.pop()
+        for dependent in dependents.get(failed.task_id, []):
+            if dependent.state in FINAL_STATES:
+                continue
+            dependent.state, dependent.ended_at = TaskState.CANCELLED, now
+            dependent.error = f"dependency {by_id[failed.task_id].name!r} {failed.state}"
+            changed.append(dependent)
+            pending.append(dependent)
+    jobs_by_id = {job.job_id: job for job in jobs}
+    for task in changed:
+        jobs_by_id[task.job_id].unfinished -= 1
+    cursor.executemany(
+        "UPDATE tasks SET state = $1, error = $2, ended_at = make_timestamp(CAST($3 * 1e6 AS BIGINT)) "
+        "WHERE task_id = $4",
+        [[str(t.state), t.error, t.ended_at, t.task_id] for t in changed],
+    )
+    for job_id in sorted({t.job_id for t in doomed}):
+        count = sum(1 for t in doomed if t.job_id == job_id)
+        log.warning("job %s: %d unfinished task(s) failed: %s", job_id, count, ENV_LOST_ERROR)
 
 
 def load_durations(cursor: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str, float, int]]:

@@ -1,6 +1,8 @@
 """How broker objects become rows of the results store (the reverse is :mod:`dtf_bus.recovery`).
 
 Column order follows the tables' declarations in :data:`dtf_bus.store.SCHEMA`; keep the two in step.
+A task's ``params.env`` values never reach a row (:func:`dtf_bus.spec.redact_env`): the worker
+gets them with the task, the database only their names.
 """
 
 from __future__ import annotations
@@ -9,12 +11,13 @@ import time
 from typing import Any
 
 from dtf_bus.registry import WorkerInfo
+from dtf_bus.spec import redact_env
 from dtf_bus.task import Attempt, Task
 
 
 def task_row(t: Task) -> tuple[Any, ...]:
     return (
-        t.task_id, t.job_id, t.name, t.plugin, t.params, t.requires, t.priority, t.timeout, t.retries,
+        t.task_id, t.job_id, t.name, t.plugin, redact_env(t.params), t.requires, t.priority, t.timeout, t.retries,
         t.retry_backoff, t.seq, str(t.state), t.attempt, t.worker_id, t.submitted_at, t.started_at, t.ended_at,
         t.result, t.error, t.failures, t.lost_workers, t.depends_on,
     )  # fmt: skip

@@ -13,7 +13,12 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import msgpack
+
 from dtf_bus import defaults
+
+# What stored and served copies of params hold instead of an env value (see redact_env).
+REDACTED = "***"
 
 TASK_FIELDS = {
     "name",
@@ -68,6 +73,7 @@ def validate(tasks: Any) -> list[dict[str, Any]]:
     total = sum(task["repeat"] for task in checked)
     if total > defaults.MAX_TASKS_PER_JOB:
         raise SpecError(f"spec has {total} tasks (repeats included); at most {defaults.MAX_TASKS_PER_JOB} per job")
+    _check_job_params(checked)
     for raw, task in zip(tasks, checked, strict=True):
         copies = _expand(task)
         for task in copies:
@@ -81,6 +87,50 @@ def validate(tasks: Any) -> list[dict[str, Any]]:
         raise SpecError(f"spec has {len(out)} tasks; at most {defaults.MAX_TASKS_PER_JOB} per job")
     _resolve_dependencies(out, seen, groups)
     return out
+
+
+def redact_env(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` as it may be stored, logged or served: every ``env`` value replaced by
+    :data:`REDACTED`, names kept. Env values are how users pass credentials to their commands;
+    they travel to the worker (which needs them) and nowhere else. Returns a copy when there is
+    anything to redact, else ``params`` itself; never changes ``params``."""
+    env = params.get("env") if type(params) is dict else None
+    if not env:
+        return params
+    if isinstance(env, dict):
+        return {**params, "env": dict.fromkeys(env, REDACTED)}
+    return {**params, "env": REDACTED}  # not a table (the plugin will refuse it): hide it whole
+
+
+def env_redacted(params: dict[str, Any]) -> bool:
+    """Whether ``params`` is a redacted copy whose env values are gone (a task read back from
+    the store): running it would hand ``***`` to its command instead of the real values."""
+    env = params.get("env") if type(params) is dict else None
+    if isinstance(env, dict):
+        return any(value == REDACTED for value in env.values())
+    return env == REDACTED
+
+
+def _check_job_params(tasks: list[dict[str, Any]]) -> None:
+    """Params of the whole job, repeats counted, within MAX_JOB_PARAMS_BYTES (each copy is
+    stored and held on its own)."""
+    total = 0
+    for task in tasks:
+        total += task.pop("params_bytes") * task["repeat"]
+        if total > defaults.MAX_JOB_PARAMS_BYTES:
+            raise SpecError(
+                f"task {task['name']!r}: params of the job reach {total} bytes (repeats counted) here; "
+                f"at most {defaults.MAX_JOB_PARAMS_BYTES} per job"
+            )
+
+
+def _params_bytes(params: dict[str, Any]) -> int | str:
+    """Packed size of ``params``, or why it cannot be sent at all (a TOML date, an integer
+    beyond 64 bits, nesting past msgpack's own limit)."""
+    try:
+        return len(msgpack.packb(params, use_bin_type=True))
+    except (TypeError, ValueError, OverflowError) as exc:
+        return f"holds a value that cannot be sent ({exc})"
 
 
 def _resolve_dependencies(tasks: list[dict[str, Any]], names: set[str], groups: dict[str, list[str]]) -> None:
@@ -144,21 +194,26 @@ def _validate_one(index: int, raw: Any) -> dict[str, Any]:
         isinstance(hw, str) or (isinstance(hw, list) and hw and all(isinstance(h, str) for h in hw))
     ):
         raise fail("requires.hardware", "must be a string or a non-empty list of strings")
+    size = _params_bytes(params)
+    if isinstance(size, str):
+        raise fail("params", size)
+    if size > defaults.MAX_TASK_PARAMS_BYTES:
+        raise fail("params", f"is {size} bytes packed; at most {defaults.MAX_TASK_PARAMS_BYTES} per task")
     mem = requires.get("min_memory_gb")
-    if mem is not None and (not _is_number(mem) or mem < 0):
-        raise fail("requires.min_memory_gb", "must be a non-negative number")
+    if mem is not None and (not _is_number(mem) or not 0 <= mem <= defaults.MAX_MIN_MEMORY_GB):
+        raise fail("requires.min_memory_gb", f"must be a number from 0 to {defaults.MAX_MIN_MEMORY_GB}")
     priority = raw.get("priority", defaults.TASK_PRIORITY)
-    if not _is_int(priority):
-        raise fail("priority", "must be an integer")
+    if not _is_int(priority) or not -defaults.MAX_PRIORITY <= priority <= defaults.MAX_PRIORITY:
+        raise fail("priority", f"must be an integer from {-defaults.MAX_PRIORITY} to {defaults.MAX_PRIORITY}")
     timeout = raw.get("timeout")
-    if timeout is not None and (not _is_number(timeout) or not timeout > 0):
-        raise fail("timeout", "must be a positive number of seconds")
+    if timeout is not None and (not _is_number(timeout) or not 0 < timeout <= defaults.MAX_TASK_TIMEOUT):
+        raise fail("timeout", f"must be a positive number of seconds, at most {defaults.MAX_TASK_TIMEOUT:g}")
     retries = raw.get("retries", defaults.TASK_RETRIES)
-    if not _is_int(retries) or retries < 0:
-        raise fail("retries", "must be a non-negative integer")
+    if not _is_int(retries) or not 0 <= retries <= defaults.MAX_RETRIES:
+        raise fail("retries", f"must be a non-negative integer, at most {defaults.MAX_RETRIES}")
     backoff = raw.get("retry_backoff", defaults.RETRY_BACKOFF)
-    if not _is_number(backoff) or backoff < 0:
-        raise fail("retry_backoff", "must be a non-negative number of seconds")
+    if not _is_number(backoff) or not 0 <= backoff <= defaults.MAX_RETRY_BACKOFF:
+        raise fail("retry_backoff", f"must be a number of seconds from 0 to {defaults.MAX_RETRY_BACKOFF:g}")
     depends_on = raw.get("depends_on", [])
     if isinstance(depends_on, str):
         depends_on = [depends_on]
@@ -180,6 +235,7 @@ def _validate_one(index: int, raw: Any) -> dict[str, Any]:
         "retry_backoff": float(backoff),
         "depends_on": list(depends_on),
         "repeat": repeat,
+        "params_bytes": size,  # consumed by _check_job_params
     }
 
 

@@ -340,7 +340,9 @@ class Store:
                 self._write_table(table, list(rows.values()))
                 self.rows_written += len(rows)
             except Exception as exc:  # a bad row must not kill the writer thread, nor lose its batch-mates
-                log.warning("store: writing %d rows to %s failed (%s); retrying row by row", len(rows), table, exc)
+                log.warning(
+                    "store: writing %d rows to %s failed (%s); retrying row by row", len(rows), table, _first_line(exc)
+                )
                 self._write_rows(table, list(rows.values()))
 
     def _write_rows(self, table: str, rows: list[tuple]) -> None:

@@ -35,8 +35,8 @@ from typing import Any
 
 import zmq
 
-from dtf_bus import config, defaults, hardware, protocol, security, utilisation
-from dtf_bus.plugins import Executor, PluginError, TaskContext, TaskFailed, load_executors
+from dtf_bus import config, defaults, hardware, logs, protocol, security, utilisation
+from dtf_bus.plugins import Executor, PluginError, TaskContext, TaskFailed, is_secret_variable, load_executors
 
 log = logging.getLogger("dtf.worker")
 
@@ -541,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broker-key", metavar="FILE", help="the broker's public key (default $DTF_BROKER_KEY)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(args.log_level)
 
     try:
         cfg = config.load(args.config)
@@ -558,6 +558,9 @@ def main(argv: list[str] | None = None) -> int:
     except (config.ConfigError, PluginError, security.SecurityError) as exc:
         print(f"dtf-worker: {exc}", file=sys.stderr)
         return 2
+    # The keys are read: tasks (in-process executors included) must not find where they live.
+    for name in [name for name in os.environ if is_secret_variable(name)]:
+        del os.environ[name]
     slots = args.slots if args.slots is not None else wcfg.get("slots", defaults.WORKER_SLOTS)
     if not isinstance(slots, int) or slots < 1:
         print(f"dtf-worker: slots must be a positive integer, got {slots!r}", file=sys.stderr)
