@@ -109,6 +109,8 @@ MIGRATIONS: list[str] = [
     "ALTER TABLE tasks ALTER attempts TYPE BIGINT",
     "ALTER TABLE tasks ALTER failures TYPE BIGINT",
     "ALTER TABLE tasks ALTER lost_workers TYPE BIGINT",
+    # Who submitted each job (roles on the bus); older files have no such column.
+    "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS submitter VARCHAR",
 ]
 
 # table -> number of leading columns forming its key (0: append-only, every row inserted and

@@ -1,3 +1,5 @@
+import time
+
 import msgpack
 import pytest
 
@@ -73,3 +75,39 @@ def test_item_problem_names_what_the_receiver_would_refuse():
     good = {"task_id": "j.0", "attempt": 1, "outcome": "succeeded", "ended_at": 1.7e9}
     assert protocol.item_problem(protocol.TASK_RESULT, good) is None
     assert "field 'outcome' is not one of" in protocol.item_problem(protocol.TASK_RESULT, {**good, "outcome": "meh"})
+
+
+# msgpack unpack limits: a declared length past them is refused before anything is built.
+
+
+def test_a_million_key_map_is_refused_at_once():
+    frame = msgpack.packb([1, "heartbeat", {"metrics": {str(i): 0 for i in range(1_000_000)}}], use_bin_type=True)
+    started = time.perf_counter()
+    with pytest.raises(protocol.ProtocolError, match="exceeds max_map_len"):
+        protocol.decode(frame)
+    assert time.perf_counter() - started < 0.05  # unchecked, decoding it took ~0.7 s
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ([0] * (defaults.MSGPACK_MAX_ARRAY_LEN + 1), "max_array_len"),
+        ("x" * (defaults.MSGPACK_MAX_STR_LEN + 1), "max_str_len"),
+        (b"x" * (defaults.MSGPACK_MAX_BIN_LEN + 1), "max_bin_len"),
+    ],
+)
+def test_containers_past_the_limits_are_refused(value, fragment):
+    with pytest.raises(protocol.ProtocolError, match=fragment):
+        protocol.decode(protocol.encode(protocol.HEARTBEAT, {"running": [value]}))
+
+
+def test_a_submit_of_the_largest_job_fits_the_limits():
+    tasks = [{"name": f"t{i}", "plugin": "sim"} for i in range(defaults.MAX_TASKS_PER_JOB)]
+    kind, body = protocol.decode(protocol.encode(protocol.SUBMIT, {"req": 1, "tasks": tasks}))
+    assert kind == protocol.SUBMIT and len(body["tasks"]) == defaults.MAX_TASKS_PER_JOB
+
+
+def test_item_problem_names_a_table_the_receiver_would_refuse():
+    result = {"per_test": {f"t{i}": 1 for i in range(defaults.MSGPACK_MAX_MAP_LEN + 1)}}
+    item = {"task_id": "j.0", "attempt": 1, "outcome": "succeeded", "result": result, "ended_at": 1.7e9}
+    assert "holds a table of 65537 entries" in protocol.item_problem(protocol.TASK_RESULT, item)

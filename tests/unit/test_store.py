@@ -1,9 +1,13 @@
 """The batched DuckDB writer, against a real DuckDB file."""
 
+import logging
+
 import duckdb
 import pytest
 
+from dtf_bus import recovery, rows
 from dtf_bus.store import Store
+from dtf_bus.task import Task, TaskState
 
 pytestmark = pytest.mark.unit
 
@@ -67,4 +71,112 @@ def test_values_are_converted_by_column_type(tmp_path):
         ("b", None, None, None, None, None),
         ("c", 1.7e9, 1, False, [], '"just text"'),
         ("d", 1.7e9, 1, False, [], '{"mean":null,"n":3}'),
+    ]
+
+
+# Safety of what is stored and logged.
+
+# The tasks and jobs tables as dtf wrote them before the columns were widened.
+OLD_SCHEMA = """
+CREATE TABLE jobs (job_id VARCHAR PRIMARY KEY, name VARCHAR, submitted_at TIMESTAMP, total INTEGER);
+CREATE TABLE tasks (
+    task_id VARCHAR PRIMARY KEY, job_id VARCHAR, name VARCHAR, plugin VARCHAR, params JSON, requires JSON,
+    priority INTEGER, timeout DOUBLE, retries INTEGER, retry_backoff DOUBLE, seq BIGINT, state VARCHAR,
+    attempts INTEGER, worker_id VARCHAR, submitted_at TIMESTAMP, started_at TIMESTAMP, ended_at TIMESTAMP,
+    result JSON, error VARCHAR, failures INTEGER, lost_workers INTEGER, depends_on JSON
+);
+INSERT INTO jobs VALUES ('j', 'old', now()::TIMESTAMP, 1);
+INSERT INTO tasks VALUES ('j.0', 'j', 't', 'sim', '{}', '{}', 7, NULL, 2, 1.0, 1, 'succeeded', 1, 'w1',
+    NULL, NULL, NULL, NULL, NULL, 0, 0, '[]');
+"""
+
+
+def _task(task_id: str, **fields) -> Task:
+    base = {"job_id": "j", "name": task_id, "plugin": "shell", "params": {}, "requires": {}, "priority": 0}
+    base.update(timeout=None, retries=0, seq=int(task_id.split(".")[1]))
+    return Task(task_id=task_id, **{**base, **fields})
+
+
+MIGRATED = ("priority", "retries", "attempts", "failures", "lost_workers")
+
+
+def test_an_older_file_is_migrated_in_place(tmp_path):
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(OLD_SCHEMA)
+    con.close()
+    for _ in range(2):  # and opening it again changes nothing
+        store = Store(path, flush_interval=0.05)
+        store.put("tasks", rows.task_row(_task("j.1", priority=10**6, retries=2**40)))
+        assert store.flush(10)
+        store.close()
+    con = duckdb.connect(str(path), read_only=True)
+    types = dict(
+        con.execute(
+            "select column_name, data_type from information_schema.columns where table_name = 'tasks'"
+        ).fetchall()
+    )
+    assert [types[c] for c in MIGRATED] == ["BIGINT"] * len(MIGRATED)
+    assert con.execute("select task_id, priority, retries from tasks order by task_id").fetchall() == [
+        ("j.0", 7, 2),
+        ("j.1", 10**6, 2**40),
+    ]
+    assert con.execute("select name, submitter from jobs").fetchall() == [("old", None)]
+
+
+def test_a_row_that_cannot_be_stored_is_logged_by_key_alone(tmp_path, caplog):
+    store = Store(tmp_path / "r.duckdb", flush_interval=0.05)
+    secret = {"cmd": "deploy", "token": "s3cret-value"}
+    good = rows.task_row(_task("j.0", params=secret))
+    bad = rows.task_row(_task("j.1", params=secret))
+    bad = (*bad[:6], "not a number", *bad[7:])  # priority: fails the batch, then its own insert
+    with caplog.at_level(logging.WARNING, logger="dtf_bus.store"):
+        store.put("tasks", good)
+        store.put("tasks", bad)
+        assert store.flush(10)
+    stored = store.cursor().execute("select task_id from tasks").fetchall()
+    store.close()
+    assert stored == [("j.0",)]  # its batch-mate survived
+    dropped = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(dropped) == 1 and "dropped a row of tasks (j.1)" in dropped[0], dropped
+    assert "s3cret" not in caplog.text and "deploy" not in caplog.text
+
+
+def test_task_rows_hold_env_names_not_values():
+    task = _task("j.0", params={"cmd": "echo $TOKEN", "env": {"TOKEN": "s3cret"}})
+    row = rows.task_row(task)
+    assert row[4] == {"cmd": "echo $TOKEN", "env": {"TOKEN": "***"}}
+    assert task.params["env"]["TOKEN"] == "s3cret"  # what the worker is sent
+
+
+def test_recovered_tasks_whose_env_was_redacted_fail_with_their_dependents(tmp_path):
+    path = tmp_path / "r.duckdb"
+    store = Store(path, flush_interval=0.05)
+    store.put("jobs", ("j", "deploy", 1.7e9, 4, "alice"))
+    env = {"cmd": "deploy", "env": {"TOKEN": "s3cret"}}
+    for task in (
+        _task("j.0", params=env),
+        _task("j.1", depends_on=["j.0"]),
+        _task("j.2", depends_on=["j.1"]),
+        _task("j.3", params={"cmd": "true"}),
+    ):
+        store.put("tasks", rows.task_row(task))
+    assert store.flush(10)
+    jobs, tasks = recovery.load_unfinished(store.cursor())
+    stored = store.cursor().execute("select task_id, state, error from tasks order by task_id").fetchall()
+    store.close()
+    by_id = {t.task_id: t for t in tasks}
+    assert by_id["j.0"].state is TaskState.FAILED and by_id["j.0"].error == recovery.ENV_LOST_ERROR
+    assert "resubmit the job" in recovery.ENV_LOST_ERROR
+    assert [by_id[i].state for i in ("j.1", "j.2", "j.3")] == [
+        TaskState.CANCELLED,
+        TaskState.CANCELLED,
+        TaskState.QUEUED,
+    ]
+    assert jobs[0].unfinished == 1
+    assert stored == [
+        ("j.0", "failed", recovery.ENV_LOST_ERROR),
+        ("j.1", "cancelled", "dependency 'j.0' failed"),
+        ("j.2", "cancelled", "dependency 'j.1' cancelled"),
+        ("j.3", "queued", None),
     ]
