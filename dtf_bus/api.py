@@ -697,7 +697,7 @@ class HttpApi(BrokerHook):
         if not self._ready.wait(timeout) or self._error is not None:
             raise RuntimeError(f"HTTP API did not start: {self._error}")
         log.info(
-            "HTTP API on %s (WebSocket %s/ws); token in %s: open %s/api?token=<the token>",
+            "HTTP API on %s (WebSocket %s/ws); its token is in %s: open %s/api?token=TOKEN",
             self.url,
             self.url.replace("http", "ws", 1),
             self.token_file,

@@ -8,8 +8,9 @@ tracebacks in 35 s, and the descriptors it needed for its bus sockets were gone.
 
 - headers, bodies and idle keep-alive connections time out (``HTTP_IDLE_TIMEOUT``,
   ``HTTP_BODY_TIMEOUT``), headers are bounded (``HTTP_MAX_HEADER_BYTES``);
-- past ``max_connections`` open connections a new one is closed at once, so the process keeps
-  the descriptors it needs; refusals and accept errors are logged once per
+- past ``max_connections`` open connections (and never more than half the process's file
+  descriptor limit, read at each accept, so ``ulimit -n`` lowers it) a new one is closed at once,
+  so the process keeps the descriptors its bus sockets and database need; refusals and accept errors are logged once per
   ``SECURITY_LOG_INTERVAL`` with a count, and accepting pauses briefly after an accept error
   instead of spinning;
 - ``ssl_context`` (from ``tls_context``) serves HTTPS.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import resource
 import socket
 import ssl
 import time
@@ -100,6 +102,14 @@ class GuardedHTTPServer(HTTPServer):
             self._sockets[sock.fileno()] = sock
             self._handlers[sock.fileno()] = self._accept_on(sock)
 
+    def connection_cap(self) -> int:
+        """``max_connections``, lowered to half the open-file limit: descriptors beyond it belong to
+        the bus (a broker out of them cannot accept a worker's or a client's connection)."""
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return self.max_connections
+        return max(1, min(self.max_connections, soft // 2))
+
     def _accept_on(self, sock: socket.socket) -> Any:
         """tornado.netutil.add_accept_handler, but an accept error pauses instead of raising."""
         loop = IOLoop.current()
@@ -111,6 +121,7 @@ class GuardedHTTPServer(HTTPServer):
                 loop.add_handler(sock, accept, IOLoop.READ)
 
         def accept(fd: Any, events: int) -> None:
+            cap = self.connection_cap()
             for _ in range(128):
                 if state["removed"] or state["paused"]:
                     return
@@ -127,11 +138,12 @@ class GuardedHTTPServer(HTTPServer):
                     state["paused"] = True
                     loop.call_later(defaults.HTTP_ACCEPT_PAUSE, resume)
                     return
-                if len(self._connections) >= self.max_connections:
+                if len(self._connections) >= cap:
                     connection.close()
                     self._refusals(
                         logging.WARNING,
-                        f"HTTP: {self.max_connections} connections open (--http-max-connections); refusing more",
+                        f"HTTP: {cap} connections open (--http-max-connections {self.max_connections}, "
+                        "at most half of the open-file limit); refusing more",
                     )
                     continue
                 self._handle_connection(connection, address)
