@@ -30,7 +30,7 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from dtf_bus import balancer, defaults, events, protocol, recovery, roles, rows, security, spec
+from dtf_bus import balancer, defaults, events, memory, protocol, recovery, roles, rows, security, spec
 from dtf_bus.balancer.history import History
 from dtf_bus.health import Health
 from dtf_bus.hooks import BrokerHook
@@ -112,6 +112,7 @@ class Broker:
         self._live_by_submitter: Counter[str] = Counter()
         self._finished_jobs: collections.deque[tuple[float, str]] = collections.deque()
         self._backlog_since: float | None = None  # frames waited unread since then (see _check_health)
+        self._bindings_due: float | None = None  # when worker ids bound before a restart are released
         self._stopping = False
         self._placement_due = False
         self._by_fd: dict[int, WorkerInfo] = {}
@@ -365,6 +366,7 @@ class Broker:
         current = self.registry.by_peer(peer)
         if current is not None and current.worker_id != worker_id:
             raise _ClientError(f"register: this connection is worker {current.worker_id!r}; one id per connection")
+        new_binding = False
         if self.guard is not None:
             new_binding = self.guard.key_of(worker_id) is None
             refusal = self.guard.bind(worker_id, body.get("_key"))
@@ -405,9 +407,11 @@ class Broker:
             if worker.inflight.get(task_id) != attempt:
                 self._send(peer, protocol.CANCEL, {"task_id": task_id, "attempt": attempt, "reason": "superseded"})
         self.scheduler.strategy.add_worker(worker)
-        self._send(
-            peer, protocol.REGISTERED, {"heartbeat_interval": interval, "heartbeat_liveness": self.health.liveness}
-        )
+        registered = {"heartbeat_interval": interval, "heartbeat_liveness": self.health.liveness}
+        if self.guard is not None and new_binding:
+            self._send_durable(peer, protocol.REGISTERED, registered, urgent=True)  # the binding survives a crash
+        else:
+            self._send(peer, protocol.REGISTERED, registered)
         log.info(
             "worker %s %s (slots=%d, hardware=%s, holding %d task(s))",
             worker_id,
@@ -907,6 +911,7 @@ class Broker:
                 self._store_attempt(task, record)
             self._finish(task, TaskState.CANCELLED, record, error="cancelled by user")
             cancelled += 1
+        self.scheduler.queue.prune()
         self._placement_due = True
         self._reply(peer, body, {"job_id": job.job_id, "cancelled": cancelled})
 
@@ -992,6 +997,11 @@ class Broker:
             self._worker_missing(worker, now - worker.last_seen)
         for worker in dead:
             self._worker_lost(worker, f"no heartbeat for {now - worker.last_seen:.1f}s")
+        if self._bindings_due is not None and now >= self._bindings_due:
+            self._bindings_due = None
+            for worker_id in [w for w in self.guard.bindings if self.registry.get(w) is None]:
+                self.guard.release(worker_id)
+                self.store.put("worker_keys", (worker_id, None, time.time()))
         if self._orphans and now >= self._orphans_deadline:
             for worker_id, held in self._orphans.items():
                 for task_id, attempt in held.items():
@@ -1036,6 +1046,9 @@ class Broker:
         self.history.load(recovery.load_durations(cursor))
         if self.guard is not None:
             self.guard.bindings.update(recovery.load_worker_keys(cursor))
+            # A bound worker that died while we were down is never removed as dead: release
+            # its id if it has not registered by the time a silent worker would be dead.
+            self._bindings_due = time.monotonic() + self.health.interval * self.health.dead_liveness
         jobs, tasks = recovery.load_unfinished(cursor)
         self._adopt(jobs, tasks)
         grace = self.health.interval * self.health.liveness * 2
@@ -1076,12 +1089,17 @@ class Broker:
     def _release_finished(self, now: float) -> None:
         """Forget jobs finished over finished_job_ttl ago: DuckDB holds them, and a job of
         100,000 tasks must not pin its memory for the broker's life."""
+        released = 0
         while self._finished_jobs and self._finished_jobs[0][0] <= now:
             job = self.jobs.pop(self._finished_jobs.popleft()[1], None)
             if job is None:
                 continue
             for task_id in job.task_ids:
                 self.tasks.pop(task_id, None)
+            released += len(job.task_ids)
+            self._hook("on_job_released", job)
+        if released >= defaults.TRIM_AFTER_TASKS:
+            memory.trim()
 
     def _store_task(self, t: Task) -> None:
         self.store.put("tasks", rows.task_row(t))

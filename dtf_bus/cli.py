@@ -36,6 +36,7 @@ def _summary(status: dict[str, Any]) -> dict[str, Any]:
     return {
         "job_id": status["job_id"],
         "name": status["name"],
+        "submitter": status.get("submitter"),
         "total": status["total"],
         "succeeded": status["succeeded"],
         "failed": status["failed"],
@@ -47,7 +48,8 @@ def _summary(status: dict[str, Any]) -> dict[str, Any]:
 
 def _describe(status: dict[str, Any]) -> str:
     counts = ", ".join(f"{n} {state}" for state, n in sorted(status["counts"].items()))
-    lines = [f"job {status['job_id']} ({status['name']}): {status['total']} task(s): {counts}"]
+    who = f", by {status['submitter']}" if status.get("submitter") else ""
+    lines = [f"job {status['job_id']} ({status['name']}{who}): {status['total']} task(s): {counts}"]
     for block in status["blocked"]:
         names = block["tasks"]
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")

@@ -190,6 +190,9 @@ SUBMITTER_QUOTA = 250_000
 # A finished job stays in the broker's memory this long (seconds; late results of its lost
 # attempts are then still recorded as stale), then it is served from DuckDB alone.
 FINISHED_JOB_TTL = 60.0
+# Releasing at least this many tasks at once also hands freed heap back to the OS (malloc_trim):
+# the allocator would otherwise keep a large job's pages for the broker's life.
+TRIM_AFTER_TASKS = 10_000
 # The loop reads frames for at most this long (seconds) before it runs its timers, so a burst
 # of large messages cannot hold back heartbeats; while frames wait unread, missing-worker
 # verdicts are postponed (their heartbeats may be among them) for at most DEAD_LIVENESS intervals.

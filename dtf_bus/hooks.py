@@ -35,6 +35,9 @@ class BrokerHook:
     def on_job_submitted(self, broker: Broker, job: Job) -> None:
         """A job's tasks were just queued (they enter ``queued`` without an ``on_task_state``)."""
 
+    def on_job_released(self, broker: Broker, job: Job) -> None:
+        """A finished job left the broker's memory (DuckDB serves it now): drop what refers to it."""
+
     def on_heartbeat(self, broker: Broker, worker: WorkerInfo) -> None:
         """A heartbeat arrived; ``worker.metrics`` holds what the worker reported."""
 

@@ -287,6 +287,13 @@ class Monitor(BrokerHook):
             {"timestamp": now, "event": {"event": "job_submitted", "job_id": job.job_id, "total": len(job.task_ids)}},
         )
 
+    def on_job_released(self, broker: Broker, job: Job) -> None:
+        """Its tasks are served from DuckDB now; holding them here would pin their memory."""
+        tasks = self._tasks
+        with self._lock:
+            for task_id in job.task_ids:
+                tasks.pop(task_id, None)
+
     @staticmethod
     def _view(task: Task, now: float) -> dict[str, Any]:
         return {

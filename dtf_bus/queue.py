@@ -53,6 +53,18 @@ class TaskQueue:
             del self._heaps[key]
         return task
 
+    def prune(self) -> None:
+        """Drop entries no longer queued (a cancelled job's tasks), which ``_peek`` would only
+        drop once placement reached them: a cancelled job must not stay referenced here."""
+        for key, heap in list(self._heaps.items()):
+            kept = [entry for entry in heap if entry[2].state is TaskState.QUEUED]
+            self._size -= len(heap) - len(kept)
+            if kept:
+                heapq.heapify(kept)
+                self._heaps[key] = kept
+            else:
+                del self._heaps[key]
+
     def _peek(self, key: str) -> Task | None:
         heap = self._heaps[key]
         while heap and heap[0][2].state is not TaskState.QUEUED:
