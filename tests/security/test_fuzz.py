@@ -291,7 +291,9 @@ def peers(cluster: LocalCluster, count: int) -> Iterator[zmq.Socket]:
         sock = ctx.socket(zmq.DEALER)
         sock.linger = 0
         sock.rcvhwm = 0  # we drain replies in bulk; never make the broker's sends fail on our account
-        security.make_client(sock, security.client_curve(cluster.node_key("fuzzer", role="admin"), cluster.broker_public))
+        security.make_client(
+            sock, security.client_curve(cluster.node_key("fuzzer", role="admin"), cluster.broker_public)
+        )
         sock.connect(cluster.endpoint)
         yield sock
 
