@@ -35,7 +35,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--events", default=None, help="the broker's PUB endpoint (default: asked of --http)")
     parser.add_argument("--refresh-ms", type=int, default=defaults.DASHBOARD_REFRESH_MS)
     parser.add_argument("--history", default="15m", help="how far back the plots start (default 15m)")
-    parser.add_argument("--api-key-file", default=None, help="a file holding a read API key (else $DTF_API_KEY)")
+    parser.add_argument(
+        "--api-key-file",
+        default=None,
+        help="the broker's API token file (<db>.api-token) or a read key (else $DTF_API_KEY)",
+    )
     return parser.parse_args(argv)
 
 
