@@ -35,7 +35,7 @@ from dtf_bus.balancer.history import History
 from dtf_bus.health import Health
 from dtf_bus.hooks import BrokerHook
 from dtf_bus.registry import Registry, WorkerInfo
-from dtf_bus.results import ResultRows
+from dtf_bus.results import ResultRows, test_history
 from dtf_bus.scheduler import Scheduler
 from dtf_bus.store import Store
 from dtf_bus.task import Attempt, Job, Task, TaskState
@@ -112,6 +112,9 @@ class Broker:
         self._live_by_submitter: Counter[str] = Counter()
         self._finished_jobs: collections.deque[tuple[float, str]] = collections.deque()
         self._backlog_since: float | None = None  # frames waited unread since then (see _check_health)
+        self._follow_due: set[str] = set()  # jobs whose followers have news, answered once per loop turn
+        self._follow_expiry: list[tuple[float, int, str]] = []  # (deadline, seq, job id) of follow waits
+        self._follow_seq = itertools.count()
         self._bindings_due: float | None = None  # when worker ids bound before a restart are released
         self._stopping = False
         self._placement_due = False
@@ -168,6 +171,9 @@ class Broker:
             protocol.RESULTS: self._on_results,
             protocol.WORKERS: self._on_workers,
             protocol.CANCEL_JOB: self._on_cancel_job,
+            protocol.CLOSE_JOB: self._on_close_job,
+            protocol.FOLLOW: self._on_follow,
+            protocol.TEST_HISTORY: self._on_test_history,
             protocol.DRAIN_WORKER: self._on_drain_worker,
             protocol.BALANCER_STATS: lambda peer, body: self._reply(peer, body, self.scheduler.stats()),
             protocol.PING: self._on_ping,
@@ -200,6 +206,8 @@ class Broker:
                 due = min(t.due for t in self._timers)
                 if self._delayed:
                     due = min(due, self._delayed[0][0])
+                if self._follow_expiry:
+                    due = min(due, self._follow_expiry[0][0])
                 ready = dict(poller.poll(max(due - time.monotonic(), 0) * 1000))
                 if self.router in ready:
                     self._read_frames()
@@ -213,6 +221,8 @@ class Broker:
                         timer.due = now + timer.period
                         timer.fn(now)
                 self._release_delayed(now)
+                if self._follow_due or self._follow_expiry:
+                    self._answer_followers(now)
                 if self._placement_due:
                     self._placement_due = False
                     self._place()
@@ -691,16 +701,24 @@ class Broker:
         self._dependencies_done(task)
         job = self.jobs[task.job_id]
         job.unfinished -= 1
+        job.finished.append(task.task_id)
+        if job.followers:
+            self._follow_due.add(job.job_id)
         self._live_by_submitter[job.submitter] -= 1
+        if self._live_by_submitter[job.submitter] <= 0:
+            del self._live_by_submitter[job.submitter]
         if job.done:
-            if self._live_by_submitter[job.submitter] <= 0:
-                del self._live_by_submitter[job.submitter]
-            self._finished_jobs.append((time.monotonic() + self.finished_job_ttl, job.job_id))
-            status = self._job_status(job)
-            for peer, req in job.waiters:
-                self._send_durable(peer, protocol.REPLY, {"req": req, "data": status}, urgent=True)
-            job.waiters.clear()
-            self.events.publish(events.TASK, {"event": "job_done", "job_id": job.job_id, "counts": status["counts"]})
+            self._job_done(job)
+
+    def _job_done(self, job: Job) -> None:
+        self._finished_jobs.append((time.monotonic() + self.finished_job_ttl, job.job_id))
+        status = self._job_status(job)
+        for peer, req in job.waiters:
+            self._send_durable(peer, protocol.REPLY, {"req": req, "data": status}, urgent=True)
+        job.waiters.clear()
+        if job.followers:
+            self._follow_due.add(job.job_id)
+        self.events.publish(events.TASK, {"event": "job_done", "job_id": job.job_id, "counts": status["counts"]})
 
     def _track_dependencies(self, task: Task) -> None:
         """Queue a task now, or once the tasks it depends on have succeeded."""
@@ -804,12 +822,17 @@ class Broker:
             raise _ClientError(f"invalid spec: {exc}") from None
         submitter = self._submitter(body)
         self._admit(submitter, len(specs))
-        job = Job(job_id=uuid.uuid4().hex[:12], name=body.get("name") or "job", task_ids=[], submitter=submitter)
-        self.jobs[job.job_id] = job
-        self._live_by_submitter[submitter] += len(specs)
-        self.store.put("jobs", (job.job_id, job.name, job.submitted_at, len(specs), submitter))
-        ids = {s["name"]: f"{job.job_id}.{index}" for index, s in enumerate(specs)}
-        for index, s in enumerate(specs):
+        if body.get("job_id"):
+            job = self._open_job(body, specs)
+        else:
+            job = Job(job_id=uuid.uuid4().hex[:12], name=body.get("name") or "job", task_ids=[], submitter=submitter)
+            self.jobs[job.job_id] = job
+        job.open = bool(body.get("keep_open"))
+        self._live_by_submitter[job.submitter] += len(specs)
+        first = len(job.task_ids)
+        self.store.put("jobs", (job.job_id, job.name, job.submitted_at, first + len(specs), job.submitter))
+        ids = {s["name"]: f"{job.job_id}.{first + index}" for index, s in enumerate(specs)}
+        for index, s in enumerate(specs, first):
             task = Task(
                 task_id=f"{job.job_id}.{index}",
                 job_id=job.job_id,
@@ -830,7 +853,7 @@ class Broker:
             self.state_counts[TaskState.QUEUED] += 1
             self._track_dependencies(task)
             self._store_task(task)
-        job.unfinished = len(specs)
+        job.unfinished += len(specs)
         log.info("job %s (%s) from %s: %d task(s) queued", job.job_id, job.name, submitter, len(specs))
         self.events.publish(events.TASK, {"event": "job_submitted", "job_id": job.job_id, "total": len(specs)})
         self._hook("on_job_submitted", job)
@@ -839,9 +862,82 @@ class Broker:
             peer, protocol.REPLY, {"req": body["req"], "data": {"job_id": job.job_id, "total": len(specs)}}, urgent=True
         )
 
+    def _open_job(self, body: dict[str, Any], specs: list[dict[str, Any]]) -> Job:
+        """The job a submit adds to: open, the sender's own (or an admin's), names still unique."""
+        job = self._job(body)
+        if not job.open:
+            raise _ClientError(f"job {job.job_id} is closed: it takes no more tasks")
+        self._check_owner(body, job, "submit to")
+        taken = {self.tasks[t].name for t in job.task_ids}
+        clash = next((s["name"] for s in specs if s["name"] in taken), None)
+        if clash is not None:
+            raise _ClientError(f"invalid spec: task {clash!r}: duplicate name (job {job.job_id} has one already)")
+        return job
+
+    def _check_owner(self, body: dict[str, Any], job: Job, action: str) -> None:
+        """With CURVE, only the job's submitter or an admin key may change it."""
+        who = body.get("_who")
+        if who is not None and who[1] != roles.ADMIN and who[0] != job.submitter:
+            raise _ClientError(
+                f"{action} job {job.job_id}: it was submitted by {job.submitter!r}; "
+                "only that key or an admin key may change it"
+            )
+
+    def _on_close_job(self, peer: bytes, body: dict[str, Any]) -> None:
+        job = self._job(body)
+        self._check_owner(body, job, "close")
+        if job.open:
+            job.open = False
+            if job.done:
+                self._job_done(job)
+        self._reply(peer, body, {"job_id": job.job_id, "done": job.done})
+
+    def _on_follow(self, peer: bytes, body: dict[str, Any]) -> None:
+        """Tasks finished since the cursor: now if there are any (or the job is done), else
+        once some finish or ``wait`` seconds have passed (a long poll)."""
+        job = self._job(body)
+        if len(job.finished) > body["since"] or job.done or not body.get("wait"):
+            self._reply_follow(job, peer, body)
+            return
+        job.followers[:] = [f for f in job.followers if f[0] != peer]  # one follow per connection
+        job.followers.append((peer, body))
+        heapq.heappush(self._follow_expiry, (time.monotonic() + body["wait"], next(self._follow_seq), job.job_id))
+
+    def _reply_follow(self, job: Job, peer: bytes, body: dict[str, Any]) -> None:
+        since = body["since"]
+        data: dict[str, Any] = {
+            "tasks": [self.tasks[t].to_dict() for t in job.finished[since:]],
+            "next": len(job.finished),
+            "done": job.done,
+        }
+        if body.get("status"):  # O(tasks of the job): asked for about once a second, not per reply
+            status = self._job_status(job)
+            data.update(counts=status["counts"], blocked=status["blocked"], unplaceable=status["unplaceable"])
+        self._reply(peer, body, data)
+
+    def _answer_followers(self, now: float) -> None:
+        """Once per loop turn: every follower of a job with news (or whose wait ran out)."""
+        for job_id in self._follow_due:
+            job = self.jobs.get(job_id)
+            if job is not None:
+                for peer, body in job.followers:
+                    self._reply_follow(job, peer, body)
+                job.followers.clear()
+        self._follow_due.clear()
+        while self._follow_expiry and self._follow_expiry[0][0] <= now:
+            job = self.jobs.get(heapq.heappop(self._follow_expiry)[2])
+            if job is not None and job.followers:
+                for peer, body in job.followers:
+                    self._reply_follow(job, peer, body)
+                job.followers.clear()
+
+    def _on_test_history(self, peer: bytes, body: dict[str, Any]) -> None:
+        self._reply(peer, body, test_history(self.store.cursor(), body["rootdir"]))
+
     def _job_status(self, job: Job) -> dict[str, Any]:
         counts: Counter[str] = Counter()
         blocked: dict[tuple[str, ...], list[str]] = {}
+        unplaceable: list[str] = []  # no live worker could run it now
         for task_id in job.task_ids:
             task = self.tasks[task_id]
             counts[str(task.state)] += 1
@@ -851,6 +947,8 @@ class Broker:
                     reasons = [f"waiting for dependencies: {names}"]
                 else:
                     reasons = self.scheduler.why_queued(task)
+                    if reasons:
+                        unplaceable.append(task_id)
                 if reasons:
                     blocked.setdefault(tuple(reasons), []).append(task.name)
         return {
@@ -859,10 +957,12 @@ class Broker:
             "submitter": job.submitter,
             "total": len(job.task_ids),
             "done": job.done,
+            "open": job.open,
             "counts": dict(counts),
             "succeeded": counts["succeeded"],
             "failed": counts["failed"] + counts["timed_out"] + counts["cancelled"],
             "blocked": [{"tasks": names, "reasons": list(r)} for r, names in blocked.items()],
+            "unplaceable": unplaceable,
         }
 
     def _on_status(self, peer: bytes, body: dict[str, Any]) -> None:
@@ -885,12 +985,7 @@ class Broker:
 
     def _on_cancel_job(self, peer: bytes, body: dict[str, Any]) -> None:
         job = self._job(body)
-        who = body.get("_who")
-        if who is not None and who[1] != roles.ADMIN and who[0] != job.submitter:
-            raise _ClientError(
-                f"cancel: job {job.job_id} was submitted by {job.submitter!r}; "
-                "only that key or an admin key may cancel it"
-            )
+        self._check_owner(body, job, "cancel")
         cancelled = 0
         for task_id in job.task_ids:
             task = self.tasks[task_id]

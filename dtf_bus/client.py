@@ -81,13 +81,43 @@ class Client:
             if reply_kind == protocol.REPLY:
                 return reply["data"]
 
-    def submit(self, tasks: list[dict[str, Any]], name: str = "job", submitter: str | None = None) -> str:
+    def submit(
+        self,
+        tasks: list[dict[str, Any]],
+        name: str = "job",
+        submitter: str | None = None,
+        job_id: str | None = None,
+        keep_open: bool = False,
+    ) -> str:
         """Queue tasks (validated here first); returns the job id. ``submitter`` is recorded
-        only where the broker cannot tell who we are (no CURVE) or from its own HTTP API."""
+        only where the broker cannot tell who we are (no CURVE) or from its own HTTP API.
+        ``job_id`` adds the tasks to that open job; ``keep_open`` keeps the job taking tasks
+        (and not done) until :meth:`close_job`."""
         body: dict[str, Any] = {"tasks": spec.validate(tasks), "name": name}
         if submitter:
             body["submitter"] = submitter
+        if job_id:
+            body["job_id"] = job_id
+        if keep_open:
+            body["keep_open"] = True
         return self.request(protocol.SUBMIT, body)["job_id"]
+
+    def close_job(self, job_id: str) -> dict[str, Any]:
+        """An open job takes no more tasks; it is done once every task it has is final."""
+        return self.request(protocol.CLOSE_JOB, {"job_id": job_id})
+
+    def follow(self, job_id: str, since: int = 0, wait: float = 1.0, status: bool = False) -> dict[str, Any]:
+        """Tasks of the job finished after the first ``since`` (in finish order), as soon as
+        there are any or after ``wait`` seconds: ``{"tasks", "next", "done"}``, plus
+        ``counts``, ``blocked`` and ``unplaceable`` (task ids no live worker can run) with ``status``."""
+        body: dict[str, Any] = {"job_id": job_id, "since": since, "wait": wait}
+        if status:
+            body["status"] = True
+        return self.request(protocol.FOLLOW, body, timeout=self.timeout + wait)
+
+    def test_history(self, rootdir: str) -> dict[str, Any]:
+        """Earlier runs of a pytest rootdir: ``{"last_failed": [nodeid...], "durations": {nodeid: s}}``."""
+        return self.request(protocol.TEST_HISTORY, {"rootdir": rootdir})
 
     def status(self, job_id: str) -> dict[str, Any]:
         return self.request(protocol.STATUS, {"job_id": job_id})

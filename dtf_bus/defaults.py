@@ -149,6 +149,8 @@ CLIENT_TIMEOUT = 5.0
 # and keeps waiting through a broker outage of up to CLIENT_RECONNECT_PATIENCE seconds.
 CLIENT_WAIT_POLL = 2.0
 CLIENT_RECONNECT_PATIENCE = 60.0
+# Client.follow: the longest a broker holds a follow request open before answering "nothing new".
+FOLLOW_MAX_WAIT = 5.0
 
 # A worker reports a task as started only once it has run this long (seconds): a shorter
 # task is reported by its result alone.

@@ -47,6 +47,9 @@ WAIT = "wait"
 RESULTS = "results"
 WORKERS = "workers"
 CANCEL_JOB = "cancel_job"
+CLOSE_JOB = "close_job"  # an open job (submitted with keep_open) takes no more tasks
+FOLLOW = "follow"  # the tasks of a job finished since a cursor (a long poll)
+TEST_HISTORY = "test_history"  # earlier runs' outcomes and durations of a pytest rootdir
 DRAIN_WORKER = "drain_worker"
 BALANCER_STATS = "balancer_stats"
 PING = "ping"
@@ -89,12 +92,28 @@ SCHEMAS: dict[str, Schema] = {
     STEAL: {"task_id": (_STR, True), "attempt": (_INT, True)},
     STEAL_ACK: {"task_id": (_STR, True), "attempt": (_INT, True), "ok": ((bool,), True)},
     REREGISTER: {"reason": (_STR, False)},
-    SUBMIT: {"req": (_INT, True), "tasks": (_LIST, True), "name": (_STR, False), "submitter": (_STR, False)},
+    SUBMIT: {
+        "req": (_INT, True),
+        "tasks": (_LIST, True),
+        "name": (_STR, False),
+        "submitter": (_STR, False),
+        "job_id": (_STR, False),  # add the tasks to this open job
+        "keep_open": ((bool,), False),  # the job takes more tasks later (until close_job)
+    },
     STATUS: {"req": (_INT, True), "job_id": (_STR, True)},
     WAIT: {"req": (_INT, True), "job_id": (_STR, True)},
     RESULTS: {"req": (_INT, True), "job_id": (_STR, True)},
     WORKERS: {"req": (_INT, True)},
     CANCEL_JOB: {"req": (_INT, True), "job_id": (_STR, True)},
+    CLOSE_JOB: {"req": (_INT, True), "job_id": (_STR, True)},
+    FOLLOW: {
+        "req": (_INT, True),
+        "job_id": (_STR, True),
+        "since": (_INT, True),
+        "wait": (_NUM, False),
+        "status": ((bool,), False),
+    },
+    TEST_HISTORY: {"req": (_INT, True), "rootdir": (_STR, True)},
     DRAIN_WORKER: {"req": (_INT, True), "worker_id": (_STR, True)},
     BALANCER_STATS: {"req": (_INT, True)},
     PING: {"req": (_INT, True)},
@@ -227,6 +246,18 @@ def _slots(value: int) -> str | None:
     return None if 1 <= value <= defaults.MAX_WORKER_SLOTS else f"must be 1..{defaults.MAX_WORKER_SLOTS}"
 
 
+def _count(value: int) -> str | None:
+    return None if value >= 0 else "must be >= 0"
+
+
+def _wait(value: float) -> str | None:
+    return None if 0 <= value <= defaults.FOLLOW_MAX_WAIT else f"must be 0..{defaults.FOLLOW_MAX_WAIT:g} seconds"
+
+
+def _path(value: str) -> str | None:
+    return None if len(value) <= 4096 else "is longer than 4096 characters"
+
+
 _CONTAINERS = frozenset((dict, list))
 
 
@@ -257,11 +288,14 @@ _LIMITS: dict[str, _Limits] = {
     ),
     HEARTBEAT: (("running", _nesting), ("metrics", _nesting)),
     TASK_STARTED: (("task_id", _id), ("started_at", _time)),
-    SUBMIT: (("tasks", _nesting), ("name", _id), ("submitter", _id)),
+    SUBMIT: (("tasks", _nesting), ("name", _id), ("submitter", _id), ("job_id", _id)),
     STATUS: _JOB,
     WAIT: _JOB,
     RESULTS: _JOB,
     CANCEL_JOB: _JOB,
+    CLOSE_JOB: _JOB,
+    FOLLOW: (*_JOB, ("since", _count), ("wait", _wait)),
+    TEST_HISTORY: (("rootdir", _path),),
     DRAIN_WORKER: (("worker_id", _id),),
 }
 # Batched types: the list field, and the schema and limits every entry of it must meet.

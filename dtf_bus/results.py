@@ -3,8 +3,9 @@
 A broker hook (enabled by default). When a worker reports how an attempt ended, the result
 payload is scanned for the two shapes the built-in plugins produce and any user plugin may:
 
-- ``{"tests": [{nodeid, outcome, duration, message, details}, ...]}`` (the ``pytest`` plugin)
-  -> one ``test_results`` row per test;
+- ``{"tests": [{nodeid, outcome, phase, duration, message, details}, ...]}`` (the ``pytest``
+  and ``pytest-session`` plugins) -> one ``test_results`` row per test, with the task's
+  ``rootdir``; a test that passes in a rerun task (``params.rerun``) is stored as ``flaky``;
 - ``{"benchmarks": [record, ...], "environment": {...}}`` (``cpu``, ``cuda``, or a ``python``
   function returning that shape; see :mod:`plugins.bench`) -> one ``benchmark_results`` row
   per record, beside the worker's hardware, so runs across machines compare in SQL.
@@ -37,6 +38,8 @@ TEST_COLUMNS = (
     "message",
     "details",
     "recorded_at",
+    "phase",
+    "rootdir",
 )
 TEST_DDL = """
 CREATE TABLE IF NOT EXISTS test_results (
@@ -51,9 +54,14 @@ CREATE TABLE IF NOT EXISTS test_results (
     message VARCHAR,
     details VARCHAR,
     recorded_at TIMESTAMP,
+    phase VARCHAR,
+    rootdir VARCHAR,
     PRIMARY KEY (task_id, attempt, nodeid)
-)
+);
+ALTER TABLE test_results ADD COLUMN IF NOT EXISTS phase VARCHAR;
+ALTER TABLE test_results ADD COLUMN IF NOT EXISTS rootdir VARCHAR;
 """
+FAILED_OUTCOMES = ("failed", "error")
 
 BENCH_COLUMNS = (
     "task_id",
@@ -168,9 +176,14 @@ class ResultRows(BrokerHook):
     def _tests(
         self, broker: Broker, task: Task, attempt: Attempt, tests: list[Any], hardware: list[str], now: float
     ) -> None:
+        rootdir = _str(task.params.get("rootdir"))
+        rerun = bool(task.params.get("rerun"))
         for test in tests:
             if not isinstance(test, dict) or not test.get("nodeid"):
                 continue
+            outcome = _str(test.get("outcome"))
+            if rerun and outcome == "passed":
+                outcome = "flaky"  # failed before in this run, passed when run again
             broker.store.put(
                 "test_results",
                 (
@@ -180,11 +193,13 @@ class ResultRows(BrokerHook):
                     task.job_id,
                     attempt.worker_id,
                     hardware,
-                    _str(test.get("outcome")),
+                    outcome,
                     _float(test.get("duration")),
                     _str(test.get("message")),
                     _str(test.get("details")),
                     now,
+                    _str(test.get("phase")),
+                    rootdir,
                 ),
             )
 
@@ -230,3 +245,27 @@ class ResultRows(BrokerHook):
                 now,
             ),
         )
+
+
+def test_history(cursor: Any, rootdir: str, runs: int = 5) -> dict[str, Any]:
+    """What earlier runs of the suite at ``rootdir`` say: the tests whose latest outcome was a
+    failure (pytest's ``--lf`` set) and each test's mean duration over its last ``runs`` runs
+    (longest-first scheduling)."""
+    try:
+        rows = cursor.execute(
+            """
+            SELECT nodeid, arg_max(outcome, recorded_at),
+                   avg(duration_s) FILTER (WHERE recency <= $2)
+            FROM (SELECT nodeid, outcome, duration_s, recorded_at,
+                         row_number() OVER (PARTITION BY nodeid ORDER BY recorded_at DESC) AS recency
+                  FROM test_results WHERE rootdir = $1)
+            GROUP BY nodeid
+            """,
+            [rootdir, runs],
+        ).fetchall()
+    finally:
+        cursor.close()
+    return {
+        "last_failed": sorted(nodeid for nodeid, outcome, _ in rows if outcome in FAILED_OUTCOMES),
+        "durations": {nodeid: seconds for nodeid, _, seconds in rows if seconds is not None},
+    }

@@ -35,6 +35,9 @@ ALLOWED: dict[str, frozenset[str]] = {
     protocol.WORKERS: _CLIENTS,
     protocol.BALANCER_STATS: _CLIENTS,
     protocol.CANCEL_JOB: _CLIENTS,  # and, for a client, only its own jobs (checked by the broker)
+    protocol.CLOSE_JOB: _CLIENTS,  # likewise
+    protocol.FOLLOW: _CLIENTS,
+    protocol.TEST_HISTORY: _CLIENTS,
     protocol.DRAIN_WORKER: frozenset((ADMIN,)),
     protocol.PING: frozenset(ROLES),
 }

@@ -149,7 +149,10 @@ class Job:
     unfinished: int = 0
     submitter: str = "anonymous"  # the CURVE key's name, the API key's id, or what a plaintext client claimed
     waiters: list[tuple[bytes, int]] = field(default_factory=list)  # (peer, req)
+    open: bool = False  # takes more tasks (submit with keep_open) until closed
+    finished: list[str] = field(default_factory=list)  # task ids in the order they finished
+    followers: list[tuple[bytes, dict[str, Any]]] = field(default_factory=list)  # (peer, follow request)
 
     @property
     def done(self) -> bool:
-        return self.unfinished == 0
+        return self.unfinished == 0 and not self.open

@@ -3,7 +3,8 @@
 ``seconds`` of pretend work (divided by the worker's ``speed`` capability, so mock fleets can be
 heterogeneous on one machine) ending in ``outcome``: ``pass`` returns, ``fail`` reports an
 ordinary failure, ``crash`` breaks the executor with an unexpected exception, and ``hang``
-never returns until the task is cancelled or times out.
+never returns until the task is cancelled or times out. ``result`` (a table) joins the result,
+to simulate what other plugins return (``tests`` rows, ``benchmarks``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ class SimExecutor:
             return {"outcome": "hang"}
         if seconds and ctx.cancelled.wait(seconds / speed):
             return {"outcome": "interrupted"}
-        result = {"seconds": seconds, "speed": speed, "outcome": outcome}
+        extra = ctx.params.get("result") or {}
+        if not isinstance(extra, dict):
+            raise TaskFailed(f"sim: param 'result' must be a table, got {type(extra).__name__}")
+        result = {**extra, "seconds": seconds, "speed": speed, "outcome": outcome}
         if outcome == "fail":
             raise TaskFailed("simulated failure", result)
         if outcome == "crash":
