@@ -223,6 +223,19 @@ BROWSER_BINARIES = ("chromium", "chromium-browser", "google-chrome", "google-chr
 TEST_DETAILS_CHARS = 2000
 # `dtf pytest`: how often (seconds) progress is checked while a run is in flight.
 PYTEST_PROGRESS_INTERVAL = 0.5
+# pytest-session executor (plugins/pytest_session.py): a live pytest session with no task for this
+# long (seconds) is shut down; a job's tasks keep reusing it meanwhile, so one import and one
+# collection per worker slot serve the whole job, and a finished job frees its memory soon after.
+PYTEST_SESSION_IDLE = 30.0
+# How often (seconds) a task waiting on its session looks at cancel/timeout and the session's
+# liveness; data wakes it at once, so this bounds only how fast a cancel kills the session.
+PYTEST_SESSION_POLL = 0.05
+# Seconds an idle session gets to tear down its fixtures when shut down (idle, worker exit)
+# before its process group is killed.
+PYTEST_SESSION_SHUTDOWN_GRACE = 5.0
+# Where this worker holds suites that live elsewhere on the submitting machine:
+# "/ci/src=/home/me/src;/a=/b", applied to a task's rootdir (and paths under it) by prefix.
+ROOTDIR_MAP_ENV = "DTF_ROOTDIR_MAP"
 
 # Benchmarks (cpu, cuda plugins): untimed warm-up runs, then timed iterations.
 BENCH_WARMUP = 3
