@@ -267,16 +267,16 @@ class Session:
                 tail = self.output_tail().strip()
                 raise TaskFailed(
                     f"pytest-session: pytest could not start in {self.spec.rootdir} with "
-                    f"{self.spec.python} ({exc}): {tail.splitlines()[-1] if tail else 'no output'}",
+                    f"{self.spec.python} ({exc}): {_last_words(tail)}",
                     {"output": tail},
                 ) from None
             if message.get("t") == "collected":
                 break
             if message.get("t") == "exit":
                 tail = self.output_tail().strip()
-                last = tail.splitlines()[-1] if tail else "no output"
                 raise TaskFailed(
-                    f"pytest-session: pytest ended before collecting (exit code {message.get('code')}): {last}",
+                    f"pytest-session: pytest ended before collecting (exit code {message.get('code')}): "
+                    f"{_last_words(tail)}",
                     {"output": tail},
                 )
         self.items = message["items"]
@@ -330,6 +330,16 @@ class Session:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self.cmd_w = self.out_r = -1
+
+
+def _last_words(output: str) -> str:
+    """The line of a failed start that says why: pytest ends a usage error with its inifile and
+    rootdir, and Python a traceback with the exception, so the last line naming an error wins."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "error" in line.lower():
+            return line
+    return lines[-1] if lines else "no output"
 
 
 def _kill_group(pgid: int, sig: int) -> None:
@@ -497,8 +507,9 @@ class PytestSessionExecutor:
     def __init__(self, idle: float = defaults.PYTEST_SESSION_IDLE) -> None:
         self.pool = SessionPool(idle)
 
-    def close(self) -> None:
-        self.pool.close()
+    def close(self, grace: float = defaults.PYTEST_SESSION_SHUTDOWN_GRACE) -> None:
+        """Ends every session now (the pool also does this at interpreter exit)."""
+        self.pool.close(grace)
 
     def run(self, ctx: TaskContext) -> dict[str, Any]:
         spec = SessionSpec(ctx)

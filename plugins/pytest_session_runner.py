@@ -75,9 +75,8 @@ def parse_marker_lines(lines: list[str]) -> dict[str, dict[str, Any]]:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        name, sep, rest = line.partition("=")
-        if not sep:
-            name, sep, rest = line.partition(":")
+        cut = min((i for i in (line.find("="), line.find(":")) if i >= 0), default=len(line))
+        name, rest = line[:cut], line[cut + 1 :]
         requires: dict[str, Any] = {}
         for pair in rest.replace(",", " ").split():
             key, eq, value = pair.partition("=")
