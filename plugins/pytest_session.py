@@ -25,6 +25,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -118,6 +119,11 @@ def _has_option(args: list[str], option: str) -> bool:
     return any(a == option or a.startswith(option + "=") for a in args)
 
 
+def _plugin_blocked(args: list[str], name: str) -> bool:
+    """Whether ``-p no:NAME`` (or ``-pno:NAME``) is among the args."""
+    return f"-pno:{name}" in args or any(a == "-p" and b == f"no:{name}" for a, b in itertools.pairwise(args))
+
+
 class SessionSpec:
     """What makes two tasks able to share a session, with the worker's paths applied."""
 
@@ -176,8 +182,12 @@ class Session:
             args.append(f"--basetemp={os.path.join(self.tmpdir, 'tmp')}")
         # The worker's checkout is not written to (and several sessions never race on the cache);
         # the dtf controller plugin, if installed here, stays out of the session.
-        args += ["-o", f"cache_dir={os.path.join(self.tmpdir, 'cache')}", "-p", "no:dtf"]
-        conf = json.dumps({"marker_requires": spec.marker_requires}, default=str)
+        if not _plugin_blocked(args, "cacheprovider"):  # else `-o cache_dir` is an unknown ini key
+            args += ["-o", f"cache_dir={os.path.join(self.tmpdir, 'cache')}"]
+        args += ["-p", "no:dtf"]
+        conf = json.dumps(
+            {"marker_requires": spec.marker_requires, "details_chars": defaults.TEST_DETAILS_CHARS}, default=str
+        )
         argv = [spec.python, RUNNER, str(cmd_r), str(out_w), conf, *args]
         try:
             self.proc = subprocess.Popen(
@@ -583,6 +593,13 @@ class PytestSessionExecutor:
                         started = time.time()
                     elif kind == "done":
                         reports.extend(message["reports"])
+                        if message.get("missing"):  # a restarted session collected differently
+                            missing = message["missing"]
+                            raise TaskFailed(
+                                f"pytest-session: {len(missing)} node id(s) not collected by the restarted "
+                                f"session on {ctx.worker_id}: {', '.join(missing[:10])}",
+                                result,
+                            )
                         break
                     elif kind == "extra":
                         reports.extend(message["reports"])

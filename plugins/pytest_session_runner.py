@@ -54,14 +54,18 @@ class Channel:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.lock = threading.Lock()
+        self.broken = False
 
     def send(self, message: dict[str, Any]) -> None:
         data = (json.dumps(message, default=_json_default, separators=(",", ":")) + "\n").encode()
         with self.lock:
             view = memoryview(data)
-            while view:
-                written = os.write(self.fd, view)
-                view = view[written:]
+            try:
+                while view and not self.broken:
+                    written = os.write(self.fd, view)
+                    view = view[written:]
+            except OSError:  # the worker is gone: nobody to report to, but fixtures still get torn down
+                self.broken = True
 
 
 def parse_marker_lines(lines: list[str]) -> dict[str, dict[str, Any]]:
@@ -109,12 +113,13 @@ def _short_message(report: Any) -> str:
     return text.splitlines()[-1] if text else ""
 
 
-def make_row(nodeid: str, reports: list[Any]) -> dict[str, Any]:
+def make_row(nodeid: str, reports: list[Any], details_chars: int | None = None) -> dict[str, Any]:
     """One results-store row from a test's reports, with pytest's outcome vocabulary.
 
     The outcome is the first that decides it: an error in setup, the call's result (xfailed /
     xpassed when the test was expected to fail), then an error in teardown of a test that
-    otherwise did not fail.
+    otherwise did not fail. ``details`` keeps the last ``details_chars`` of the traceback (the
+    report beside the row has all of it).
     """
     outcome, phase, message, details = "passed", "call", "", ""
     duration = 0.0
@@ -146,7 +151,7 @@ def make_row(nodeid: str, reports: list[Any]) -> dict[str, Any]:
         "phase": phase,
         "duration": duration,
         "message": message,
-        "details": details,
+        "details": details[-details_chars:] if details_chars and details else details,
     }
 
 
@@ -176,6 +181,7 @@ class SessionServer:
         self.busy = False
         self.config: Any = None
         self.row: dict[str, Any] | None = None  # the results row of the test that just finished
+        self.details_chars: int | None = conf.get("details_chars")
 
     # ------------------------------------------------------------ configuration
 
@@ -256,7 +262,7 @@ class SessionServer:
     def pytest_runtest_logfinish(self, nodeid: str, location: Any) -> None:
         self.pending.append({"kind": "finish", "data": {"nodeid": nodeid, "location": location}})
         # Sent once the protocol returns: the warnings plugin records a test's warnings after this.
-        self.row = make_row(nodeid, self.current)
+        self.row = make_row(nodeid, self.current, self.details_chars)
         self.current = []
 
     def pytest_warning_recorded(self, warning_message: Any, when: str, nodeid: str, location: Any) -> None:
@@ -290,7 +296,7 @@ class SessionServer:
         report = previous.ihook.pytest_runtest_makereport(item=previous, call=call)
         self.current = []
         previous.ihook.pytest_runtest_logreport(report=report)
-        return [make_row(previous.nodeid, self.current)]
+        return [make_row(previous.nodeid, self.current, self.details_chars)]
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: Any) -> bool:
@@ -367,8 +373,7 @@ def main(argv: list[str]) -> int:
     server = SessionServer(channel, commands, conf)
     threading.Thread(target=_read_commands, args=(cmd_fd, commands, server), daemon=True).start()
     code = pytest.main(list(argv[4:]), plugins=[server])
-    with contextlib.suppress(OSError):
-        channel.send({"t": "exit", "code": int(code)})
+    channel.send({"t": "exit", "code": int(code)})
     return int(code)
 
 

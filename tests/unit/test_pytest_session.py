@@ -7,7 +7,14 @@ import pytest
 from _pytest.reports import TestReport
 
 from dtf_bus.plugins import TaskContext, TaskFailed
-from plugins.pytest_session import SessionSpec, _map_arg, crash_report, map_path, parse_rootdir_map
+from plugins.pytest_session import (
+    SessionSpec,
+    _map_arg,
+    _plugin_blocked,
+    crash_report,
+    map_path,
+    parse_rootdir_map,
+)
 from plugins.pytest_session_runner import make_row, parse_marker_lines
 
 pytestmark = pytest.mark.unit
@@ -57,6 +64,12 @@ def test_spec_refuses_bad_params(params):
         SessionSpec(TaskContext("t", 1, "w", params, None, {}))
 
 
+def test_plugin_blocked_in_either_spelling():
+    assert _plugin_blocked(["-p", "no:cacheprovider"], "cacheprovider")
+    assert _plugin_blocked(["-x", "-pno:cacheprovider"], "cacheprovider")
+    assert not _plugin_blocked(["-p", "cacheprovider", "no:cacheprovider"], "cacheprovider")
+
+
 def test_dtf_markers_lines():
     lines = ["gpu = hardware=cuda min_memory_gb=16", "", "# comment", "big: min_memory_gb=64.5, pool=fast", "bare"]
     assert parse_marker_lines(lines) == {
@@ -86,6 +99,8 @@ def test_rows_use_pytests_outcomes_and_the_deciding_phase():
 
     torn = make_row("n", [ok, report("call", "passed"), report("teardown", "failed", "E  OSError: busy")])
     assert (torn["outcome"], torn["phase"], torn["details"]) == ("error", "teardown", "E  OSError: busy")
+    long = make_row("n", [ok, report("call", "failed", "E  " + "x" * 50 + "tail")], details_chars=10)
+    assert long["details"] == "xxxxxxtail"
     failed_then_torn = [ok, report("call", "failed", "E  assert 0"), report("teardown", "failed", "E  x")]
     assert make_row("n", failed_then_torn)["outcome"] == "failed"
 
