@@ -400,3 +400,36 @@ def test_a_worker_that_exits_or_dies_leaves_no_session_behind(project, how):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_real_worker_runs_sessions_and_its_drain_ends_them(make_cluster, project):
+    """Through a broker and a 2-slot worker: collect, then two run tasks that reuse the sessions;
+    the worker's drain (SIGTERM) exits it and takes its sessions along."""
+    cluster = make_cluster(workers={"w1": {"slots": 2}})
+    base = {"session": "job-1", "rootdir": str(project), "args": []}
+    with cluster.client() as client:
+        job = client.submit([{"name": "collect", "plugin": "pytest-session", "params": {**base, "mode": "collect"}}])
+        client.wait(job, timeout=60)
+        [collected] = client.results(job)
+        assert collected["state"] == "succeeded", collected
+        pid = collected["result"]["session"]["pid"]
+        batches = [["test_outcomes.py::test_pass", "test_outcomes.py::test_xfail"], ["test_scope.py::test_one"]]
+        tasks = [
+            {"name": f"run{i}", "plugin": "pytest-session", "params": {**base, "mode": "run", "nodeids": ids}}
+            for i, ids in enumerate(batches)
+        ]
+        job = client.submit(tasks)
+        client.wait(job, timeout=60)
+        results = {r["name"]: r for r in client.results(job)}
+    assert all(r["state"] == "succeeded" for r in results.values()), results
+    outcomes = {row["nodeid"]: row["outcome"] for r in results.values() for row in r["result"]["tests"]}
+    assert outcomes == {
+        "test_outcomes.py::test_pass": "passed",
+        "test_outcomes.py::test_xfail": "xfailed",
+        "test_scope.py::test_one": "passed",
+    }
+    pids = {r["result"]["session"]["pid"] for r in results.values()}
+    assert pid in pids  # the collect task's session served a run task
+    cluster.workers["w1"].popen.send_signal(signal.SIGTERM)
+    cluster.workers["w1"].popen.wait(timeout=30)
+    wait_for(lambda: not any(alive(p) for p in pids | {pid}), 15, "the worker's sessions to end")
