@@ -1,8 +1,9 @@
 """The ``dtf`` command: submit, status, workers, results, cancel, up, pytest.
 
 Exit codes are a contract for scripts: 0 everything succeeded, 1 some task failed, 2 a usage,
-spec or request error, 3 the broker is unreachable. ``dtf pytest`` uses pytest's own codes
-(see :mod:`dtf_bus.pytest_dist`), keeping 3 for an unreachable broker.
+spec or request error, 3 the broker is unreachable. ``dtf pytest ARGS...`` is ``pytest --dtf
+ARGS...`` (see :mod:`dtf_bus.pytest_dist`) and uses pytest's own codes, keeping 3 for an
+unreachable broker.
 """
 
 from __future__ import annotations
@@ -297,7 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("json", "csv", "table", "junit"), default="json")
     p.set_defaults(func=cmd_results)
 
-    pytest_dist.add_parser(sub, with_broker)
+    # Listed for `dtf --help` only: main() hands `dtf pytest ...` to pytest before parsing.
+    sub.add_parser(
+        "pytest",
+        add_help=False,
+        help="run a pytest suite across the fleet: pytest --dtf ARGS... (--broker EP anywhere)",
+    )
     keys_cli.add_parser(sub)
 
     p = with_broker(sub.add_parser("cancel", help="cancel a job's unfinished tasks"))
@@ -332,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["pytest"]:  # pytest's own arguments: argparse must not see them
+        return pytest_dist.main(argv[1:])
     logs.configure("WARNING", "%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:

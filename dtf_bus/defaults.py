@@ -221,8 +221,6 @@ BROWSER_BINARIES = ("chromium", "chromium-browser", "google-chrome", "google-chr
 
 # Test results: how much of a failing test's report (traceback) each test_results row keeps.
 TEST_DETAILS_CHARS = 2000
-# `dtf pytest`: how often (seconds) progress is checked while a run is in flight.
-PYTEST_PROGRESS_INTERVAL = 0.5
 # pytest-session executor (plugins/pytest_session.py): a live pytest session with no task for this
 # long (seconds) is shut down; a job's tasks keep reusing it meanwhile, so one import and one
 # collection per worker slot serve the whole job, and a finished job frees its memory soon after.
@@ -240,3 +238,26 @@ ROOTDIR_MAP_ENV = "DTF_ROOTDIR_MAP"
 # Benchmarks (cpu, cuda plugins): untimed warm-up runs, then timed iterations.
 BENCH_WARMUP = 3
 BENCH_ITERATIONS = 20
+
+# pytest --dtf (dtf_bus/pytest_plugin.py, plan in dtf_bus/pytest_dist.py).
+# A `load` run is cut into chunks of about (work left) / (this x sessions) seconds: large chunks
+# first, smaller ones as the run drains, so every session stays busy to the end without paying a
+# task round trip per test (guided self-scheduling).
+PYTEST_CHUNKS_PER_SESSION = 4
+# ... but never under this much estimated work, where the round trip (a few ms) would dominate,
+PYTEST_MIN_CHUNK_SECONDS = 0.05
+# ... nor over this many tests, so one task's reports stay far below MAX_RESULT_BYTES.
+PYTEST_MAX_CHUNK_TESTS = 128
+# A test DuckDB has never timed counts as the median of the run's timed ones, else this.
+PYTEST_UNKNOWN_TEST_SECONDS = 0.05
+# --dtf-placement-timeout: seconds a test may wait for a live worker able to run it, while the
+# fleet has none at all (it may be starting); a fleet that has workers but none that match
+# answers at once.
+PYTEST_PLACEMENT_TIMEOUT = 60.0
+# Client.follow's long poll (seconds): the controller wakes at least this often to check
+# placement and Ctrl-C, and asks for the job's status (O(tasks) on the broker) at most this often.
+PYTEST_FOLLOW_WAIT = 1.0
+# Task names carry the file (or scope) they run, cut to this length.
+PYTEST_TASK_NAME_CHARS = 200
+# Tasks per SUBMIT, so a suite of 100,000 tests never makes one message near MAX_MESSAGE_BYTES.
+PYTEST_SUBMIT_BATCH = 500

@@ -1,4 +1,4 @@
-"""The executor plugins on a real cluster: `dtf pytest`, python, cpu, cuda, hardware detection.
+"""The executor plugins on a real cluster: pytest, python, cpu, cuda, hardware detection.
 
 Each test runs a real broker and real worker processes; `dtf` is the installed console script,
 and results are read back from the DuckDB file once the broker has stopped.
@@ -7,13 +7,11 @@ and results are read back from the DuckDB file once the broker has stopped.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
 import textwrap
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import duckdb
@@ -26,45 +24,6 @@ from dtf_bus.cluster import wait_for
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-
-PROJECT = {
-    "pytest.ini": "[pytest]\n",
-    "test_pass.py": """
-        import pytest
-
-        def test_one():
-            assert 1 + 1 == 2
-
-        @pytest.mark.parametrize("n", [1, 2])
-        def test_param(n):
-            assert n > 0
-
-        @pytest.mark.skip(reason="not on this fleet")
-        def test_skipped():
-            pass
-    """,
-    "test_fail.py": """
-        def test_ok():
-            pass
-
-        def test_wrong():
-            assert 2 + 2 == 5, "arithmetic is broken"
-    """,
-    "sub/test_error.py": """
-        import pytest
-
-        @pytest.fixture
-        def db():
-            raise RuntimeError("no database")
-
-        def test_needs_db(db):
-            pass
-
-        class TestGroup:
-            def test_fine(self):
-                pass
-    """,
-}
 
 
 def dtf(*args: str, cwd: Path | None = None, timeout: float = 90) -> subprocess.CompletedProcess:
@@ -88,80 +47,6 @@ def query(db: Path, sql: str) -> list[tuple]:
         con.close()
 
 
-def test_dtf_pytest_runs_a_suite_across_the_fleet(make_cluster, tmp_path):
-    project = make_project(tmp_path / "proj", PROJECT)
-    cluster = make_cluster(workers={"w1": {"slots": 2}, "w2": {}})
-    report = tmp_path / "out" / "junit.xml"
-    run = dtf("pytest", "--junitxml", str(report), "--broker", cluster.endpoint, cwd=project)
-    out = run.stdout
-    assert run.returncode == 1, out + run.stderr
-    job = re.search(r"job (\w+): 8 test\(s\) in 3 task\(s\)", out).group(1)
-    assert re.search(r"=+ 1 failed, 5 passed, 1 skipped, 1 error in [\d.]+s =+", out), out
-    failed = re.search(
-        r"^FAILED test_fail.py::test_wrong \[(w1|w2)\] - AssertionError: arithmetic is broken$", out, re.M
-    )
-    assert failed, out
-    assert re.search(
-        r'^ERROR sub/test_error.py::test_needs_db \[(w1|w2)\] - failed on setup with "RuntimeError', out, re.M
-    )
-    assert re.search(r"^test_pass.py \.\.\.s ", out, re.M) and "[100%]" in out
-
-    suites = ET.parse(report).getroot()
-    assert (suites.get("tests"), suites.get("failures"), suites.get("errors"), suites.get("skipped")) == (
-        "8",
-        "1",
-        "1",
-        "1",
-    )
-    assert {s.get("hostname") for s in suites.iter("testsuite")} <= {"w1", "w2"}
-    names = {(c.get("classname"), c.get("name")) for c in suites.iter("testcase")}
-    assert ("sub.test_error.TestGroup", "test_fine") in names and ("test_pass", "test_param[2]") in names
-
-    # The same job as JUnit, straight from the broker.
-    again = dtf("results", job, "--format", "junit", "--broker", cluster.endpoint)
-    assert again.returncode == 0, again.stderr
-    assert ET.fromstring(again.stdout).get("tests") == "8"
-
-    cluster.stop()
-    rows = query(cluster.db, f"select nodeid, outcome, worker_id, message from test_results where job_id = '{job}'")
-    outcomes = {nodeid: outcome for nodeid, outcome, _, _ in rows}
-    assert outcomes == {
-        "test_pass.py::test_one": "passed",
-        "test_pass.py::test_param[1]": "passed",
-        "test_pass.py::test_param[2]": "passed",
-        "test_pass.py::test_skipped": "skipped",
-        "test_fail.py::test_ok": "passed",
-        "test_fail.py::test_wrong": "failed",
-        "sub/test_error.py::test_needs_db": "error",
-        "sub/test_error.py::TestGroup::test_fine": "passed",
-    }
-    assert {worker for _, _, worker, _ in rows} <= {"w1", "w2"}
-    assert any("arithmetic is broken" in (m or "") for n, _, _, m in rows if n.endswith("test_wrong"))
-    assert query(cluster.db, f"select count(*) from tasks where job_id = '{job}' and plugin = 'pytest'") == [(3,)]
-
-
-def test_dtf_pytest_exit_codes(make_cluster, tmp_path):
-    project = make_project(tmp_path / "proj", PROJECT)
-    cluster = make_cluster(workers={"w1": {"slots": 2}})
-    ok = dtf("pytest", "-k", "not wrong and not needs_db", "--split", "test", "--broker", cluster.endpoint, cwd=project)
-    assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "in 6 task(s) (split by test)" in ok.stdout
-    assert re.search(r"=+ 5 passed, 1 skipped in [\d.]+s =+", ok.stdout), ok.stdout
-
-    none = dtf("pytest", "-k", "no_such_test", "--broker", cluster.endpoint, cwd=project)
-    assert none.returncode == 5 and "no tests collected" in none.stdout
-
-    make_project(tmp_path / "broken", {"pytest.ini": "[pytest]\n", "test_broken.py": "import no_such_module\n"})
-    broken = dtf("pytest", "--broker", cluster.endpoint, cwd=tmp_path / "broken")
-    assert broken.returncode == 2 and "error(s) during collection" in broken.stdout
-
-    missing = dtf("pytest", "no_such_dir", "--broker", cluster.endpoint, cwd=project)
-    assert missing.returncode == 4, missing.stdout + missing.stderr
-
-    unreachable = dtf("pytest", "--broker", "tcp://127.0.0.1:1", "--timeout-connect", "0.5", cwd=project)
-    assert unreachable.returncode == 3 and "did not answer" in unreachable.stderr
-
-
 def test_pytest_task_timeout_kills_the_tests_and_their_children(make_cluster, tmp_path):
     pidfile = tmp_path / "child.pid"
     project = make_project(
@@ -179,10 +64,13 @@ def test_pytest_task_timeout_kills_the_tests_and_their_children(make_cluster, tm
         },
     )
     cluster = make_cluster(workers={"w1": {}})
-    # Long enough for pytest to start and reach the test on a loaded 2-core machine.
-    run = dtf("pytest", "--timeout", "4", "--broker", cluster.endpoint, cwd=project)
-    assert run.returncode == 1, run.stdout + run.stderr
-    assert re.search(r"^ERROR test_slow.py \[w1\] - timed out after 4.0s$", run.stdout, re.M), run.stdout
+    params = {"targets": ["test_slow.py"], "cwd": str(project), "rootdir": str(project)}
+    with cluster.client() as client:
+        # Long enough for pytest to start and reach the test on a loaded 2-core machine.
+        job = client.submit([{"name": "slow", "plugin": "pytest", "params": params, "timeout": 4}])
+        client.wait(job, timeout=60)
+        (task,) = client.results(job)
+    assert task["state"] == "timed_out" and task["error"] == "timed out after 4.0s", task
     assert pidfile.exists(), "the test never started its child within the timeout"
     child = int(pidfile.read_text())
     wait_for(
