@@ -704,8 +704,9 @@ class Controller:
         for kind, data in events:
             if kind == "test":
                 report = self._report(data)
-                reports.append(report)
-                data["_report"] = report
+                if report is not None:
+                    reports.append(report)
+                    data["_report"] = report
         if not any(k == "finish" for k, _ in events) and not any(r.when == "teardown" for r in reports):
             return False
         failed = next((r for r in reports if r.failed), None)
@@ -732,6 +733,9 @@ class Controller:
             self._replay_warning(data)
         elif kind == "test":
             report = data.pop("_report", None) or self._report(data)
+            if report is None:
+                log.warning("dtf: a worker sent a report pytest cannot rebuild: %.200r", data)
+                return
             hook.pytest_runtest_logreport(report=report)
             self._check_stop()
 
