@@ -585,10 +585,12 @@ class WebSocket(tornado.websocket.WebSocketHandler):
         except tornado.websocket.WebSocketClosedError:
             return
         self.pending_bytes += size
-        future.add_done_callback(lambda _f, n=size: self._written(n))
+        future.add_done_callback(lambda done, n=size: self._written(done, n))
 
-    def _written(self, size: int) -> None:
+    def _written(self, future: Any, size: int) -> None:
         self.pending_bytes -= size
+        if not future.cancelled():
+            future.exception()  # retrieved: a cut-off client's unsent writes fail quietly, not as tracebacks
 
     def _abort(self) -> None:
         if self.ws_connection is not None:

@@ -116,6 +116,7 @@ class Broker:
         self._follow_expiry: list[tuple[float, int, str]] = []  # (deadline, seq, job id) of follow waits
         self._follow_seq = itertools.count()
         self._bindings_due: float | None = None  # when worker ids bound before a restart are released
+        self._malformed = security.RateLimited()  # a peer sending garbage in a loop must not flood the log
         self._stopping = False
         self._placement_due = False
         self._by_fd: dict[int, WorkerInfo] = {}
@@ -274,13 +275,13 @@ class Broker:
         if self.guard is not None and self.guard.revoked and self.guard.cut_off(peer, frames[-1]):
             return  # a connection whose key was revoked after its handshake: no reply, no service
         if len(frames) != 2:
-            log.warning("dropping message with %d frames (expected 1 after the routing id)", len(frames) - 1)
+            self._malformed(peer, "dropping message with %d frames (expected 1 after the routing id)", len(frames) - 1)
             self._send(peer, protocol.ERROR, {"error": "expected exactly one frame"})
             return
         try:
             kind, body = protocol.decode(frames[1].buffer)
         except protocol.ProtocolError as exc:
-            log.warning("malformed message from peer %s: %s", peer.hex(), exc)
+            self._malformed(peer, "malformed message from peer %s: %s", peer.hex(), exc)
             self._send(peer, protocol.ERROR, {"req": exc.req, "error": str(exc)})
             return
         worker = self.registry.by_peer(peer)

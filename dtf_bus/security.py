@@ -283,7 +283,7 @@ def refuse_if_exposed(endpoints: list[str], insecure: bool) -> None:
 # ------------------------------------------------------------------- broker side
 
 
-class _RateLimited:
+class RateLimited:
     """Logs a refusal once per subject and interval, then counts the repeats (a refused peer
     reconnects every 100 ms; its refusals must not flood the log)."""
 
@@ -335,7 +335,7 @@ class KeyAuthenticator(ThreadAuthenticator):
         self.own_public = own_public
         self.directory = directory
         self._request: list[bytes] = []
-        self._report = _RateLimited()
+        self._report = RateLimited()
         self._signature = _key_dir_signature(directory)
         # Every key let in (z85 text), so the broker can tell a revocation even of a key it never
         # saw in its own reloads. Set operations are atomic under the GIL; the broker prunes it.
@@ -415,9 +415,9 @@ class KeyGuard:
         self._signature = _key_dir_signature(self.directory)
         self._reload_requested = False
         self._pending_revocations: list[str] | None = None  # found by a reload outside the broker's timer
-        self._cut_off = _RateLimited()
-        self._handshakes = _RateLimited()
-        self._refusals = _RateLimited()
+        self._cut_off = RateLimited()
+        self._handshakes = RateLimited()
+        self._refusals = RateLimited()
         self.authenticator = KeyAuthenticator(context, self.keypair.public, self.directory)
         self.authenticator.start()
         self.authenticator.set_keys({k.encode() for k in self.authorized})

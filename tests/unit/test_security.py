@@ -290,7 +290,7 @@ def test_bus_refuses_non_loopback_without_curve_unless_insecure(caplog):
 
 
 def test_refusal_log_budget_covers_fresh_subjects(caplog):
-    limited = security._RateLimited(interval=60, budget=3)
+    limited = security.RateLimited(interval=60, budget=3)
     for i in range(50):
         limited(f"key-{i}", "refused %s", i)
     assert caplog.text.count("refused") == 3
