@@ -107,6 +107,10 @@ PROJECT = {
         def test_on_cuda():
             pass
 
+        @pytest.mark.dtf(requires={"hardware": "cuda"})
+        def test_marked_cuda():
+            pass
+
         @pytest.mark.dtf(requires={"hardware": "tpu"})
         def test_on_tpu():
             pass
@@ -114,7 +118,7 @@ PROJECT = {
 }
 
 # The tests of PROJECT a plain local pytest can run too (no crash, no hardware routing).
-PORTABLE = "not kills_its_session and not on_tpu and not on_cuda"
+PORTABLE = "not kills_its_session and not on_tpu and not cuda"
 SUMMARY_WORDS = ("failed", "passed", "skipped", "deselected", "xfailed", "xpassed", "warning", "error", "rerun")
 
 
@@ -184,7 +188,7 @@ def test_pytest_dtf_looks_like_local_pytest(make_cluster, tmp_path):
     remote = pytest_run(project, ep, "-ra", "-k", PORTABLE)
     assert local.returncode == remote.returncode == 1, remote.stdout + remote.stderr
     expected = summary(local.stdout)
-    assert expected.pop("deselected") == 3  # -k deselects on the workers: only a local run counts them
+    assert expected.pop("deselected") == 4  # -k deselects on the workers: only a local run counts them
     assert expected == {"failed": 1, "passed": 7, "skipped": 1, "xfailed": 1, "xpassed": 1, "warning": 1, "error": 1}
     assert summary(remote.stdout) == expected, remote.stdout
 
@@ -196,7 +200,7 @@ def test_pytest_dtf_looks_like_local_pytest(make_cluster, tmp_path):
     counts = summary(out)
     assert counts == {
         "failed": 2,
-        "passed": 8,
+        "passed": 9,
         "skipped": 1,
         "xfailed": 1,
         "xpassed": 1,
@@ -225,21 +229,21 @@ def test_pytest_dtf_looks_like_local_pytest(make_cluster, tmp_path):
             for task in client.results(job)
             for row in ((task.get("result") or {}).get("tests") or [])
         }
-    assert ran_on["test_hw.py::test_on_cuda"] == "gpu1"
+    assert ran_on["test_hw.py::test_on_cuda"] == ran_on["test_hw.py::test_marked_cuda"] == "gpu1"
     assert "test_hw.py::test_on_tpu" not in ran_on
     assert ran_on["test_crash.py::test_after"] in {"w1", "w2", "gpu1"}  # the session came back
 
     # The controller's conftest saw every report: setup, call and teardown of each test that ran.
     seen = json.loads((project / "controller_reports.json").read_text())
     # One setup report per test, but the crashed one: its session died before it could send any.
-    assert seen["setup"] == 14 and seen["call"] == 12, seen
+    assert seen["setup"] == 15 and seen["call"] == 13, seen
 
     suites = ET.parse(junit).getroot()
     suite = suites.find("testsuite")
     assert suite is not None
     totals = {k: suite.get(k) for k in ("tests", "failures", "errors", "skipped")}
-    assert totals == {"tests": "15", "failures": "2", "errors": "2", "skipped": "2"}, totals
-    assert len(suite.findall("testcase")) == 15
+    assert totals == {"tests": "16", "failures": "2", "errors": "2", "skipped": "2"}, totals
+    assert len(suite.findall("testcase")) == 16
 
 
 def test_dtf_pytest_shorthand_and_exit_codes(make_cluster, tmp_path):
