@@ -112,6 +112,10 @@ class CpuMeter:
         self._cpu = self.cpu_seconds()
         self._wall = time.monotonic()
 
+    def used(self) -> float:
+        """CPU seconds since the last reset."""
+        return self.cpu_seconds() - self._cpu
+
     def percent(self) -> float:
         cpu = self.cpu_seconds()
         wall = time.monotonic() - self._wall

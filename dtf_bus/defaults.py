@@ -261,3 +261,6 @@ PYTEST_FOLLOW_WAIT = 1.0
 PYTEST_TASK_NAME_CHARS = 200
 # Tasks per SUBMIT, so a suite of 100,000 tests never makes one message near MAX_MESSAGE_BYTES.
 PYTEST_SUBMIT_BATCH = 500
+# pytest --dtf starts up to this many worker sessions collecting at once (one per session slot of
+# the fleet), as xdist's workers all collect at start; the first to finish plans the run.
+PYTEST_PARALLEL_COLLECTS = 64

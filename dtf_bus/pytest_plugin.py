@@ -385,7 +385,12 @@ class Controller:
         lf = bool(getattr(option, "lf", False))  # absent under -p no:cacheprovider
         ff = bool(getattr(option, "failedfirst", False))
         history = self._history()  # durations order the run even without --lf/--ff
-        self.job = self._submit([self._collect_unit()], first=True)
+        # One collection per session the fleet can run at once, as xdist's workers each collect:
+        # the first to finish plans the run, the others start their sessions meanwhile (instead
+        # of when their first tests arrive) and must find the same tests.
+        collects = min(self._sessions(), defaults.PYTEST_PARALLEL_COLLECTS) if not option.collectonly else 1
+        warm = [self._collect_unit(index) for index in range(1, collects)]
+        self.job = self._submit([self._collect_unit(), *warm], first=True)
         items = self._await_collection(session)
         if option.collectonly:
             self._show_collection(items)
@@ -476,17 +481,19 @@ class Controller:
 
     # ------------------------------------------------------------ broker calls
 
-    def _collect_unit(self) -> Unit:
+    def _collect_unit(self, index: int = 0) -> Unit:
+        """The collection (index 0), or a warm-up one that starts another session meanwhile."""
         from dtf_bus.pytest_dist import COLLECT_TASK, Unit
 
-        return Unit(name=COLLECT_TASK, nodeids=[], requires=dict(self.settings.requires), cost=0.0, first=True)
+        name = f"{COLLECT_TASK} {index}" if index else COLLECT_TASK
+        return Unit(name=name, nodeids=[], requires=dict(self.settings.requires), cost=0.0, first=True)
 
     def _task(self, unit: Unit) -> dict[str, Any]:
         from dtf_bus.pytest_dist import COLLECT_TASK
 
         params: dict[str, Any] = {
             "session": self.session_key,
-            "mode": "collect" if unit.name == COLLECT_TASK else "run",
+            "mode": "collect" if unit.name.startswith(COLLECT_TASK) else "run",
             "rootdir": self.rootdir,
             "args": self.settings.args,
             "marker_requires": self.settings.marker_requires,
@@ -576,7 +583,13 @@ class Controller:
             task = next((t for t in reply["tasks"] if t["name"] == COLLECT_TASK), None)
             if task is not None:
                 self.units.pop(COLLECT_TASK, None)
-                return self._on_collected(session, task)
+                items = self._on_collected(session, task)
+                for other in reply["tasks"]:  # warm-up collections that finished with it
+                    if other is not task:
+                        self._on_task(other)
+                return items
+            for other in reply["tasks"]:
+                self._on_task(other)
             self._check_placement(reply)
             if COLLECT_TASK not in self.units:  # given up: no worker can collect
                 raise session.Interrupted(self._collection_error_text(session))
@@ -643,6 +656,8 @@ class Controller:
     # ------------------------------------------------------------ results
 
     def _on_task(self, task: dict[str, Any]) -> None:
+        from dtf_bus import pytest_dist
+
         unit = self.units.pop(task.get("name", ""), None)
         if unit is None:
             return
@@ -651,6 +666,8 @@ class Controller:
             self.workers_used.add(task["worker_id"])
         result = task.get("result") if isinstance(task.get("result"), dict) else {}
         self._check_digest(task, result)
+        if unit.name.startswith(pytest_dist.COLLECT_TASK):
+            return  # a warm-up collection: only its digest matters (its errors were the first's)
         self._replay_unit(unit, task, result)
 
     def _check_digest(self, task: dict[str, Any], result: dict[str, Any]) -> None:

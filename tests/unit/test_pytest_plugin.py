@@ -143,10 +143,11 @@ def test_reports_are_replayed_and_args_sent_without_controller_options(pytester:
     result.assert_outcomes(passed=2, failed=1)
     assert result.ret == 1
     result.stdout.fnmatch_lines(
-        ["test_a.py ..*", "test_b.py F*", "*AssertionError: boom*", "dtf: job job1: 3 task(s) on w1, w2"]
+        ["test_a.py ..*", "test_b.py F*", "*AssertionError: boom*", "dtf: job job1: 4 task(s) on w1, w2"]
     )
-    collect, *runs = f.submitted
+    collect, warm, *runs = f.submitted  # the fleet has 2 session slots: both collect at start
     assert collect["params"]["mode"] == "collect" and collect["params"]["args"] == ["-k", "test", "tests"]
+    assert warm["params"]["mode"] == "collect" and warm["name"] == "collect 1"
     assert [r["params"]["nodeids"] for r in runs] == [IDS[:2], IDS[2:]]
     assert all(r["plugin"] == "pytest-session" and r["retries"] == 0 for r in runs)
     assert len({t["params"]["session"] for t in f.submitted}) == 1
@@ -199,7 +200,7 @@ def test_last_failed_comes_from_the_fleets_history(pytester: pytest.Pytester, fl
     result = pytester.runpytest_inprocess("--dtf", "--lf")
     result.assert_outcomes(passed=1, deselected=2)
     result.stdout.fnmatch_lines(["run-last-failure: rerun previous 1 failure"])
-    assert [t["params"].get("nodeids") for t in f.submitted[1:]] == [["test_b.py::test_3"]]
+    assert [t["params"].get("nodeids") for t in f.submitted[2:]] == [["test_b.py::test_3"]]
 
 
 def test_bad_options_are_usage_errors(pytester: pytest.Pytester, fleet: Any):
