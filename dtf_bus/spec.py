@@ -207,13 +207,13 @@ def _validate_one(index: int, raw: Any) -> dict[str, Any]:
         raise fail("priority", f"must be an integer from {-defaults.MAX_PRIORITY} to {defaults.MAX_PRIORITY}")
     timeout = raw.get("timeout")
     if timeout is not None and (not _is_number(timeout) or not 0 < timeout <= defaults.MAX_TASK_TIMEOUT):
-        raise fail("timeout", f"must be a positive number of seconds, at most {defaults.MAX_TASK_TIMEOUT:g}")
+        raise fail("timeout", f"must be a positive number of seconds, at most {defaults.MAX_TASK_TIMEOUT:.0f}")
     retries = raw.get("retries", defaults.TASK_RETRIES)
     if not _is_int(retries) or not 0 <= retries <= defaults.MAX_RETRIES:
         raise fail("retries", f"must be a non-negative integer, at most {defaults.MAX_RETRIES}")
     backoff = raw.get("retry_backoff", defaults.RETRY_BACKOFF)
     if not _is_number(backoff) or not 0 <= backoff <= defaults.MAX_RETRY_BACKOFF:
-        raise fail("retry_backoff", f"must be a number of seconds from 0 to {defaults.MAX_RETRY_BACKOFF:g}")
+        raise fail("retry_backoff", f"must be a number of seconds from 0 to {defaults.MAX_RETRY_BACKOFF:.0f}")
     depends_on = raw.get("depends_on", [])
     if isinstance(depends_on, str):
         depends_on = [depends_on]

@@ -94,7 +94,7 @@ def test_bad_spec_exits_2_before_queueing(make_cluster, tmp_path):
     assert run.returncode == 2
     assert (
         run.stderr.strip()
-        == "dtf submit: invalid spec: task 't1': field 'timeout' must be a positive number of seconds"
+        == "dtf submit: invalid spec: task 't1': field 'timeout' must be a positive number of seconds, at most 2592000"
     )
     assert run.stdout == ""
 
