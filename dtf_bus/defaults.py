@@ -82,6 +82,10 @@ MAX_LOST_WORKERS = 3
 # Results store: batches are flushed after this many seconds or rows, whichever first.
 STORE_FLUSH_INTERVAL = 0.2
 STORE_FLUSH_ROWS = 5000
+# DuckDB's buffer pool in the broker (DuckDB's own default is 80 % of RAM, so a long-lived broker
+# beside the workers on one box could take most of it for cache); the writer's batches need a
+# few MB, the rest serves queries from the API and `dtf results`. Past it DuckDB spills to disk.
+STORE_MEMORY_LIMIT = "512MB"
 
 # Publish a metrics.system snapshot this often (seconds).
 METRICS_INTERVAL = 1.0

@@ -5,6 +5,11 @@ coalesces them (the last state of a task in a batch wins) and writes each table 
 ``INSERT OR REPLACE ... SELECT`` over a JSON document of the batch (see :class:`Table`),
 which DuckDB ingests far faster than row-by-row ``executemany``. The schema is documented in
 docs/schema.md.
+
+A batch is one transaction across all its tables, so a crash never leaves a task's row
+without the attempt rows written with it (recovery rebuilds tasks from both). A row DuckDB
+refuses is isolated by bisection and reported through :meth:`Store.durable` together with the
+durability mark, so the broker fails its task rather than acknowledge what was never stored.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import logging
 import math
 import os
 import queue
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -118,6 +124,9 @@ MIGRATIONS: list[str] = [
 # how each column is converted follows its SQL type.
 TABLES: dict[str, int] = {"jobs": 1, "tasks": 1, "attempts": 2, "task_durations": 3, "workers": 1, "worker_keys": 1}
 
+# What DuckDB's memory_limit takes ("512MB", "2GiB", "1.5 GB"); checked before it reaches SQL.
+_MEMORY_LIMIT = re.compile(r"\d+(\.\d+)?\s*([KMGT]i?B|bytes)", re.IGNORECASE)
+
 _STOP = object()
 _MARK = object()
 _CHUNK = 256  # rows per json.dumps call: the encoder holds the GIL, so the broker waits at most one chunk
@@ -173,6 +182,21 @@ def _from_json(cell: str, sql_type: str) -> str:
     return f"({cell} ->> '$')::{sql_type}"
 
 
+@dataclass(frozen=True, slots=True)
+class StoreFailure:
+    """A row DuckDB refused: its table, its key columns and the error's first line. Never
+    its values: params and results hold what their owners would not publish."""
+
+    table: str
+    key: tuple[Any, ...]
+    error: str
+
+
+def valid_memory_limit(value: str) -> bool:
+    """A size DuckDB's memory_limit takes; checked before it is written into SQL."""
+    return bool(_MEMORY_LIMIT.fullmatch(value.strip()))
+
+
 def _first_line(exc: Exception) -> str:
     """An error's first line: DuckDB's conversion errors go on to quote the offending value."""
     return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
@@ -209,12 +233,18 @@ class Store:
         path: str | Path,
         flush_interval: float = defaults.STORE_FLUSH_INTERVAL,
         flush_rows: int = defaults.STORE_FLUSH_ROWS,
+        memory_limit: str | None = defaults.STORE_MEMORY_LIMIT,
     ) -> None:
+        """``memory_limit`` bounds DuckDB's buffer pool (None: DuckDB's default, 80 % of RAM)."""
+        if memory_limit is not None and not valid_memory_limit(memory_limit):
+            raise ValueError(f"store: memory limit {memory_limit!r} is not a size such as 512MB or 2GB")
         self.path = str(path)
         self.flush_interval = flush_interval
         self.flush_rows = flush_rows
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._con = duckdb.connect(self.path)  # fails here, in the caller, if the file is locked
+        if memory_limit is not None:
+            self._con.execute(f"SET memory_limit = '{memory_limit.strip()}'")
         self._con.execute(SCHEMA)
         for statement in MIGRATIONS:
             self._con.execute(statement)
@@ -225,6 +255,7 @@ class Store:
         self._mark_seq = 0
         self.durable_seq = 0
         self._durable = threading.Condition()
+        self._failed: list[StoreFailure] = []  # rows refused since the last durable(), under _durable
         self._wake = threading.Event()  # set to make the writer commit now rather than at its interval
         self._notify_r, self._notify_w = os.pipe()
         os.set_blocking(self._notify_r, False)
@@ -271,8 +302,19 @@ class Store:
 
     @property
     def notify_fd(self) -> int:
-        """Readable when ``durable_seq`` advanced; call :meth:`drain_notify` after polling it."""
+        """Readable when ``durable_seq`` advanced or a row was refused; call :meth:`drain_notify`
+        after polling it, then :meth:`durable`."""
         return self._notify_r
+
+    def durable(self) -> tuple[int, list[StoreFailure]]:
+        """The durability mark reached, with every row refused up to it (taken: each is
+        returned once). One call, under one lock, so whoever releases acknowledgements up to
+        the mark has first heard which rows are missing from it: a mark read alone could be
+        ahead of failures not yet taken. Called from the broker's loop when notified only, so
+        ``put`` and ``mark`` cost nothing more."""
+        with self._durable:
+            failed, self._failed = self._failed, []
+            return self.durable_seq, failed
 
     def drain_notify(self) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -327,38 +369,72 @@ class Store:
                 count += 1
             else:
                 self._wake.set()  # a full batch: more rows may wait, so go again at once
-            if count:
-                self._write(batch)
-            if marked:
-                with self._durable:
-                    self.durable_seq = marked
+            failed = self._write(batch) if count else []
+            if marked or failed:
+                with self._durable:  # failures before the mark: durable() returns them together
+                    self._failed.extend(failed)
+                    self.durable_seq = max(self.durable_seq, marked)
                     self._durable.notify_all()
                 with contextlib.suppress(BlockingIOError):
                     os.write(self._notify_w, b"\0")
 
-    def _write(self, batch: dict[str, dict[Any, tuple]]) -> None:
-        for table, rows in batch.items():
-            try:
-                self._write_table(table, list(rows.values()))
-                self.rows_written += len(rows)
-            except Exception as exc:  # a bad row must not kill the writer thread, nor lose its batch-mates
-                log.warning(
-                    "store: writing %d rows to %s failed (%s); retrying row by row", len(rows), table, _first_line(exc)
-                )
-                self._write_rows(table, list(rows.values()))
+    def _write(self, batch: dict[str, dict[Any, tuple]]) -> list[StoreFailure]:
+        """Commit the batch in one transaction; if DuckDB refuses it, commit what it accepts and
+        return the rows it refused. A bad row must not kill the writer thread, nor lose its
+        batch-mates."""
+        tables = {table: list(rows.values()) for table, rows in batch.items()}
+        try:
+            self._commit(tables)
+            return []
+        except Exception as exc:
+            self._rollback()
+            count = sum(len(rows) for rows in tables.values())
+            log.warning("store: a batch of %d rows failed (%s); isolating the rows refused", count, _first_line(exc))
+        items = [(table, row) for table, rows in tables.items() for row in rows]
+        # A task's row sorts next to its attempts' (and a job's before its tasks'), so the
+        # halves below mostly keep what recovery reads together in one transaction.
+        items.sort(key=lambda item: str(item[1][0]) if self.tables[item[0]].keylen else "")
+        return self._bisect(items)
 
-    def _write_rows(self, table: str, rows: list[tuple]) -> None:
-        """One row at a time, after a batch failed: only the bad rows are lost. A dropped row is
-        logged by its key and the error alone, never its values: params and results hold what
-        their owners would not publish (and a poisoned batch would log every row)."""
-        keylen = self.tables[table].keylen or 1
-        for row in rows:
+    def _bisect(self, items: list[tuple[str, tuple]]) -> list[StoreFailure]:
+        """Halve a refused batch, each half in its own transaction, down to the single rows
+        refused: about log2(batch) tries per bad row, where row by row cost one transaction per
+        row of the batch. Refused rows are logged by table and key alone, never their values
+        (a poisoned batch would log every row)."""
+        failures: list[StoreFailure] = []
+        pending = [items]
+        while pending:
+            part = pending.pop()
+            tables: dict[str, list[tuple]] = {}
+            for table, row in part:
+                tables.setdefault(table, []).append(row)
             try:
-                self._write_table(table, [row])
-                self.rows_written += 1
+                self._commit(tables)
+                continue
             except Exception as exc:
-                key = ", ".join(str(value)[: defaults.MAX_ID_CHARS] for value in row[:keylen])
-                log.error("store: dropped a row of %s (%s) that cannot be stored: %s", table, key, _first_line(exc))
+                self._rollback()
+                if len(part) > 1:
+                    half = len(part) // 2
+                    pending += [part[half:], part[:half]]  # the first half is tried first
+                    continue
+                table, row = part[0]
+                key = tuple(row[: self.tables[table].keylen or 1])
+                failures.append(StoreFailure(table, key, _first_line(exc)))
+                shown = ", ".join(str(value)[: defaults.MAX_ID_CHARS] for value in key)
+                log.error("store: dropped a row of %s (%s) that cannot be stored: %s", table, shown, _first_line(exc))
+        return failures
+
+    def _commit(self, tables: dict[str, list[tuple]]) -> None:
+        """One transaction over every table: all of it is committed, or none."""
+        self._con.begin()
+        for table, rows in tables.items():
+            self._write_table(table, rows)
+        self._con.commit()
+        self.rows_written += sum(len(rows) for rows in tables.values())
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(duckdb.Error):  # none open: the failure was in begin() itself
+            self._con.rollback()
 
     def _write_table(self, table: str, rows: list[tuple]) -> None:
         self._con.execute(self.tables[table].sql, [_document(rows)])

@@ -1,12 +1,13 @@
 """The batched DuckDB writer, against a real DuckDB file."""
 
 import logging
+import select
 
 import duckdb
 import pytest
 
 from dtf_bus import recovery, rows
-from dtf_bus.store import Store
+from dtf_bus.store import SCHEMA, Store
 from dtf_bus.task import Task, TaskState
 
 pytestmark = pytest.mark.unit
@@ -180,3 +181,109 @@ def test_recovered_tasks_whose_env_was_redacted_fail_with_their_dependents(tmp_p
         ("j.2", "cancelled", "dependency 'j.1' cancelled"),
         ("j.3", "queued", None),
     ]
+
+
+# One transaction per batch, and the rows DuckDB refuses.
+
+
+def _attempt_row(task_id: str, result: dict | None = None) -> tuple:
+    return (task_id, 1, "w1", 1.7e9, 1.7e9, 1.7e9 + 1, "succeeded", False, result, None)
+
+
+def _refusing(path, task_ids: tuple[str, ...]) -> None:
+    """The schema, with a CHECK on attempts that refuses these tasks' rows: a fault injected
+    from outside, as a real refusal would come (SCHEMA creates tables only if missing)."""
+    refuse = ", ".join(f"'{t}'" for t in task_ids)
+    schema = SCHEMA.replace(
+        "PRIMARY KEY (task_id, attempt)", f"PRIMARY KEY (task_id, attempt), CHECK (task_id NOT IN ({refuse}))"
+    )
+    con = duckdb.connect(str(path))
+    con.execute(schema)
+    con.close()
+
+
+def test_a_batch_is_one_transaction_across_tables(tmp_path):
+    """The tasks rows of a batch are not visible before its attempts rows are written too:
+    a crash between the two leaves neither, so recovery never reads a task without its attempts."""
+    store = Store(tmp_path / "r.duckdb", flush_interval=0.05)
+    reader = store.cursor()
+    seen: list[int] = []
+    write_table = store._write_table
+
+    def spying(table: str, batch_rows: list[tuple]) -> None:
+        if table == "attempts":  # written after tasks in the same batch (dicts keep put order)
+            seen.append(reader.execute("select count(*) from tasks").fetchone()[0])
+        write_table(table, batch_rows)
+
+    store._write_table = spying
+    store.put("tasks", rows.task_row(_task("j.0")))
+    store.put("attempts", _attempt_row("j.0"))
+    assert store.flush(10)
+    assert seen == [0]  # uncommitted while attempts were being written
+    assert reader.execute("select count(*) from tasks").fetchone()[0] == 1
+    assert reader.execute("select count(*) from attempts").fetchone()[0] == 1
+    store.close()
+
+
+def test_a_refused_row_is_isolated_by_bisection_and_reported_with_the_mark(tmp_path, caplog):
+    path = tmp_path / "r.duckdb"
+    _refusing(path, ("j.5", "j.40"))
+    store = Store(path, flush_interval=10)  # one batch: only flush() wakes the writer
+    commits = 0
+    commit = store._commit
+
+    def counting(tables: dict) -> None:
+        nonlocal commits
+        commits += 1
+        commit(tables)
+
+    store._commit = counting
+    secret = {"token": "s3cret-value"}
+    with caplog.at_level(logging.WARNING, logger="dtf_bus.store"):
+        for i in range(64):
+            store.put("tasks", rows.task_row(_task(f"j.{i}", params=secret)))
+            store.put("attempts", _attempt_row(f"j.{i}", {"out": "s3cret-value"}))
+        seq = store.mark()
+        assert store.flush(10)
+    durable, refused = store.durable()
+    con = store.cursor()
+    tasks = {r[0] for r in con.execute("select task_id from tasks").fetchall()}
+    attempts = {r[0] for r in con.execute("select task_id from attempts").fetchall()}
+    store.close()
+    assert durable >= seq
+    assert [(f.table, f.key) for f in refused] == [("attempts", ("j.40", 1)), ("attempts", ("j.5", 1))]
+    assert all("CHECK constraint failed" in f.error for f in refused)
+    assert store.durable()[1] == []  # each refusal is handed over once
+    assert tasks == {f"j.{i}" for i in range(64)}
+    assert attempts == tasks - {"j.5", "j.40"}
+    # 128 rows, 2 refused: the failed batch, then a few dozen halves, not 128 single-row tries.
+    assert commits < 40, commits
+    assert store.rows_written == 126
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == [
+        "store: dropped a row of attempts (j.40, 1) that cannot be stored: " + refused[0].error,
+        "store: dropped a row of attempts (j.5, 1) that cannot be stored: " + refused[1].error,
+    ]
+    assert "s3cret" not in caplog.text
+
+
+def test_a_refusal_notifies_the_broker_even_without_a_mark(tmp_path):
+    path = tmp_path / "r.duckdb"
+    _refusing(path, ("j.0",))
+    store = Store(path, flush_interval=0.05)
+    store.put("attempts", _attempt_row("j.0"))
+    readable = select.select([store.notify_fd], [], [], 10)[0]
+    store.drain_notify()
+    durable, refused = store.durable()
+    store.close()
+    assert readable and durable == 0
+    assert [(f.table, f.key) for f in refused] == [("attempts", ("j.0", 1))]
+
+
+def test_the_buffer_pool_is_bounded(tmp_path):
+    store = Store(tmp_path / "r.duckdb", memory_limit="64MB")
+    limit = store.cursor().execute("select current_setting('memory_limit')").fetchone()[0]
+    store.close()
+    assert limit == "61.0 MiB"  # 64 MB, as DuckDB shows it
+    with pytest.raises(ValueError, match="not a size"):
+        Store(tmp_path / "other.duckdb", memory_limit="64MB'; DROP TABLE tasks; --")
