@@ -1,9 +1,14 @@
 """The ``dtf`` command: submit, status, workers, results, cancel, up, pytest.
 
 Exit codes are a contract for scripts: 0 everything succeeded, 1 some task failed, 2 a usage,
-spec or request error, 3 the broker is unreachable. ``dtf pytest ARGS...`` is ``pytest --dtf
-ARGS...`` (see :mod:`dtf_bus.pytest_dist`) and uses pytest's own codes, keeping 3 for an
-unreachable broker.
+spec or request error, 3 the broker is unreachable, 4 ``--wait --timeout`` ran out (the job keeps
+running), 130 interrupted (Ctrl-C; ``submit --wait`` detaches and says how to cancel). With
+``--json`` stdout is always one JSON object, errors included (``{"error": ...}``), and the
+one-line message still goes to stderr. ``dtf pytest ARGS...`` is ``pytest --dtf ARGS...`` (see
+:mod:`dtf_bus.pytest_dist`) and uses pytest's own codes, keeping 3 for an unreachable broker.
+
+A wait never looks like a silent hang: tasks the broker cannot place are reported on stderr once
+their reasons have held for ``BLOCKED_REPORT_AFTER`` seconds, and again whenever they change.
 """
 
 from __future__ import annotations
@@ -12,15 +17,26 @@ import argparse
 import csv
 import io
 import json
+import os
 import signal
 import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dtf_bus import defaults, hardware, junit, keys_cli, logs, pytest_dist, security, spec
+from dtf_bus import config, defaults, hardware, junit, keys_cli, logs, pytest_dist, security, spec
 from dtf_bus.client import BrokerUnreachable, Client, ClientError, default_endpoint
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_TIMEOUT = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a Ctrl-C'd command
+
+# Seconds the broker's reasons for not placing tasks must hold before a wait reports them: long
+# enough that a worker still registering is not reported, short enough that nobody waits blind.
+BLOCKED_REPORT_AFTER = 5.0
+# A wait asks the broker for news this often (a long poll: it answers at once when tasks finish).
+WATCH_POLL = 1.0
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 PROFILES = {
@@ -33,16 +49,29 @@ def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
+class CommandFailed(Exception):
+    """A command's end other than success, with its exit code and what ``--json`` adds."""
+
+    def __init__(self, code: int, message: str, **data: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.data = data
+
+
 def _summary(status: dict[str, Any]) -> dict[str, Any]:
+    """The JSON view of a job. ``failed`` counts tasks that failed or timed out; cancelled ones
+    (by a user, or a failed dependency) are counted apart, since nothing in them went wrong."""
+    counts = status["counts"]
     return {
         "job_id": status["job_id"],
         "name": status["name"],
         "submitter": status.get("submitter"),
         "total": status["total"],
         "succeeded": status["succeeded"],
-        "failed": status["failed"],
+        "failed": counts.get("failed", 0) + counts.get("timed_out", 0),
+        "cancelled": counts.get("cancelled", 0),
         "done": status["done"],
-        "counts": status["counts"],
+        "counts": counts,
         "blocked": status["blocked"],
     }
 
@@ -51,31 +80,167 @@ def _describe(status: dict[str, Any]) -> str:
     counts = ", ".join(f"{n} {state}" for state, n in sorted(status["counts"].items()))
     who = f", by {status['submitter']}" if status.get("submitter") else ""
     lines = [f"job {status['job_id']} ({status['name']}{who}): {status['total']} task(s): {counts}"]
-    for block in status["blocked"]:
+    lines.extend(_describe_blocked(status["blocked"]))
+    return "\n".join(lines)
+
+
+def _describe_blocked(blocked: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for block in blocked:
         names = block["tasks"]
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
         lines.append(f"  {len(names)} task(s) cannot be placed ({shown}):")
         lines.extend(f"    - {reason}" for reason in block["reasons"])
-    return "\n".join(lines)
+    return lines
+
+
+def _is_dependency_wait(block: dict[str, Any]) -> bool:
+    return all(reason.startswith("waiting for dependencies") for reason in block["reasons"])
+
+
+class BlockedReporter:
+    """When a wait should show the broker's reasons for not placing tasks.
+
+    Once the reasons have held for ``after`` seconds, and again each time they change; when they
+    clear, the clock starts over. Waiting for a dependency is not reported: it ends by itself,
+    and a dependency that cannot be placed is reported under its own name. Pure (the caller
+    passes the clock), so its timing is unit-tested without a broker.
+    """
+
+    def __init__(self, after: float = BLOCKED_REPORT_AFTER) -> None:
+        self.after = after
+        self._current: frozenset[tuple[str, ...]] = frozenset()
+        self._since = 0.0
+        self._reported: frozenset[tuple[str, ...]] = frozenset()
+
+    def update(self, blocked: list[dict[str, Any]], now: float) -> list[dict[str, Any]] | None:
+        """The blocks to report now, or None."""
+        blocks = [b for b in blocked if not _is_dependency_wait(b)]
+        key = frozenset(tuple(b["reasons"]) for b in blocks)
+        if not key:
+            self._current = self._reported = frozenset()
+            return None
+        if key != self._current:
+            self._current, self._since = key, now
+        if key == self._reported:
+            return None
+        if not self._reported and now - self._since < self.after:
+            return None
+        self._reported = key
+        return blocks
+
+
+def _report_blocked(blocks: list[dict[str, Any]], job_id: str, waited: float) -> None:
+    print(f"job {job_id}: still waiting after {waited:.0f}s; the broker cannot place:", file=sys.stderr)
+    for line in _describe_blocked(blocks):
+        print(line, file=sys.stderr)
+    print(f"  (dtf status {job_id} for details; dtf cancel {job_id} to give up)", file=sys.stderr, flush=True)
+
+
+def watch(
+    client: Client,
+    job_id: str,
+    timeout: float | None = None,
+    stop: Callable[[], bool] = lambda: False,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    reporter: BlockedReporter | None = None,
+) -> dict[str, Any] | None:
+    """Wait for a job to finish and return its final status; None once ``stop()`` is true.
+
+    A long poll (``follow``) about once a second brings the counts and the blocked reasons with
+    it, so unplaceable work is reported while we wait. A broker that stops answering is given
+    ``CLIENT_RECONNECT_PATIENCE`` seconds to come back (a restart keeps the job) before
+    BrokerUnreachable. ``timeout`` raises TimeoutError; the job keeps running.
+    """
+    reporter = reporter or BlockedReporter()
+    started = time.monotonic()
+    deadline = None if timeout is None else started + timeout
+    since = 0
+    unreachable_since: float | None = None
+    while not stop():
+        wait = WATCH_POLL
+        if deadline is not None:
+            wait = min(wait, deadline - time.monotonic())
+            if wait <= 0:
+                raise TimeoutError(f"job {job_id} not finished within {timeout:g}s")
+        try:
+            news = client.follow(job_id, since=since, wait=wait, status=True)
+        except BrokerUnreachable:
+            now = time.monotonic()
+            if unreachable_since is None:
+                unreachable_since = now
+                print(f"broker at {client.endpoint} not answering; still waiting for job {job_id}", file=sys.stderr)
+            elif now - unreachable_since > defaults.CLIENT_RECONNECT_PATIENCE:
+                raise
+            continue
+        unreachable_since = None
+        since = news["next"]
+        if news["done"]:
+            return client.status(job_id)
+        if on_progress is not None:
+            on_progress(news)
+        now = time.monotonic()
+        blocks = reporter.update(news.get("blocked") or [], now)
+        if blocks:
+            _report_blocked(blocks, job_id, now - started)
+    return None
+
+
+def _submit(client: Client, tasks: list[dict[str, Any]], name: str, command: str) -> tuple[str, list[str]]:
+    """Submit and print the broker's warnings (a plugin or capability no worker offers): a job
+    that may never run says so at once. Returns the job id and the warnings."""
+    reply: Any = client.submit(tasks, name=name)
+    job_id, warnings = reply, []
+    if isinstance(reply, dict):  # a broker that checks placement at submit answers with warnings
+        job_id, warnings = reply["job_id"], [str(w) for w in reply.get("warnings") or []]
+    for warning in warnings:
+        print(f"dtf {command}: warning: {warning}", file=sys.stderr)
+    return job_id, warnings
 
 
 def cmd_submit(client: Client, args: argparse.Namespace) -> int:
     name, tasks = spec.load(args.spec)
-    job_id = client.submit(tasks, name=name)
+    job_id, warnings = _submit(client, tasks, name, "submit")
+    extra = {"warnings": warnings} if warnings else {}
     if not args.wait:
         if args.json:
-            _print_json({"job_id": job_id, "total": len(tasks)})
+            _print_json({"job_id": job_id, "total": len(tasks), **extra})
         else:
             print(f"submitted job {job_id} ({len(tasks)} task(s))")
         return EXIT_OK
     if not args.json:
         print(f"submitted job {job_id} ({len(tasks)} task(s)); waiting...", file=sys.stderr)
-    status = client.wait(job_id, timeout=args.timeout)
+    try:
+        status = watch(client, job_id, timeout=args.timeout)
+    except KeyboardInterrupt:
+        # Detach, not cancel: the job is the broker's, and the user may only want the prompt back.
+        raise CommandFailed(
+            EXIT_INTERRUPTED, f"detached: job {job_id} keeps running; dtf cancel {job_id}", job_id=job_id, **extra
+        ) from None
+    except TimeoutError as exc:
+        last = _last_status(client, job_id)
+        raise CommandFailed(
+            EXIT_TIMEOUT,
+            f"dtf submit: {exc}; it keeps running (dtf status {job_id}; dtf cancel {job_id})",
+            job_id=job_id,
+            timed_out=True,
+            **extra,
+            **({"status": _summary(last)} if last else {}),
+        ) from None
+    assert status is not None  # watch() returns None only when stopped, and nothing stops it here
     if args.json:
-        _print_json(_summary(status))
+        _print_json({**_summary(status), **extra})
     else:
         print(_describe(status))
     return EXIT_OK if status["succeeded"] == status["total"] else EXIT_FAILED
+
+
+def _last_status(client: Client, job_id: str) -> dict[str, Any] | None:
+    """The job's status for a timeout's report; None if the broker cannot say right now."""
+    try:
+        return client.status(job_id)
+    except ClientError:
+        return None
 
 
 def cmd_status(client: Client, args: argparse.Namespace) -> int:
@@ -114,10 +279,28 @@ def cmd_workers(client: Client, args: argparse.Namespace) -> int:
 
 
 RESULT_COLUMNS = ("task_id", "name", "state", "worker_id", "attempts", "started_at", "ended_at", "error", "result")
+TIMESTAMP_COLUMNS = ("started_at", "ended_at")
+
+
+def attempts_made(task: dict[str, Any]) -> int:
+    """Attempts that were handed to a worker. The broker's ``attempts`` is the number of the
+    current attempt, which starts at 1 before anything ran (and grows on requeue before the
+    next assignment); its history lists the attempts that happened."""
+    history = task.get("history")
+    if isinstance(history, list):
+        return len({a.get("attempt") for a in history if isinstance(a, dict)})
+    return task["attempts"]
+
+
+def iso_time(epoch: float | None) -> str:
+    """Epoch seconds as ISO 8601 in UTC (what spreadsheets and pandas read); empty for None."""
+    if epoch is None:
+        return ""
+    return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="milliseconds")
 
 
 def cmd_results(client: Client, args: argparse.Namespace) -> int:
-    results = client.results(args.job)
+    results = [{**r, "attempts": attempts_made(r)} for r in client.results(args.job)]
     if args.format == "junit":
         sys.stdout.write(junit.to_xml(client.status(args.job)["name"], results))
     elif args.format == "json":
@@ -127,7 +310,7 @@ def cmd_results(client: Client, args: argparse.Namespace) -> int:
         writer = csv.writer(buf)
         writer.writerow(RESULT_COLUMNS)
         for r in results:
-            writer.writerow([json.dumps(r[c]) if c == "result" else r[c] for c in RESULT_COLUMNS])
+            writer.writerow([_csv_cell(r, c) for c in RESULT_COLUMNS])
         sys.stdout.write(buf.getvalue())
     else:
         rows = [("TASK", "NAME", "STATE", "WORKER", "ATTEMPTS", "SECONDS", "ERROR")]
@@ -148,6 +331,14 @@ def cmd_results(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _csv_cell(task: dict[str, Any], column: str) -> Any:
+    if column == "result":
+        return json.dumps(task[column])
+    if column in TIMESTAMP_COLUMNS:
+        return iso_time(task[column])
+    return task[column]
+
+
 def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
     reply = client.cancel(args.job)
     print(f"job {reply['job_id']}: {reply['cancelled']} task(s) cancelled")
@@ -166,8 +357,30 @@ def _print_table(rows: list[tuple[str, ...]]) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
+def up_endpoints(bind: str | None, metrics_bind: str | None) -> tuple[str, str]:
+    """Where ``dtf up``'s broker listens: ``--bind``, else $DTF_BROKER when it is a tcp
+    endpoint (so the other commands find the broker with no flag), else the default; the events
+    socket on the next port unless ``--metrics-bind`` says otherwise. Raises ConfigError."""
+    if bind is None:
+        env = os.environ.get(defaults.BROKER_ENV)
+        if env:
+            config.endpoint(env, f"${defaults.BROKER_ENV}")
+        bind = env if env and env.startswith("tcp://") else defaults.BROKER_ENDPOINT
+    config.endpoint(bind, "--bind")
+    if metrics_bind is None:
+        host, _, port = bind.rpartition(":")
+        metrics_bind = f"{host}:{int(port) + 1 if port.isdigit() and int(port) else 0}"
+    config.endpoint(metrics_bind, "--metrics-bind")
+    return bind, metrics_bind
+
+
 def cmd_up(args: argparse.Namespace) -> int:
-    """Bring up a broker and a fleet of workers, optionally run a suite, stop on Ctrl-C."""
+    """Bring up a broker and a fleet of workers, optionally run a suite, stop on Ctrl-C.
+
+    Everything started is stopped by pid on the way out, and the way out cannot be cut short:
+    SIGINT and SIGTERM are ignored while stopping, so a second Ctrl-C leaves no broker, worker
+    or task behind. Interrupted before the suite finished, it exits 130.
+    """
     from dtf_bus.cluster import ClusterError, LocalCluster
 
     profiles = PROFILES[args.profile]
@@ -176,14 +389,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     if missing:
         print(f"dtf up: worker profile not found: {missing[0]}", file=sys.stderr)
         return EXIT_USAGE
+    bind, metrics_bind = up_endpoints(args.bind, args.metrics_bind)
     suite = None
     if args.suite:
         suite = spec.load(args.suite)
     cluster = LocalCluster(
         args.workdir,
         db=args.db,
-        bind=args.bind,
-        metrics_bind=args.metrics_bind,
+        bind=bind,
+        metrics_bind=metrics_bind,
         strategy=args.strategy,
         http=args.http,
     )
@@ -197,6 +411,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     # Ctrl-C raises KeyboardInterrupt even if we were started with SIGINT ignored (as a
     # background job is), so that it never stops the children and leaves us waiting.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    code = EXIT_INTERRUPTED  # until the suite (if any) has finished
     try:
         try:
             cluster.start_broker()
@@ -209,7 +424,11 @@ def cmd_up(args: argparse.Namespace) -> int:
             worker_id = f"{profile}-{i + 1}"
             cluster.start_worker(worker_id, config=configs[i % len(configs)])
             ids.append(worker_id)
-        cluster.wait_for_workers(ids, timeout=30)
+        try:
+            cluster.wait_for_workers(ids, timeout=30)
+        except TimeoutError as exc:
+            print(f"dtf up: {exc}; see {cluster.workdir / 'logs'}", file=sys.stderr)
+            return EXIT_FAILED
         print(f"broker   {cluster.endpoint}  (events on {cluster.metrics_endpoint})")
         print(f"workers  {', '.join(ids)}")
         print(f"results  {cluster.db}")
@@ -229,41 +448,44 @@ def cmd_up(args: argparse.Namespace) -> int:
                 import webbrowser
 
                 webbrowser.open(url)
-        code = EXIT_OK
-        if suite is not None:
+        if suite is None:
+            code = EXIT_OK
+        else:
             name, tasks = suite
             with cluster.client() as client:
-                job_id = client.submit(tasks, name=name)
-                print(f"suite    {name}: job {job_id}, {len(tasks)} task(s)")
-                status = _follow(client, job_id, lambda: stopping)
+                job_id, _ = _submit(client, tasks, name, "up")
+                print(f"suite    {name}: job {job_id}, {len(tasks)} task(s)", flush=True)
+                status = watch(client, job_id, stop=lambda: stopping, on_progress=_progress_printer())
                 if status is not None:
                     print(_describe(status))
                     code = EXIT_OK if status["succeeded"] == status["total"] else EXIT_FAILED
         if suite is None or not args.exit_when_done:
-            print("running; press Ctrl-C to stop everything")
+            print("running; press Ctrl-C to stop everything", flush=True)
             while not stopping:
                 signal.pause()  # SIGINT raises KeyboardInterrupt; SIGTERM sets `stopping`
         return code
     except KeyboardInterrupt:
-        return EXIT_OK
+        return code
     finally:
-        print("stopping broker and workers...", file=sys.stderr)
+        # Nothing may interrupt the stop: an interrupted stop is what orphans processes.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("stopping broker and workers...", file=sys.stderr, flush=True)
         cluster.stop()
 
 
-def _follow(client: Client, job_id: str, stop: Any) -> dict[str, Any] | None:
-    """Print progress once a second until the job is done; None if interrupted."""
+def _progress_printer() -> Callable[[dict[str, Any]], None]:
+    """A ``watch`` callback printing the job's counts whenever they change."""
     last = None
-    while not stop():
-        try:
-            return client.wait(job_id, timeout=1.0)
-        except TimeoutError:
-            status = client.status(job_id)
-            line = ", ".join(f"{n} {s}" for s, n in sorted(status["counts"].items()))
-            if line != last:
-                print(f"  progress: {line}")
-                last = line
-    return None
+
+    def show(news: dict[str, Any]) -> None:
+        nonlocal last
+        line = ", ".join(f"{n} {s}" for s, n in sorted((news.get("counts") or {}).items()))
+        if line and line != last:
+            print(f"  progress: {line}", flush=True)
+            last = line
+
+    return show
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -321,8 +543,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exit-when-done", action="store_true", help="stop everything once the suite finished")
     p.add_argument("--db", default="dtf.duckdb")
     p.add_argument("--workdir", default=".dtf-up", help="logs and state of the processes started")
-    p.add_argument("--bind", default="tcp://127.0.0.1:5555")
-    p.add_argument("--metrics-bind", default="tcp://127.0.0.1:5556")
+    p.add_argument(
+        "--bind",
+        default=None,
+        help=f"the broker's endpoint (default ${defaults.BROKER_ENV} if tcp://, else {defaults.BROKER_ENDPOINT})",
+    )
+    p.add_argument("--metrics-bind", default=None, help="the events endpoint (default: the next port)")
     p.add_argument("--strategy", default=None)
     p.add_argument(
         "--http",
@@ -337,38 +563,65 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PYTEST_USAGE_ERROR = 4  # pytest's own code for a usage error: `dtf pytest` keeps pytest's codes
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["pytest"]:  # pytest's own arguments: argparse must not see them
+        endpoint = pytest_dist.shorthand_args(argv[1:])[0].partition("=")[2] or default_endpoint()
+        try:
+            config.endpoint(endpoint)
+        except config.ConfigError as exc:
+            print(f"dtf pytest: {exc}", file=sys.stderr)
+            return PYTEST_USAGE_ERROR
         return pytest_dist.main(argv[1:])
     logs.configure("WARNING", "%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    wants_json = bool(getattr(args, "json", False) or getattr(args, "format", None) == "json")
     try:
-        if args.command == "up":
-            if args.workers < 1:
-                print("dtf up: --workers must be at least 1", file=sys.stderr)
-                return EXIT_USAGE
-            return cmd_up(args)
-        if args.command == "keys":
-            return keys_cli.run(args)
-        curve = security.resolve_client_curve(args.curve_secret, args.broker_key)
-        with Client(args.broker, timeout=args.timeout_connect, curve=curve) as client:
-            return args.func(client, args)
+        return _run(args)
+    except CommandFailed as exc:
+        return _fail(args, wants_json, exc.code, str(exc), **exc.data)
+    except KeyboardInterrupt:
+        return _fail(args, wants_json, EXIT_INTERRUPTED, f"dtf {args.command}: interrupted")
+    except config.ConfigError as exc:
+        return _fail(args, wants_json, EXIT_USAGE, f"dtf {args.command}: {exc}")
     except security.SecurityError as exc:
-        print(f"dtf {args.command}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(args, wants_json, EXIT_USAGE, f"dtf {args.command}: {exc}")
     except spec.SpecError as exc:
-        print(f"dtf {args.command}: invalid spec: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(args, wants_json, EXIT_USAGE, f"dtf {args.command}: invalid spec: {exc}")
     except BrokerUnreachable as exc:
-        print(f"dtf {args.command}: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        return _fail(args, wants_json, EXIT_UNREACHABLE, f"dtf {args.command}: {exc}")
     except ClientError as exc:
-        print(f"dtf {args.command}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(args, wants_json, EXIT_USAGE, f"dtf {args.command}: {exc}")
     except TimeoutError as exc:
-        print(f"dtf {args.command}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return _fail(args, wants_json, EXIT_TIMEOUT, f"dtf {args.command}: {exc}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "up":
+        if args.workers < 1:
+            raise CommandFailed(EXIT_USAGE, "dtf up: --workers must be at least 1")
+        return cmd_up(args)
+    if args.command == "keys":
+        return keys_cli.run(args)
+    # Checked before connecting: zmq would raise a bare ZMQError ("Invalid argument") instead.
+    endpoint = config.endpoint(args.broker or default_endpoint(), "--broker" if args.broker else "$DTF_BROKER")
+    curve = security.resolve_client_curve(args.curve_secret, args.broker_key)
+    # Ctrl-C interrupts even when we were started with SIGINT ignored (a background job's lot).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    with Client(endpoint, timeout=args.timeout_connect, curve=curve) as client:
+        return args.func(client, args)
+
+
+def _fail(args: argparse.Namespace, wants_json: bool, code: int, message: str, **data: Any) -> int:
+    """The one-line message on stderr; with --json, also a JSON object on stdout, so a script
+    parsing stdout gets JSON whatever happened."""
+    print(message, file=sys.stderr, flush=True)
+    if wants_json:
+        _print_json({"error": message, "exit_code": code, **data})
+    return code
 
 
 if __name__ == "__main__":

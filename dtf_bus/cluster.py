@@ -347,6 +347,11 @@ class LocalCluster:
     def stop(self) -> None:
         """Stop every process this cluster started (workers first, at once), by pid."""
         self.stop_dashboard()
+        # Every worker is told first and waited for after, so workers killing stubborn tasks
+        # (KILL_GRACE each) take that long once, not once per worker.
+        for proc in self.workers.values():
+            proc.signal(signal.SIGCONT)  # a stopped process cannot handle signals
+            proc.signal(signal.SIGQUIT)
         for proc in self.workers.values():
             proc.stop(sig=signal.SIGQUIT)
         self.stop_broker()

@@ -82,3 +82,23 @@ def prefetch(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(f"prefetch must be auto or an integer >= 0, got {value!r}")
     return value
+
+
+# ZeroMQ's transports. An endpoint without one ("127.0.0.1:5555") makes connect() raise deep in
+# a command, or (in a worker's reconnect loop) makes it retry forever in silence.
+ENDPOINT_SCHEMES = ("tcp", "ipc", "inproc", "pgm", "epgm", "ws", "wss", "tipc", "vmci", "udp")
+
+
+def endpoint(value: str, flag: str = "--broker") -> str:
+    """A ZeroMQ endpoint as the user gave it, or a ConfigError saying how to write one.
+
+    Checked before anything connects, in ``dtf`` and ``dtf-worker`` alike, so a missing
+    ``tcp://`` is one line and exit 2 instead of a traceback or a hang.
+    """
+    scheme, sep, rest = value.partition("://")
+    if not sep or not rest:
+        hint = f"; did you mean tcp://{value}?" if value and "://" not in value else ""
+        raise ConfigError(f"{flag} {value!r}: an endpoint needs a transport, e.g. tcp://HOST:PORT{hint}")
+    if scheme not in ENDPOINT_SCHEMES:
+        raise ConfigError(f"{flag} {value!r}: unknown transport {scheme!r} (use one of {', '.join(ENDPOINT_SCHEMES)})")
+    return value

@@ -118,6 +118,9 @@ def split_nodeid(nodeid: str) -> tuple[str, str]:
 # --------------------------------------------------------------------- from jobs
 
 _TASK_OUTCOME = {"succeeded": "passed", "failed": "failed", "timed_out": "error", "cancelled": "skipped"}
+# A task exported before it ended did not run to an outcome; "skipped" would tell CI that it was
+# meant not to run. It is an error saying so, so a report taken too early can never look green.
+NOT_RUN_STATES = ("queued", "assigned", "running")
 
 
 def task_records(task: dict[str, Any]) -> list[dict[str, Any]]:
@@ -133,7 +136,9 @@ def task_records(task: dict[str, Any]) -> list[dict[str, Any]]:
     if tests:
         return [{**r, **base} for r in tests if isinstance(r, dict) and r.get("nodeid")]
     state = task.get("state", "")
-    outcome = _TASK_OUTCOME.get(state, "skipped")
+    if state in NOT_RUN_STATES or state not in _TASK_OUTCOME:
+        return [_not_run(task, state or "unknown", base)]
+    outcome = _TASK_OUTCOME[state]
     if task.get("plugin") == "pytest" and state in ("succeeded",):
         return []  # ran and selected no test (pytest exit 5): nothing to report
     if task.get("plugin") == "pytest" and outcome == "failed":
@@ -153,6 +158,18 @@ def task_records(task: dict[str, Any]) -> list[dict[str, Any]]:
             **base,
         }
     ]
+
+
+def _not_run(task: dict[str, Any], state: str, base: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "nodeid": task.get("name") or task.get("task_id", "?"),
+        "outcome": "error",
+        "duration": 0.0,
+        "message": f"not run: {state}",
+        "details": None,
+        "plugin": task.get("plugin"),
+        **base,
+    }
 
 
 def counts(records: list[dict[str, Any]]) -> Counter[str]:
