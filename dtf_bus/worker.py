@@ -355,7 +355,11 @@ class Worker:
                         return
                     self._tasks_changed.wait()
                 run = self._start(self.pending.pop(next(iter(self.pending))))
-            result = self._execute(run)
+            try:
+                result = self._execute(run)
+            except Exception as exc:  # a bug of ours: the task still ends, and its slot is freed
+                log.exception("task %s attempt %d: internal error", run.ctx.task_id, run.ctx.attempt)
+                result = self._report(run, "crashed", None, f"internal worker error: {type(exc).__name__}: {exc}")
             run.done.set()  # before the result is queued: once it is collected, nobody reports a start
             with self._tasks_changed:  # out of running and into the queue at once (see _register)
                 if self.running.get(run.ctx.task_id) is run:
@@ -425,28 +429,26 @@ class Worker:
             error = f"timed out after {ctx.timeout}s" if outcome == "timed_out" else ctx.cancel_reason
         if result is not None and not isinstance(result, dict):
             result = {"value": result}
-        report = {
-            "task_id": ctx.task_id,
-            "attempt": ctx.attempt,
+        report = self._report(run, outcome, result, error)
+        # A result the broker would refuse must not travel: it would be refused forever, and in
+        # a batch with the results beside it. Its task fails instead, saying why.
+        problem = _undeliverable(report)
+        if problem is not None:
+            log.warning("task %s attempt %d: result not deliverable: %s", ctx.task_id, ctx.attempt, problem)
+            report.update(outcome="crashed", result=None, error=f"result not deliverable: {problem}")
+        return report
+
+    @staticmethod
+    def _report(run: Running, outcome: str, result: dict[str, Any] | None, error: str | None) -> dict[str, Any]:
+        return {
+            "task_id": run.ctx.task_id,
+            "attempt": run.ctx.attempt,
             "outcome": outcome,
             "result": result,
             "error": error,
             "started_at": run.started_at,
             "ended_at": time.time(),
         }
-        # A result the broker would refuse must not travel: it would be refused forever, and in
-        # a batch with the results beside it. Its task fails instead, saying why. (A result of
-        # fewer bytes than the nesting limit cannot nest that deep: the full check is skipped.)
-        size = protocol.packed_size(result)
-        problem = None
-        if size > defaults.MAX_RESULT_BYTES:
-            problem = f"result is larger than {defaults.MAX_RESULT_BYTES} bytes"
-        elif size > defaults.MAX_NESTING_DEPTH:
-            problem = protocol.item_problem(protocol.TASK_RESULT, report)
-        if problem is not None:
-            log.warning("task %s attempt %d: result not deliverable: %s", ctx.task_id, ctx.attempt, problem)
-            report.update(outcome="crashed", result=None, error=f"result not deliverable: {problem}")
-        return report
 
     def _drain_wake(self) -> None:
         try:
@@ -521,6 +523,21 @@ class Worker:
         return max(due - now, 0.0)
 
 
+def _undeliverable(report: dict[str, Any]) -> str | None:
+    """Why the broker could not take this result, or None. A value msgpack cannot pack (a set,
+    an object) is caught here, on the task thread, so it fails the task rather than the thread."""
+    try:
+        size = protocol.packed_size(report["result"])
+    except Exception as exc:  # TypeError for a set, OverflowError for a huge int, ValueError when too deep
+        return f"cannot be packed ({type(exc).__name__}: {exc})"
+    if size > defaults.MAX_RESULT_BYTES:
+        return f"result is larger than {defaults.MAX_RESULT_BYTES} bytes"
+    # A result of fewer bytes than the nesting limit cannot nest that deep: the full check is skipped.
+    if size > defaults.MAX_NESTING_DEPTH:
+        return protocol.item_problem(protocol.TASK_RESULT, report)
+    return None
+
+
 def _metrics() -> dict[str, float]:
     return utilisation.sample()
 
@@ -569,6 +586,11 @@ def main(argv: list[str] | None = None) -> int:
         print("dtf-worker: no executor plugins could be loaded", file=sys.stderr)
         return 2
     broker = args.broker or wcfg.get("broker") or os.environ.get(defaults.BROKER_ENV) or defaults.BROKER_ENDPOINT
+    try:
+        config.endpoint(broker)
+    except config.ConfigError as exc:
+        print(f"dtf-worker: {exc}", file=sys.stderr)
+        return 2
     worker = Worker(
         broker=broker,
         worker_id=args.worker_id or wcfg.get("id") or f"{socket.gethostname()}-{os.getpid()}",
