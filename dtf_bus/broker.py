@@ -37,7 +37,7 @@ from dtf_bus.hooks import BrokerHook
 from dtf_bus.registry import Registry, WorkerInfo
 from dtf_bus.results import ResultRows, test_history
 from dtf_bus.scheduler import Scheduler
-from dtf_bus.store import Store
+from dtf_bus.store import Store, StoreFailure
 from dtf_bus.task import Attempt, Job, Task, TaskState
 
 log = logging.getLogger("dtf.broker")
@@ -87,6 +87,7 @@ class Broker:
         max_live_tasks: int = defaults.MAX_LIVE_TASKS,
         submitter_quota: int = defaults.SUBMITTER_QUOTA,
         finished_job_ttl: float = defaults.FINISHED_JOB_TTL,
+        db_memory_limit: str | None = defaults.STORE_MEMORY_LIMIT,
     ) -> None:
         """``insecure``: allow a non-loopback endpoint without CURVE (refused otherwise)."""
         if authorized_keys and not curve_secret:
@@ -155,7 +156,7 @@ class Broker:
         self.endpoint = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.metrics_endpoint = self.pub.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.events = events.Publisher(self.pub)
-        self.store = Store(db)
+        self.store = Store(db, memory_limit=db_memory_limit)
         self._restore()
 
         self._handlers: dict[str, Callable[[bytes, dict[str, Any]], None]] = {
@@ -347,12 +348,16 @@ class Broker:
         self._awaiting_urgent = self._awaiting_urgent or urgent
 
     def _release_durable(self) -> None:
-        while self._unreleased and self._unreleased[0][0] <= self.store.durable_seq:
+        durable, refused = self.store.durable()  # refused rows first: never acknowledged
+        if refused:
+            self._unstored(refused)
+        while self._unreleased and self._unreleased[0][0] <= durable:
             _, replies, acks = self._unreleased.popleft()
             for peer, kind, body in replies:
                 self._send(peer, kind, body)
             for peer, results in acks.items():
-                self._send(peer, protocol.RESULT_ACK, {"acks": results})
+                if results:
+                    self._send(peer, protocol.RESULT_ACK, {"acks": results})
 
     def _on_socket_events(self) -> None:
         while self.monitor.poll(0):
@@ -1213,6 +1218,85 @@ class Broker:
 
     def _store_worker(self, w: WorkerInfo, state: str) -> None:
         self.store.put("workers", rows.worker_row(w, state))
+
+    def _unstored(self, refused: list[StoreFailure]) -> None:
+        """Rows DuckDB refused (the store logged which and why): their tasks fail with the
+        store's error, and what waited on those rows waits for that failure to be committed
+        instead (results' acks, job statuses), or is refused (the submit of a job whose row was
+        refused): nothing is acknowledged that DuckDB does not hold. A task refused again once
+        failed so is only logged; its result stays with its worker, unacknowledged."""
+        doomed: dict[str, tuple[str, int | None]] = {}  # task id -> (error, attempt whose row was refused)
+        lost_jobs: dict[str, str] = {}
+        for failure in refused:
+            error = f"could not be stored: {failure.error}"
+            if failure.table == "jobs" and failure.key[0] in self.jobs:
+                lost_jobs[failure.key[0]] = error
+                for task_id in self.jobs[failure.key[0]].task_ids:
+                    doomed.setdefault(task_id, (error, None))
+            elif failure.table in ("tasks", "attempts") and failure.key[0] in self.tasks:
+                doomed.setdefault(failure.key[0], (error, failure.key[1] if failure.table == "attempts" else None))
+        again = {t for t in doomed if (self.tasks[t].error or "").startswith("could not be stored")}
+        for task_id, (error, attempt) in doomed.items():
+            if task_id not in again:
+                self._fail_unstored(self.tasks[task_id], error, attempt)
+        affected = {self.tasks[t].job_id for t in doomed}
+        self._awaiting[:] = [self._revise_reply(reply, affected, lost_jobs)[0] for reply in self._awaiting]
+        for _, replies, acks in self._unreleased:
+            for peer, results in acks.items():
+                held = [r for r in results if r[0] in doomed]
+                if held:
+                    results[:] = [r for r in results if r[0] not in doomed]
+                    self._acks.setdefault(peer, []).extend(r for r in held if r[0] not in again)
+            kept = []
+            for reply in replies:
+                reply, hold = self._revise_reply(reply, affected, lost_jobs)
+                (self._awaiting if hold else kept).append(reply)
+            replies[:] = kept
+        self._awaiting_urgent = True
+
+    def _revise_reply(
+        self, reply: tuple[bytes, str, dict[str, Any]], affected: set[str], lost: dict[str, str]
+    ) -> tuple[tuple[bytes, str, dict[str, Any]], bool]:
+        """A pending reply about a job hit by refused rows: an error for a job whose own row was
+        refused; a job status made afresh, and held (True) until the failures are committed."""
+        peer, kind, body = reply
+        data = body.get("data")
+        job_id = data.get("job_id") if isinstance(data, dict) else None
+        if job_id in lost:
+            return (peer, protocol.ERROR, {"req": body["req"], "error": f"job {job_id} {lost[job_id]}"}), False
+        if job_id in affected and job_id in self.jobs and "counts" in data:
+            return (peer, kind, {**body, "data": self._job_status(self.jobs[job_id])}), True
+        return reply, False
+
+    def _fail_unstored(self, task: Task, error: str, attempt: int | None) -> None:
+        """Fail a task whose row, its job's or its current attempt's DuckDB refused. A refused
+        attempt keeps no result, the likeliest cause, so that the failure itself can be stored;
+        a refused row of a superseded attempt costs only that record."""
+        record = task.attempt_record(task.attempt if attempt is None else attempt)
+        if record is not None and (attempt is not None or record.outcome == "assigned"):
+            if attempt is not None:
+                record.result = None
+            record.outcome = "failed" if record.outcome in ("assigned", "succeeded") else record.outcome
+            record.error, record.ended_at = error, record.ended_at or time.time()
+            self._store_attempt(task, record)
+        if attempt is not None and attempt != task.attempt:
+            return
+        if not task.state.final:
+            worker = self.registry.get(task.worker_id) if task.worker_id else None
+            if worker is not None and worker.inflight.pop(task.task_id, None) is not None:
+                cancel = {"task_id": task.task_id, "attempt": task.attempt, "reason": error}
+                self._send(worker.peer, protocol.CANCEL, cancel)
+            self._finish(task, TaskState.FAILED, record, error=error)
+            self.scheduler.queue.prune()
+            self._placement_due = True
+            return
+        # Final already (its result came with the refused row): a verdict revised, not a state
+        # transition, so the counts move here rather than through _move.
+        self.state_counts[task.state] -= 1
+        task.state = TaskState.FAILED
+        self.state_counts[task.state] += 1
+        task.result, task.error = None, error
+        self._store_task(task)
 
 
 class _ClientError(Exception):

@@ -17,7 +17,7 @@ from typing import Any
 
 import zmq
 
-from dtf_bus import balancer, config, defaults, logs, security, webauth
+from dtf_bus import balancer, config, defaults, logs, security, store, webauth
 from dtf_bus.broker import Broker
 
 
@@ -26,6 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bind", help=f"ROUTER endpoint (default {defaults.BROKER_ENDPOINT})")
     parser.add_argument("--metrics-bind", help=f"PUB endpoint (default {defaults.METRICS_ENDPOINT})")
     parser.add_argument("--db", help=f"DuckDB file for results (default {defaults.DB_PATH})")
+    parser.add_argument(
+        "--db-memory-limit",
+        metavar="SIZE",
+        help=f"DuckDB buffer pool, e.g. 512MB or 2GB; spills to disk past it (default {defaults.STORE_MEMORY_LIMIT})",
+    )
     parser.add_argument("--config", help="TOML config file with a [broker] section")
     parser.add_argument("--strategy", help=f"placement strategy (default {defaults.STRATEGY})")
     parser.add_argument("--heartbeat-interval", type=float, help="seconds between heartbeats")
@@ -106,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         ttl = pick("finished_job_ttl", defaults.FINISHED_JOB_TTL)
         if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl < 0:
             raise config.ConfigError(f"finished_job_ttl must be a number of seconds >= 0, got {ttl!r}")
+        db_memory_limit = str(pick("db_memory_limit", defaults.STORE_MEMORY_LIMIT))
+        if not store.valid_memory_limit(db_memory_limit):
+            raise config.ConfigError(f"db_memory_limit must be a size such as 512MB or 2GB, got {db_memory_limit!r}")
     except config.ConfigError as exc:
         print(f"dtf-broker: {exc}", file=sys.stderr)
         return 2
@@ -127,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             max_live_tasks=max_live,
             submitter_quota=quota,
             finished_job_ttl=float(ttl),
+            db_memory_limit=db_memory_limit,
         )
     except (balancer.UnknownStrategy, security.SecurityError) as exc:
         print(f"dtf-broker: {exc}", file=sys.stderr)
