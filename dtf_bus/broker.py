@@ -46,7 +46,14 @@ BATCH = 512  # frames handled between two placement rounds
 # Sent only by a registered worker: from anyone else, out of order (the broker restarted, or
 # declared the worker dead), answered with REREGISTER.
 _SESSION_KINDS = frozenset(
-    (protocol.HEARTBEAT, protocol.TASK_STARTED, protocol.TASK_RESULT, protocol.DRAIN, protocol.STEAL_ACK)
+    (
+        protocol.HEARTBEAT,
+        protocol.TASK_STARTED,
+        protocol.TASK_RESULT,
+        protocol.TASK_PROGRESS,
+        protocol.DRAIN,
+        protocol.STEAL_ACK,
+    )
 )
 # Plain ints: pyzmq's flag enums cost an enum operation per frame on the hottest path.
 _MORE = int(zmq.SNDMORE | zmq.NOBLOCK)
@@ -164,6 +171,7 @@ class Broker:
             protocol.HEARTBEAT: self._on_heartbeat,
             protocol.TASK_STARTED: self._on_task_started,
             protocol.TASK_RESULT: self._on_task_result,
+            protocol.TASK_PROGRESS: self._on_task_progress,
             protocol.UNREGISTER: self._on_unregister,
             protocol.DRAIN: self._on_drain,
             protocol.STEAL_ACK: self._on_steal_ack,
@@ -558,6 +566,22 @@ class Broker:
             except Exception:  # a bug of ours must not cost the other results of the batch
                 log.exception("error handling the result of %s#%d", result["task_id"], result["attempt"])
 
+    def _on_task_progress(self, peer: bytes, body: dict[str, Any]) -> None:
+        """Running tasks' progress, kept for the job's followers (not stored: results are)."""
+        worker = self.registry.by_peer(peer)
+        for update in body["updates"]:
+            task = self._current(worker, update["task_id"], update["attempt"])
+            if task is None:
+                continue  # stale, or already finished: its result holds it all
+            job = self.jobs[task.job_id]
+            job.progress.append({"task_id": task.task_id, "name": task.name, "data": update["data"]})
+            if len(job.progress) > defaults.PROGRESS_KEEP:
+                drop = len(job.progress) - defaults.PROGRESS_KEEP
+                del job.progress[:drop]
+                job.progress_base += drop
+            if job.followers:
+                self._follow_due.add(job.job_id)
+
     def _task_result(self, worker: WorkerInfo, body: dict[str, Any]) -> None:
         task_id, attempt, outcome = body["task_id"], body["attempt"], body["outcome"]
         if worker.inflight.get(task_id) == attempt:
@@ -902,7 +926,8 @@ class Broker:
         """Tasks finished since the cursor: now if there are any (or the job is done), else
         once some finish or ``wait`` seconds have passed (a long poll)."""
         job = self._job(body)
-        if len(job.finished) > body["since"] or job.done or not body.get("wait"):
+        progressed = "progress_since" in body and job.progress_base + len(job.progress) > body["progress_since"]
+        if len(job.finished) > body["since"] or progressed or job.done or not body.get("wait"):
             self._reply_follow(job, peer, body)
             return
         job.followers[:] = [f for f in job.followers if f[0] != peer]  # one follow per connection
@@ -916,6 +941,10 @@ class Broker:
             "next": len(job.finished),
             "done": job.done,
         }
+        if "progress_since" in body:
+            start = max(body["progress_since"] - job.progress_base, 0)
+            data["progress"] = job.progress[start:]
+            data["progress_next"] = job.progress_base + len(job.progress)
         if body.get("status"):  # O(tasks of the job): asked for about once a second, not per reply
             status = self._job_status(job)
             data.update(counts=status["counts"], blocked=status["blocked"], unplaceable=status["unplaceable"])

@@ -106,13 +106,24 @@ class Client:
         """An open job takes no more tasks; it is done once every task it has is final."""
         return self.request(protocol.CLOSE_JOB, {"job_id": job_id})
 
-    def follow(self, job_id: str, since: int = 0, wait: float = 1.0, status: bool = False) -> dict[str, Any]:
+    def follow(
+        self,
+        job_id: str,
+        since: int = 0,
+        wait: float = 1.0,
+        status: bool = False,
+        progress_since: int | None = None,
+    ) -> dict[str, Any]:
         """Tasks of the job finished after the first ``since`` (in finish order), as soon as
         there are any or after ``wait`` seconds: ``{"tasks", "next", "done"}``, plus
-        ``counts``, ``blocked`` and ``unplaceable`` (task ids no live worker can run) with ``status``."""
+        ``counts``, ``blocked`` and ``unplaceable`` (task ids no live worker can run) with
+        ``status``, and with ``progress_since`` the running tasks' progress after that cursor:
+        ``progress`` (``[{"task_id", "name", "data"}]``) and ``progress_next``."""
         body: dict[str, Any] = {"job_id": job_id, "since": since, "wait": wait}
         if status:
             body["status"] = True
+        if progress_since is not None:
+            body["progress_since"] = progress_since
         return self.request(protocol.FOLLOW, body, timeout=self.timeout + wait)
 
     def test_history(self, rootdir: str) -> dict[str, Any]:

@@ -161,6 +161,11 @@ FOLLOW_MAX_WAIT = 5.0
 STARTED_REPORT_DELAY = 0.05
 # Results a worker packs into one TASK_RESULT at most (a backlog after an outage is split up).
 RESULTS_PER_MESSAGE = 64
+# A running task's progress (ctx.report_progress: a finished test's reports) travels in messages
+# of at most this many bytes; a larger single update is dropped, its task's result has it anyway.
+PROGRESS_MESSAGE_BYTES = 1024 * 1024
+# Progress the broker keeps per job for followers (oldest dropped first; results hold it all).
+PROGRESS_KEEP = 20_000
 
 # Kept in result payloads: how much of a command's stdout/stderr tail to store.
 OUTPUT_TAIL_BYTES = 4096
@@ -223,8 +228,9 @@ TORCH_PROBE_TIMEOUT = 30.0
 # Browser binaries looked up on PATH (in this order) to advertise `browser = "chromium"`.
 BROWSER_BINARIES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 
-# Test results: how much of a failing test's report (traceback) each test_results row keeps.
-TEST_DETAILS_CHARS = 2000
+# Test results: how much of a failing test's report (its whole longrepr, in practice) each test_results row keeps;
+# bounded so a test printing megabytes into its failure cannot swell a result past MAX_RESULT_BYTES.
+TEST_DETAILS_CHARS = 65_536
 # pytest-session executor (plugins/pytest_session.py): a live pytest session with no task for this
 # long (seconds) is shut down; a job's tasks keep reusing it meanwhile, so one import and one
 # collection per worker slot serve the whole job, and a finished job frees its memory soon after.
@@ -232,6 +238,9 @@ PYTEST_SESSION_IDLE = 30.0
 # How often (seconds) a task waiting on its session looks at cancel/timeout and the session's
 # liveness; data wakes it at once, so this bounds only how fast a cancel kills the session.
 PYTEST_SESSION_POLL = 0.05
+# Finished tests' reports of a running batch are sent as progress at most this often (seconds),
+# and as soon as the session is quiet for a poll interval: fast tests coalesce, slow ones show.
+PYTEST_PROGRESS_INTERVAL = 0.05
 # Seconds an idle session gets to tear down its fixtures when shut down (idle, worker exit)
 # before its process group is killed.
 PYTEST_SESSION_SHUTDOWN_GRACE = 5.0

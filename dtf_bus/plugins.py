@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
@@ -53,6 +54,13 @@ class TaskContext:
     capabilities: dict[str, Any]
     cancelled: threading.Event = field(default_factory=threading.Event)
     cancel_reason: str | None = None
+    progress: Callable[[dict[str, Any]], None] | None = None  # set by the worker
+
+    def report_progress(self, data: dict[str, Any]) -> None:
+        """Show what the task has so far (a finished test's reports) before it ends: sent to the
+        broker at once, best effort, for clients following the job; the result stays the record."""
+        if self.progress is not None:
+            self.progress(data)
 
     def cancel(self, reason: str) -> None:
         if not self.cancelled.is_set():

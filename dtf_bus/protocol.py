@@ -29,6 +29,7 @@ REGISTER = "register"
 HEARTBEAT = "heartbeat"
 TASK_STARTED = "task_started"
 TASK_RESULT = "task_result"
+TASK_PROGRESS = "task_progress"  # what a running task has to show so far (a finished test's reports)
 UNREGISTER = "unregister"
 # Both ways: a worker announces it is draining (SIGTERM), or the broker tells it to drain.
 DRAIN = "drain"
@@ -83,6 +84,7 @@ SCHEMAS: dict[str, Schema] = {
     HEARTBEAT: {"running": (_LIST, False), "metrics": (_MAP, False), "interval": (_NUM, False)},
     TASK_STARTED: {"task_id": (_STR, True), "attempt": (_INT, True), "started_at": (_NUM, True)},
     TASK_RESULT: {"results": (_LIST, True)},
+    TASK_PROGRESS: {"updates": (_LIST, True)},
     UNREGISTER: {},
     DRAIN: {"reason": (_STR, False)},
     REGISTERED: {"heartbeat_interval": (_NUM, True), "heartbeat_liveness": (_INT, True)},
@@ -110,6 +112,7 @@ SCHEMAS: dict[str, Schema] = {
         "req": (_INT, True),
         "job_id": (_STR, True),
         "since": (_INT, True),
+        "progress_since": (_INT, False),  # also the running tasks' progress after this cursor
         "wait": (_NUM, False),
         "status": ((bool,), False),
     },
@@ -294,7 +297,7 @@ _LIMITS: dict[str, _Limits] = {
     RESULTS: _JOB,
     CANCEL_JOB: _JOB,
     CLOSE_JOB: _JOB,
-    FOLLOW: (*_JOB, ("since", _count), ("wait", _wait)),
+    FOLLOW: (*_JOB, ("since", _count), ("progress_since", _count), ("wait", _wait)),
     TEST_HISTORY: (("rootdir", _path),),
     DRAIN_WORKER: (("worker_id", _id),),
 }
@@ -323,5 +326,10 @@ ITEMS: dict[str, tuple[str, Schema, _Limits]] = {
             "ended_at": (_NUM, True),
         },
         (("task_id", _id), ("outcome", _outcome), ("result", _nesting), ("started_at", _time), ("ended_at", _time)),
+    ),
+    TASK_PROGRESS: (
+        "updates",
+        {"task_id": (_STR, True), "attempt": (_INT, True), "data": (_MAP, True)},
+        (("task_id", _id), ("data", _nesting)),
     ),
 }

@@ -295,6 +295,11 @@ class Controller:
         self.job: str | None = None
         self.closed = False
         self.cursor = 0
+        self.progress_cursor = 0
+        # What running tasks already streamed (their tests' reports, and events of no test of
+        # theirs), so the task's final result replays only the rest.
+        self.streamed: dict[str, set[str]] = {}
+        self.streamed_loose: dict[str, set[tuple[str, str, str]]] = {}
         self.next_status = 0.0
         self.units: dict[str, Unit] = {}  # submitted, not yet final
         self.backlog: list[Unit] = []  # planned, held back by --dtf-max-workers
@@ -469,6 +474,8 @@ class Controller:
     def _follow_to_end(self) -> None:
         while self.units or self.backlog:
             reply = self._follow()
+            for entry in reply.get("progress") or []:
+                self._on_progress(entry)
             for task in reply["tasks"]:
                 self._on_task(task)
             self._check_placement(reply)
@@ -533,8 +540,15 @@ class Controller:
         now = time.monotonic()
         want_status = now >= self.next_status
         assert self.job is not None
-        reply = self.client.follow(self.job, self.cursor, wait=defaults.PYTEST_FOLLOW_WAIT, status=want_status)
+        reply = self.client.follow(
+            self.job,
+            self.cursor,
+            wait=defaults.PYTEST_FOLLOW_WAIT,
+            status=want_status,
+            progress_since=self.progress_cursor,
+        )
         self.cursor = reply.get("next", self.cursor)
+        self.progress_cursor = reply.get("progress_next", self.progress_cursor)
         if want_status:
             self.next_status = time.monotonic() + defaults.PYTEST_FOLLOW_WAIT
         return reply
@@ -686,26 +700,45 @@ class Controller:
             assert self.session is not None
             self.session.testsfailed += 1  # a run over differing suites is not a pass
 
-    def _replay_unit(self, unit: Unit, task: dict[str, Any], result: dict[str, Any]) -> None:
+    def _on_progress(self, entry: dict[str, Any]) -> None:
+        """A running task's finished test, shown now rather than when its whole batch ends."""
+        unit = self.units.get(entry.get("name") or "")
+        reports = (entry.get("data") or {}).get("reports")
+        if unit is not None and isinstance(reports, list):
+            self._replay_reports(unit, reports)
+
+    def _replay_reports(self, unit: Unit, reports: list[Any]) -> set[str]:
+        """Replays what was not streamed before; returns the unit's tests that ran to their end."""
+        streamed = self.streamed.setdefault(unit.name, set())
+        loose_seen = self.streamed_loose.setdefault(unit.name, set())
         wanted = set(unit.nodeids)
         per_test: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         loose: list[tuple[str, dict[str, Any]]] = []
-        for entry in result.get("reports") or []:
+        for entry in reports:
             kind, data = entry.get("kind"), entry.get("data") or {}
             if kind == "collect":
                 self._replay_collect(data)
                 continue
             nodeid = data.get("nodeid") or ""
             if nodeid in wanted:
-                per_test.setdefault(nodeid, []).append((kind, data))
+                if nodeid not in streamed:
+                    per_test.setdefault(nodeid, []).append((kind, data))
             else:  # session warnings, or a teardown an earlier test left for this batch
-                loose.append((kind, data))
+                key = (str(kind), nodeid, str(data.get("when") or data.get("message") or ""))
+                if key not in loose_seen:
+                    loose_seen.add(key)
+                    loose.append((kind, data))
         for kind, data in loose:
             self._replay_event(kind, data)
-        done: set[str] = set()
         for nodeid, events in per_test.items():
             if self._replay_test(unit, nodeid, events):
-                done.add(nodeid)
+                streamed.add(nodeid)
+        return streamed
+
+    def _replay_unit(self, unit: Unit, task: dict[str, Any], result: dict[str, Any]) -> None:
+        done = self._replay_reports(unit, result.get("reports") or [])
+        self.streamed.pop(unit.name, None)
+        self.streamed_loose.pop(unit.name, None)
         missing = [n for n in unit.nodeids if n not in done]
         if missing and not self.stopping:
             state = task.get("state")

@@ -152,6 +152,9 @@ class Job:
     open: bool = False  # takes more tasks (submit with keep_open) until closed
     finished: list[str] = field(default_factory=list)  # task ids in the order they finished
     followers: list[tuple[bytes, dict[str, Any]]] = field(default_factory=list)  # (peer, follow request)
+    # Running tasks' progress for followers: entries from index progress_base on (older ones dropped).
+    progress: list[dict[str, Any]] = field(default_factory=list)
+    progress_base: int = 0
 
     @property
     def done(self) -> bool:

@@ -84,6 +84,7 @@ class Worker:
         self._task_threads = 0
         self.unacked: dict[tuple[str, int], dict[str, Any]] = {}
         self._done: queue.SimpleQueue = queue.SimpleQueue()
+        self._progress: queue.SimpleQueue = queue.SimpleQueue()  # (task id, attempt, data) to show
         self._wake_pending = False  # a result's wake-up byte is in the pipe, not yet read
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
@@ -365,10 +366,14 @@ class Worker:
                 if self.running.get(run.ctx.task_id) is run:
                     del self.running[run.ctx.task_id]
                 self._done.put(result)
-            if not self._wake_pending:  # one wake-up byte for however many results queue up
-                self._wake_pending = True
-                with contextlib.suppress(BlockingIOError):  # a full pipe already holds a wake-up
-                    os.write(self._wake_w, b"\0")
+            self._wake()
+
+    def _wake(self) -> None:
+        """From a task thread: the main thread has results or progress to send."""
+        if not self._wake_pending:  # one wake-up byte for however many results queue up
+            self._wake_pending = True
+            with contextlib.suppress(BlockingIOError):  # a full pipe already holds a wake-up
+                os.write(self._wake_w, b"\0")
 
     def _start(self, body: dict[str, Any]) -> Running:
         """On a task thread, holding the lock: the task counts as started from here."""
@@ -381,6 +386,7 @@ class Worker:
             timeout=body.get("timeout"),
             capabilities=self.capabilities,
         )
+        ctx.progress = lambda data: self._report_progress(task_id, attempt, data)
         now = time.monotonic()
         run = Running(ctx, body["plugin"], time.time(), now + ctx.timeout if ctx.timeout else None)
         # A task that ends within STARTED_REPORT_DELAY is reported once, by its result (which
@@ -457,12 +463,42 @@ class Worker:
         except BlockingIOError:
             pass
 
+    def _report_progress(self, task_id: str, attempt: int, data: dict[str, Any]) -> None:
+        """A task thread's ``ctx.report_progress``: queued, sent by the main thread (best effort)."""
+        self._progress.put({"task_id": task_id, "attempt": attempt, "data": data})
+        self._wake()
+
     def _collect_results(self) -> None:
-        """Every result that is ready goes out in one TASK_RESULT, and kept until acknowledged."""
+        """Every result that is ready goes out in one TASK_RESULT, and kept until acknowledged;
+        progress first (a task's progress is queued before its result), never kept."""
         self._wake_pending = False  # before reading the queue: a result put after this wakes us again
+        self._send_progress()
         results = self._take_results()
         if results and self._registered:
             self._send_results(results)
+
+    def _send_progress(self) -> None:
+        """Queued progress in messages of at most PROGRESS_MESSAGE_BYTES; an update larger than
+        that is dropped (its task's result carries it anyway)."""
+        batch: list[dict[str, Any]] = []
+        size = 0
+        while True:
+            try:
+                update = self._progress.get_nowait()
+            except queue.Empty:
+                break
+            if not self._registered:
+                continue
+            length = protocol.packed_size(update)
+            if length > defaults.PROGRESS_MESSAGE_BYTES:
+                continue
+            if size + length > defaults.PROGRESS_MESSAGE_BYTES:
+                self._send(protocol.TASK_PROGRESS, {"updates": batch})
+                batch, size = [], 0
+            batch.append(update)
+            size += length
+        if batch:
+            self._send(protocol.TASK_PROGRESS, {"updates": batch})
 
     def _take_results(self) -> list[dict[str, Any]]:
         results = []

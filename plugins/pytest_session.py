@@ -39,6 +39,7 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -228,12 +229,15 @@ class Session:
         except OSError as exc:  # EPIPE: it died
             raise SessionDied(f"session exited ({exc})") from None
 
-    def receive(self, ctx: TaskContext | None) -> dict[str, Any]:
-        """The next message; watches the task's cancel flag and the process while waiting."""
+    def receive(self, ctx: TaskContext | None, on_idle: Callable[[], None] | None = None) -> dict[str, Any]:
+        """The next message; watches the task's cancel flag and the process while waiting, and
+        calls ``on_idle`` each time a poll interval passes with nothing to read."""
         while not self.lines:
             if ctx is not None and ctx.cancelled.is_set():
                 raise Cancelled(ctx.cancel_reason or "cancelled")
             ready, _, _ = select.select([self.out_r], [], [], defaults.PYTEST_SESSION_POLL)
+            if not ready and on_idle is not None:
+                on_idle()
             if ready:
                 chunk = os.read(self.out_r, _READ_CHUNK)
                 if not chunk:
@@ -576,6 +580,18 @@ class PytestSessionExecutor:
                 result,
             )
         reports, tests = result["reports"], result["tests"]
+        # Finished tests' reports go out as progress, gathered for PYTEST_PROGRESS_INTERVAL so a
+        # stream of fast tests is a few messages, and at once when the session goes quiet (a long
+        # test running): the controller shows each test soon after it ends, not with its batch.
+        unsent: list[dict[str, Any]] = []
+        sent_at = [time.monotonic()]
+
+        def flush() -> None:
+            if unsent:
+                ctx.report_progress({"reports": list(unsent)})
+                unsent.clear()
+            sent_at[0] = time.monotonic()
+
         remaining = nodeids
         while remaining:
             finished = 0
@@ -583,15 +599,19 @@ class PytestSessionExecutor:
             try:
                 session.send({"cmd": "run", "nodeids": remaining})
                 while True:
-                    message = session.receive(ctx)
+                    message = session.receive(ctx, flush)
                     kind = message["t"]
                     if kind == "test":
                         reports.extend(message["reports"])
+                        unsent.extend(message["reports"])
+                        if time.monotonic() - sent_at[0] >= defaults.PYTEST_PROGRESS_INTERVAL:
+                            flush()
                         if message.get("row"):
                             tests.append(message["row"])
                         finished += 1
                         started = time.time()
                     elif kind == "done":
+                        unsent.clear()  # the result goes out now, with everything
                         reports.extend(message["reports"])
                         if message.get("missing"):  # a restarted session collected differently
                             missing = message["missing"]

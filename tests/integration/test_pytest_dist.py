@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -355,3 +356,50 @@ def test_loadscope_sets_up_a_module_fixture_once(make_cluster, tmp_path):
     assert summary(run.stdout) == {"passed": 24}
     assert (project / "setups.txt").read_text().splitlines() == ["setup"]
     assert run.stdout.count(" PASSED") == 24
+
+
+def test_each_report_shows_as_its_test_finishes_not_when_its_batch_ends(make_cluster, tmp_path):
+    """Two tests in one task (loadfile): the first is on the controller's screen while the
+    second still runs, waiting for a file only this test creates once it has seen the first."""
+    release = tmp_path / "release"
+    project = make_project(
+        tmp_path / "proj",
+        {
+            "test_stream.py": f"""
+                import os, time
+
+                def test_first():
+                    pass
+
+                def test_second():
+                    deadline = time.monotonic() + 60
+                    while not os.path.exists({str(release)!r}):
+                        assert time.monotonic() < deadline, "never released"
+                        time.sleep(0.02)
+            """
+        },
+    )
+    cluster = make_cluster(workers={"w1": {}})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", f"--dtf={cluster.endpoint}",
+         "--dtf-dist=loadfile"],
+        cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**environ(), "PYTHONUNBUFFERED": "1"},  # each line as a terminal would get it
+    )  # fmt: skip
+    seen = ""
+    try:
+        deadline = time.monotonic() + 60
+        while "test_stream.py::test_first PASSED" not in seen:  # -v ends the line when the next test starts
+            assert time.monotonic() < deadline and proc.poll() is None, seen
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            seen += chunk.decode(errors="replace")
+        assert "test_second" not in seen  # still running: its batch has not ended
+        release.touch()
+        rest = seen + proc.stdout.read()
+        assert proc.wait(timeout=60) == 0, rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "test_stream.py::test_second PASSED" in rest
+    assert summary(rest) == {"passed": 2}

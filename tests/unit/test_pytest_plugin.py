@@ -85,7 +85,9 @@ class FakeClient:
         self.fleet.queue += tasks
         return "job1"
 
-    def follow(self, job_id: str, since: int = 0, wait: float = 1.0, status: bool = False) -> dict[str, Any]:
+    def follow(
+        self, job_id: str, since: int = 0, wait: float = 1.0, status: bool = False, progress_since: int | None = None
+    ) -> dict[str, Any]:
         stuck = [t for t in self.fleet.queue if set(t["params"].get("nodeids", [])) & set(self.fleet.blocked)]
         done = [self.fleet.finish(t) for t in self.fleet.queue if t not in stuck]
         self.fleet.queue = stuck
