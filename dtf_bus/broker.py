@@ -995,7 +995,8 @@ class Broker:
             "open": job.open,
             "counts": dict(counts),
             "succeeded": counts["succeeded"],
-            "failed": counts["failed"] + counts["timed_out"] + counts["cancelled"],
+            "failed": counts["failed"] + counts["timed_out"],
+            "cancelled": counts["cancelled"],
             "blocked": [{"tasks": names, "reasons": list(r)} for r, names in blocked.items()],
             "unplaceable": unplaceable,
         }

@@ -137,16 +137,18 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     option = config.option
     if option.help or option.version or option.markers or option.showfixtures or option.show_fixtures_per_test:
         return None
+    from dtf_bus import config as dtf_config
     from dtf_bus import pytest_dist, security
     from dtf_bus.client import BrokerUnreachable, Client, ClientError, default_endpoint
 
     try:
+        endpoint = dtf_config.endpoint(endpoint or default_endpoint(), "--dtf")
         settings = Settings.from_config(config)
         curve = security.resolve_client_curve(option.dtf_curve_secret, option.dtf_broker_key)
-    except (pytest_dist.PlanError, security.SecurityError) as exc:
+    except (pytest_dist.PlanError, security.SecurityError, dtf_config.ConfigError) as exc:
         sys.stderr.write(f"ERROR: {exc}\n")
         return pytest.ExitCode.USAGE_ERROR
-    client = Client(endpoint or default_endpoint(), timeout=option.dtf_connect_timeout, curve=curve)
+    client = Client(endpoint, timeout=option.dtf_connect_timeout, curve=curve)
     try:
         workers = client.workers()
     except BrokerUnreachable as exc:

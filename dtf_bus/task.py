@@ -114,7 +114,7 @@ class Task:
             "plugin": self.plugin,
             "state": str(self.state),
             "worker_id": self.worker_id,
-            "attempts": self.attempt,
+            "attempts": len(self.history),  # handed to a worker; self.attempt is the fencing number
             "priority": self.priority,
             "submitted_at": self.submitted_at,
             "started_at": self.started_at,

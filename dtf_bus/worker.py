@@ -464,9 +464,18 @@ class Worker:
             pass
 
     def _report_progress(self, task_id: str, attempt: int, data: dict[str, Any]) -> None:
-        """A task thread's ``ctx.report_progress``: queued, sent by the main thread (best effort)."""
-        self._progress.put({"task_id": task_id, "attempt": attempt, "data": data})
-        self._wake()
+        """A task thread's ``ctx.report_progress``: sized here (an update that cannot be packed,
+        or is over PROGRESS_MESSAGE_BYTES, is dropped: the task's result is the record), then
+        queued for the main thread to send."""
+        update = {"task_id": task_id, "attempt": attempt, "data": data}
+        try:
+            size = protocol.packed_size(update)
+        except (TypeError, ValueError, OverflowError) as exc:
+            log.debug("task %s: progress not sent: %s", task_id, exc)
+            return
+        if size <= defaults.PROGRESS_MESSAGE_BYTES:
+            self._progress.put((update, size))
+            self._wake()
 
     def _collect_results(self) -> None:
         """Every result that is ready goes out in one TASK_RESULT, and kept until acknowledged;
@@ -478,8 +487,7 @@ class Worker:
             self._send_results(results)
 
     def _send_progress(self) -> None:
-        """Queued progress in messages of at most PROGRESS_MESSAGE_BYTES; an update larger than
-        that is dropped (its task's result carries it anyway)."""
+        """Queued progress, in messages of at most PROGRESS_MESSAGE_BYTES."""
         batch: list[dict[str, Any]] = []
         size = 0
         while True:
@@ -489,9 +497,7 @@ class Worker:
                 break
             if not self._registered:
                 continue
-            length = protocol.packed_size(update)
-            if length > defaults.PROGRESS_MESSAGE_BYTES:
-                continue
+            update, length = update
             if size + length > defaults.PROGRESS_MESSAGE_BYTES:
                 self._send(protocol.TASK_PROGRESS, {"updates": batch})
                 batch, size = [], 0
