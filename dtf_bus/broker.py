@@ -55,6 +55,7 @@ _SESSION_KINDS = frozenset(
         protocol.STEAL_ACK,
     )
 )
+CONNECTION_CLOSED = "connection closed"  # how a worker whose process or socket died is lost
 # Plain ints: pyzmq's flag enums cost an enum operation per frame on the hottest path.
 _MORE = int(zmq.SNDMORE | zmq.NOBLOCK)
 _LAST = int(zmq.NOBLOCK)
@@ -342,7 +343,7 @@ class Broker:
             if exc.errno == zmq.EHOSTUNREACH:
                 worker = self.registry.by_peer(peer)
                 if worker is not None:
-                    self._worker_lost(worker, "connection closed")
+                    self._worker_lost(worker, CONNECTION_CLOSED)
             else:
                 log.warning("send %s to %s failed: %s", kind, peer.hex(), exc)
             return False
@@ -426,7 +427,10 @@ class Broker:
             if (task_id, attempt) in reported:
                 worker.inflight[task_id] = attempt  # still there: keep it
             else:
-                self._attempt_lost(task_id, attempt, f"worker {worker_id} re-registered without it")
+                # Its process restarted under the task: evidence, as a death is.
+                self._attempt_lost(
+                    task_id, attempt, f"worker {worker_id} re-registered without it", died=f"{worker_id} (restarted)"
+                )
         for task_id, attempt in reported:
             if worker.inflight.get(task_id) != attempt:
                 self._send(peer, protocol.CANCEL, {"task_id": task_id, "attempt": attempt, "reason": "superseded"})
@@ -488,10 +492,9 @@ class Broker:
         log.warning("worker %s missing (%s); requeueing %d task(s)", worker.worker_id, reason, len(worker.inflight))
         worker.state = "missing"
         worker.abandoned.update(worker.inflight)
-        for index, (task_id, attempt) in enumerate(list(worker.inflight.items())):
-            self._attempt_lost(
-                task_id, attempt, f"worker {worker.worker_id} missing: {reason}", ran=index < worker.slots
-            )
+        for task_id, attempt in list(worker.inflight.items()):
+            # A silent worker may be stopped or cut off and come back: no evidence against the task.
+            self._attempt_lost(task_id, attempt, f"worker {worker.worker_id} missing: {reason}")
         worker.inflight.clear()
         self._store_worker(worker, "missing")
         self.events.publish(events.WORKER, {"event": "missing", "worker_id": worker.worker_id, "reason": reason})
@@ -513,10 +516,12 @@ class Broker:
             reason,
             len(worker.inflight),
         )
+        # Only a process or connection that died under a task is evidence against it (poison),
+        # and only for the tasks it was running: the oldest `slots` it held (it starts them first).
+        died = state == "dead" and reason == CONNECTION_CLOSED
         for index, (task_id, attempt) in enumerate(list(worker.inflight.items())):
-            self._attempt_lost(
-                task_id, attempt, f"worker {worker.worker_id} {state}: {reason}", ran=index < worker.slots
-            )
+            evidence = f"{worker.worker_id} ({reason})" if died and index < worker.slots else None
+            self._attempt_lost(task_id, attempt, f"worker {worker.worker_id} {state}: {reason}", died=evidence)
         worker.inflight.clear()
         self._store_worker(worker, state)
         if self.guard is not None and self.guard.release(worker.worker_id):
@@ -643,10 +648,10 @@ class Broker:
         self._store_attempt(task, record)
         self._hook("on_attempt_result", task, record)
 
-    def _attempt_lost(self, task_id: str, attempt: int, reason: str, ran: bool = True) -> None:
-        """The attempt's worker is gone. ``ran=False`` marks a task that was only prefetched
-        there (a worker starts its oldest tasks first): it cannot have killed the worker, so it
-        does not count towards failing as poison."""
+    def _attempt_lost(self, task_id: str, attempt: int, reason: str, died: str | None = None) -> None:
+        """The attempt's worker is gone, and the task is requeued. ``died`` ("worker (how)") when
+        the worker's process or connection died while running it: evidence that the task kills
+        workers, which fails it as poison after ``max_lost_workers`` such deaths."""
         task = self.tasks.get(task_id)
         if task is None or task.attempt != attempt or task.state.final:
             return
@@ -655,10 +660,12 @@ class Broker:
         record.error = reason
         record.ended_at = time.time()
         self._store_attempt(task, record)
-        if ran or task.state is TaskState.RUNNING:
+        if died is not None:
             task.lost_workers += 1
+            task.lost_on.append(died)
         if task.lost_workers >= self.max_lost_workers:
-            self._finish(task, TaskState.FAILED, record, error=f"lost {task.lost_workers} workers ({reason})")
+            how = ", ".join(task.lost_on) or reason
+            self._finish(task, TaskState.FAILED, record, error=f"lost {task.lost_workers} workers running it: {how}")
         else:
             self._requeue(task)
 
@@ -881,8 +888,9 @@ class Broker:
             self.tasks[task.task_id] = task
             job.task_ids.append(task.task_id)
             self.state_counts[TaskState.QUEUED] += 1
-            self._track_dependencies(task)
             self._store_task(task)
+        for task_id in job.task_ids[first:]:  # once all exist: a dependency may be listed after its dependent
+            self._track_dependencies(self.tasks[task_id])
         job.unfinished += len(specs)
         log.info("job %s (%s) from %s: %d task(s) queued", job.job_id, job.name, submitter, len(specs))
         self.events.publish(events.TASK, {"event": "job_submitted", "job_id": job.job_id, "total": len(specs)})

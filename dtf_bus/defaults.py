@@ -76,7 +76,8 @@ PLACE_SAMPLE = 16
 # Assignment efficiency compares a task's duration with the best learned for its kind among the
 # workers that could run it; that best (a scan of the fleet) is refreshed this often (seconds).
 EFFICIENCY_REFRESH = 1.0
-# A task whose attempts lost this many workers (killed, hung) is poison: it fails.
+# A task whose attempts this many workers died running (process or connection gone) is poison: it fails.
+# A worker that went silent and came back, drained or only held the task prefetched is no evidence.
 MAX_LOST_WORKERS = 3
 
 # Results store: batches are flushed after this many seconds or rows, whichever first.

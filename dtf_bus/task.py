@@ -83,7 +83,8 @@ class Task:
     result: dict[str, Any] | None = None
     error: str | None = None
     failures: int = 0  # attempts that failed and consumed a retry
-    lost_workers: int = 0  # attempts that ended because the worker died
+    lost_workers: int = 0  # attempts that ended because the worker died running them (poison evidence)
+    lost_on: list[str] = field(default_factory=list)  # "worker (how)" for each of those, for the error
     history: list[Attempt] = field(default_factory=list)
     depends_on: list[str] = field(default_factory=list)  # task ids that must succeed first
     waiting_on: set[str] = field(default_factory=set)  # those of them not succeeded yet

@@ -188,3 +188,25 @@ def test_poison_task_that_kills_its_workers_fails_after_three(make_cluster):
     assert task["attempts"] == 3 and task["error"].startswith("lost 3 workers")
     assert [h["outcome"] for h in task["history"]] == ["lost"] * 3
     assert len(survivors) == 1
+
+
+def test_a_worker_that_went_silent_and_came_back_is_no_evidence_against_its_task(make_cluster):
+    """With --max-lost-workers 1, counting a stopped (SIGSTOP) worker against its task would fail
+    the task at once; the task must instead run elsewhere and succeed."""
+    cluster = make_cluster(start=False)
+    cluster.start_broker(extra_args=["--max-lost-workers", "1"])
+    for worker_id in ("a", "b"):
+        cluster.start_worker(worker_id)
+    cluster.wait_for_workers(["a", "b"])
+    with cluster.client() as client:
+        job = client.submit([{"name": "slow", "plugin": "sim", "params": {"seconds": 2.0}}])
+        running = task_where(client, job, lambda t: t["state"] == "running", what="the task to run")
+        cluster.pause_worker(running["worker_id"])
+        try:
+            status = client.wait(job, timeout=30)
+        finally:
+            cluster.resume_worker(running["worker_id"])
+        [task] = client.results(job)
+    assert status["counts"] == {"succeeded": 1}, task
+    assert task["worker_id"] != running["worker_id"]
+    assert task["history"][0]["outcome"] == "lost" and "missing" in task["history"][0]["error"]

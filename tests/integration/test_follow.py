@@ -99,3 +99,13 @@ def test_test_history_of_a_rootdir(make_cluster, tmp_path):
     with duckdb.connect(str(cluster.db), read_only=True) as con:
         rows = con.execute("SELECT nodeid, outcome, rootdir FROM test_results WHERE nodeid = 't.py::c'").fetchall()
     assert rows == [("t.py::c", "flaky", rootdir)]  # passed when run again: flaky
+
+
+def test_a_dependency_listed_after_its_dependent(make_cluster):
+    """c depends on b, b listed later: used to fail with 'internal error handling submit'."""
+    cluster = make_cluster(workers={"w1": {}})
+    with cluster.client() as client:
+        job = client.submit([sim("c", depends_on=["b"]), sim("a"), sim("b", depends_on=["a"])])
+        assert client.wait(job, timeout=30)["succeeded"] == 3
+        order = sorted(client.results(job), key=lambda t: t["ended_at"])
+        assert [t["name"] for t in order] == ["a", "b", "c"]
