@@ -388,41 +388,45 @@ class Store:
             return []
         except Exception as exc:
             self._rollback()
-            count = sum(len(rows) for rows in tables.values())
-            log.warning("store: a batch of %d rows failed (%s); isolating the rows refused", count, _first_line(exc))
+            error = exc
         items = [(table, row) for table, rows in tables.items() for row in rows]
+        if not isinstance(error, duckdb.FatalException):
+            log.warning(
+                "store: a batch of %d rows failed (%s); isolating the rows refused", len(items), _first_line(error)
+            )
         # A task's row sorts next to its attempts' (and a job's before its tasks'), so the
         # halves below mostly keep what recovery reads together in one transaction.
         items.sort(key=lambda item: str(item[1][0]) if self.tables[item[0]].keylen else "")
-        return self._bisect(items)
+        return self._bisect(items, error)
 
-    def _bisect(self, items: list[tuple[str, tuple]]) -> list[StoreFailure]:
-        """Halve a refused batch, each half in its own transaction, down to the single rows
-        refused: about log2(batch) tries per bad row, where row by row cost one transaction per
-        row of the batch. Refused rows are logged by table and key alone, never their values
-        (a poisoned batch would log every row)."""
+    def _bisect(self, part: list[tuple[str, tuple]], error: Exception) -> list[StoreFailure]:
+        """``part`` failed with ``error``: try each half in its own transaction, and halve again
+        what fails, down to the single rows refused: about 2 log2(batch) tries per bad row,
+        where row by row cost one transaction per row. Refused rows are logged by table and key
+        alone, never their values (a poisoned batch would log every row)."""
+        if isinstance(error, duckdb.FatalException):  # the database is invalidated: no row can be written now
+            log.error("store: the database failed (%s); %d rows not stored", _first_line(error), len(part))
+            return [self._failure(table, row, error) for table, row in part]
+        if len(part) == 1:
+            failure = self._failure(*part[0], error)
+            shown = ", ".join(str(value)[: defaults.MAX_ID_CHARS] for value in failure.key)
+            log.error("store: dropped a row of %s (%s) that cannot be stored: %s", failure.table, shown, failure.error)
+            return [failure]
         failures: list[StoreFailure] = []
-        pending = [items]
-        while pending:
-            part = pending.pop()
+        half = len(part) // 2
+        for chunk in part[:half], part[half:]:
             tables: dict[str, list[tuple]] = {}
-            for table, row in part:
+            for table, row in chunk:
                 tables.setdefault(table, []).append(row)
             try:
                 self._commit(tables)
-                continue
             except Exception as exc:
                 self._rollback()
-                if len(part) > 1:
-                    half = len(part) // 2
-                    pending += [part[half:], part[:half]]  # the first half is tried first
-                    continue
-                table, row = part[0]
-                key = tuple(row[: self.tables[table].keylen or 1])
-                failures.append(StoreFailure(table, key, _first_line(exc)))
-                shown = ", ".join(str(value)[: defaults.MAX_ID_CHARS] for value in key)
-                log.error("store: dropped a row of %s (%s) that cannot be stored: %s", table, shown, _first_line(exc))
+                failures += self._bisect(chunk, exc)
         return failures
+
+    def _failure(self, table: str, row: tuple, exc: Exception) -> StoreFailure:
+        return StoreFailure(table, tuple(row[: self.tables[table].keylen or 1]), _first_line(exc))
 
     def _commit(self, tables: dict[str, list[tuple]]) -> None:
         """One transaction over every table: all of it is committed, or none."""

@@ -287,3 +287,29 @@ def test_the_buffer_pool_is_bounded(tmp_path):
     assert limit == "61.0 MiB"  # 64 MB, as DuckDB shows it
     with pytest.raises(ValueError, match="not a size"):
         Store(tmp_path / "other.duckdb", memory_limit="64MB'; DROP TABLE tasks; --")
+
+
+def test_an_invalidated_database_reports_the_batch_at_once(tmp_path, caplog):
+    """A fatal error (disk full, I/O) invalidates the database: no half could be written, so
+    the batch is reported whole after one try, not bisected into a storm of single rows."""
+    store = Store(tmp_path / "r.duckdb", flush_interval=10)
+    tries = 0
+
+    def broken(table: str, batch_rows: list[tuple]) -> None:
+        nonlocal tries
+        tries += 1
+        raise duckdb.FatalException("FATAL Error: database has been invalidated")
+
+    store._write_table = broken
+    with caplog.at_level(logging.WARNING, logger="dtf_bus.store"):
+        for i in range(100):
+            store.put("attempts", _attempt_row(f"j.{i}"))
+        assert store.flush(10)
+    refused = store.durable()[1]
+    store._write_table = lambda table, batch_rows: None
+    store.close()
+    assert sorted(f.key for f in refused) == sorted((f"j.{i}", 1) for i in range(100))
+    assert tries == 1
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+        "store: the database failed (FatalException: FATAL Error: database has been invalidated); 100 rows not stored"
+    ]
