@@ -30,7 +30,7 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from dtf_bus import balancer, defaults, events, memory, protocol, recovery, roles, rows, security, spec
+from dtf_bus import balancer, defaults, events, matching, memory, protocol, recovery, roles, rows, security, spec
 from dtf_bus.balancer.history import History
 from dtf_bus.health import Health
 from dtf_bus.hooks import BrokerHook
@@ -125,6 +125,11 @@ class Broker:
         self._follow_expiry: list[tuple[float, int, str]] = []  # (deadline, seq, job id) of follow waits
         self._follow_seq = itertools.count()
         self._bindings_due: float | None = None  # when worker ids bound before a restart are released
+        self._placement_deadlines: dict[str, float] = {}  # task id -> monotonic deadline (placement_timeout)
+        # Every plugin name and capability key any worker offered in this broker's life, for
+        # did-you-mean hints when a submitted task asks for one nobody has.
+        self._seen_plugins: set[str] = set()
+        self._seen_keys: set[str] = set()
         self._malformed = security.RateLimited()  # a peer sending garbage in a loop must not flood the log
         self._stopping = False
         self._placement_due = False
@@ -400,6 +405,8 @@ class Broker:
             if new_binding:  # durable, so a restarted broker still knows whose id it is
                 self.store.put("worker_keys", (worker_id, body["_key"], time.time()))
         caps["hardware"] = [str(h) for h in hardware]
+        self._seen_plugins.update(str(p) for p in body["plugins"])
+        self._seen_keys.update(caps)
         interval = self.health.interval_for(len(self.registry) + 1)
         worker = WorkerInfo(
             worker_id=worker_id,
@@ -884,7 +891,10 @@ class Broker:
                 seq=next(self._seq),
                 submitted_at=job.submitted_at,
                 depends_on=[ids[name] for name in s["depends_on"]],
+                placement_timeout=s["placement_timeout"],
             )
+            if task.placement_timeout is not None:
+                self._placement_deadlines[task.task_id] = time.monotonic() + task.placement_timeout
             self.tasks[task.task_id] = task
             job.task_ids.append(task.task_id)
             self.state_counts[TaskState.QUEUED] += 1
@@ -896,9 +906,48 @@ class Broker:
         self.events.publish(events.TASK, {"event": "job_submitted", "job_id": job.job_id, "total": len(specs)})
         self._hook("on_job_submitted", job)
         self._placement_due = True
-        self._send_durable(
-            peer, protocol.REPLY, {"req": body["req"], "data": {"job_id": job.job_id, "total": len(specs)}}, urgent=True
-        )
+        reply = {"job_id": job.job_id, "total": len(specs)}
+        warnings = self._placement_warnings(job.task_ids[first:])
+        if warnings:
+            reply["warnings"] = warnings
+        self._send_durable(peer, protocol.REPLY, {"req": body["req"], "data": reply}, urgent=True)
+
+    def _placement_warnings(self, task_ids: list[str]) -> list[str]:
+        """One line per kind of task no live worker can run, said at submit (a typo'd plugin or
+        requirement key must not look like a queue that is merely slow), with did-you-mean."""
+        kinds: dict[str, list[Task]] = {}
+        for task_id in task_ids:
+            task = self.tasks[task_id]
+            kinds.setdefault(matching.requirement_key(task.plugin, task.requires), []).append(task)
+        warnings = []
+        for tasks in kinds.values():
+            reasons = self.scheduler.why_queued(tasks[0])
+            if not reasons:
+                continue
+            names = ", ".join(t.name for t in tasks[:3]) + (f" and {len(tasks) - 3} more" if len(tasks) > 3 else "")
+            hints = matching.suggestions(tasks[0].plugin, tasks[0].requires, self._seen_plugins, self._seen_keys)
+            warnings.append(
+                f"{len(tasks)} task(s) ({names}) cannot run on any live worker: {'; '.join(reasons + hints)}"
+            )
+        return warnings
+
+    def _expire_unplaceable(self) -> None:
+        """Tasks with a placement_timeout that no live worker could take in time end failed."""
+        now = time.monotonic()
+        for task_id, deadline in list(self._placement_deadlines.items()):
+            task = self.tasks.get(task_id)
+            if task is None or task.state is not TaskState.QUEUED:
+                del self._placement_deadlines[task_id]  # placed (or over): the deadline is met
+            elif now >= deadline and not task.waiting_on:
+                reasons = self.scheduler.why_queued(task)
+                if reasons:
+                    del self._placement_deadlines[task_id]
+                    self._finish(
+                        task,
+                        TaskState.FAILED,
+                        None,
+                        error=f"not placed within {task.placement_timeout:g}s: {'; '.join(reasons)}",
+                    )
 
     def _open_job(self, body: dict[str, Any], specs: list[dict[str, Any]]) -> Job:
         """The job a submit adds to: open, the sender's own (or an admin's), names still unique."""
@@ -1149,6 +1198,8 @@ class Broker:
 
     def _tick(self, now: float) -> None:
         self._store_durations()
+        if self._placement_deadlines:
+            self._expire_unplaceable()
         self._release_finished(now)
         self._hook("on_tick", now)  # metrics.system and the rest: dtf_bus.monitor
 

@@ -189,10 +189,8 @@ def watch(
 def _submit(client: Client, tasks: list[dict[str, Any]], name: str, command: str) -> tuple[str, list[str]]:
     """Submit and print the broker's warnings (a plugin or capability no worker offers): a job
     that may never run says so at once. Returns the job id and the warnings."""
-    reply: Any = client.submit(tasks, name=name)
-    job_id, warnings = reply, []
-    if isinstance(reply, dict):  # a broker that checks placement at submit answers with warnings
-        job_id, warnings = reply["job_id"], [str(w) for w in reply.get("warnings") or []]
+    reply = client.submit_job(tasks, name=name)
+    job_id, warnings = reply["job_id"], [str(w) for w in reply.get("warnings") or []]
     for warning in warnings:
         print(f"dtf {command}: warning: {warning}", file=sys.stderr)
     return job_id, warnings
@@ -200,6 +198,12 @@ def _submit(client: Client, tasks: list[dict[str, Any]], name: str, command: str
 
 def cmd_submit(client: Client, args: argparse.Namespace) -> int:
     name, tasks = spec.load(args.spec)
+    if args.placement_timeout is not None:
+        if not args.placement_timeout > 0:
+            raise spec.SpecError("--placement-timeout must be a positive number of seconds")
+        for task in tasks:
+            if task.get("placement_timeout") is None:
+                task["placement_timeout"] = args.placement_timeout
     job_id, warnings = _submit(client, tasks, name, "submit")
     extra = {"warnings": warnings} if warnings else {}
     if not args.wait:
@@ -504,6 +508,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="wait until every task is final")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
+    p.add_argument(
+        "--placement-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="fail tasks no live worker can take within S seconds (spec field placement_timeout)",
+    )
     p.set_defaults(func=cmd_submit)
 
     p = with_broker(sub.add_parser("status", help="a job's progress and why tasks wait"))

@@ -93,6 +93,18 @@ class Client:
         only where the broker cannot tell who we are (no CURVE) or from its own HTTP API.
         ``job_id`` adds the tasks to that open job; ``keep_open`` keeps the job taking tasks
         (and not done) until :meth:`close_job`."""
+        return self.submit_job(tasks, name, submitter, job_id, keep_open)["job_id"]
+
+    def submit_job(
+        self,
+        tasks: list[dict[str, Any]],
+        name: str = "job",
+        submitter: str | None = None,
+        job_id: str | None = None,
+        keep_open: bool = False,
+    ) -> dict[str, Any]:
+        """:meth:`submit`, answering the broker's whole reply: ``job_id``, ``total`` and, for
+        tasks no live worker can run, ``warnings`` (with did-you-mean hints for typos)."""
         body: dict[str, Any] = {"tasks": spec.validate(tasks), "name": name}
         if submitter:
             body["submitter"] = submitter
@@ -100,7 +112,7 @@ class Client:
             body["job_id"] = job_id
         if keep_open:
             body["keep_open"] = True
-        return self.request(protocol.SUBMIT, body)["job_id"]
+        return self.request(protocol.SUBMIT, body)
 
     def close_job(self, job_id: str) -> dict[str, Any]:
         """An open job takes no more tasks; it is done once every task it has is final."""

@@ -8,6 +8,7 @@ reason)``, :func:`explain` says per requirement why no live worker qualifies.
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -92,3 +93,19 @@ def explain(plugin: str, requires: dict[str, Any], workers: Iterable[WorkerInfo]
     if not reasons:
         reasons.append("each requirement is met by some worker, but no single worker meets all")
     return reasons
+
+
+def suggestions(plugin: str, requires: dict[str, Any], plugins: set[str], keys: set[str]) -> list[str]:
+    """Did-you-mean hints for a plugin name or requirement key no worker ever offered."""
+    hints = []
+    if plugin not in plugins:
+        close = difflib.get_close_matches(plugin, sorted(plugins), n=1)
+        if close:
+            hints.append(f"plugin {plugin!r}: did you mean {close[0]!r}?")
+    known = keys | {"hardware", "min_memory_gb"}
+    for key in requires:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            if close:
+                hints.append(f"requirement {key!r}: did you mean {close[0]!r}?")
+    return hints

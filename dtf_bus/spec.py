@@ -31,6 +31,7 @@ TASK_FIELDS = {
     "retry_backoff",
     "repeat",
     "depends_on",
+    "placement_timeout",
 }
 
 
@@ -208,6 +209,13 @@ def _validate_one(index: int, raw: Any) -> dict[str, Any]:
     timeout = raw.get("timeout")
     if timeout is not None and (not _is_number(timeout) or not 0 < timeout <= defaults.MAX_TASK_TIMEOUT):
         raise fail("timeout", f"must be a positive number of seconds, at most {defaults.MAX_TASK_TIMEOUT:.0f}")
+    placement_timeout = raw.get("placement_timeout")
+    if placement_timeout is not None and (
+        not _is_number(placement_timeout) or not 0 < placement_timeout <= defaults.MAX_TASK_TIMEOUT
+    ):
+        raise fail(
+            "placement_timeout", f"must be a positive number of seconds, at most {defaults.MAX_TASK_TIMEOUT:.0f}"
+        )
     retries = raw.get("retries", defaults.TASK_RETRIES)
     if not _is_int(retries) or not 0 <= retries <= defaults.MAX_RETRIES:
         raise fail("retries", f"must be a non-negative integer, at most {defaults.MAX_RETRIES}")
@@ -231,6 +239,7 @@ def _validate_one(index: int, raw: Any) -> dict[str, Any]:
         "requires": requires,
         "priority": priority,
         "timeout": float(timeout) if timeout is not None else None,
+        "placement_timeout": float(placement_timeout) if placement_timeout is not None else None,
         "retries": retries,
         "retry_backoff": float(backoff),
         "depends_on": list(depends_on),

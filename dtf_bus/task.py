@@ -84,6 +84,7 @@ class Task:
     error: str | None = None
     failures: int = 0  # attempts that failed and consumed a retry
     lost_workers: int = 0  # attempts that ended because the worker died running them (poison evidence)
+    placement_timeout: float | None = None  # fail if no live worker can take it this long after submit
     lost_on: list[str] = field(default_factory=list)  # "worker (how)" for each of those, for the error
     history: list[Attempt] = field(default_factory=list)
     depends_on: list[str] = field(default_factory=list)  # task ids that must succeed first
