@@ -18,6 +18,7 @@ def test_defaults_and_repeat():
         "requires": {},
         "priority": 0,
         "timeout": None,
+        "placement_timeout": None,
         "retries": 0,
         "retry_backoff": 1.0,
         "depends_on": [],
