@@ -313,3 +313,11 @@ def test_an_invalidated_database_reports_the_batch_at_once(tmp_path, caplog):
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
         "store: the database failed (FatalException: FATAL Error: database has been invalidated); 100 rows not stored"
     ]
+
+
+def test_a_memory_limit_that_is_no_size_is_a_usage_error(tmp_path, capsys):
+    from dtf_bus import broker_cli
+
+    assert broker_cli.main(["--db", str(tmp_path / "r.duckdb"), "--db-memory-limit", "lots"]) == 2
+    assert "db_memory_limit must be a size such as 512MB or 2GB, got 'lots'" in capsys.readouterr().err
+    assert not (tmp_path / "r.duckdb").exists()  # refused before anything opened
