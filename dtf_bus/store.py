@@ -429,11 +429,18 @@ class Store:
         return StoreFailure(table, tuple(row[: self.tables[table].keylen or 1]), _first_line(exc))
 
     def _commit(self, tables: dict[str, list[tuple]]) -> None:
-        """One transaction over every table: all of it is committed, or none."""
-        self._con.begin()
-        for table, rows in tables.items():
+        """One transaction over every table: all of it is committed, or none. One table is one
+        statement, a transaction of its own: BEGIN and COMMIT around it would only add calls
+        that each hand the GIL back and wait to get it again while the broker's loop holds it
+        (200 one-table batches of 2,000 keyed rows: 0.60 s with them, 0.54 s without)."""
+        if len(tables) == 1:
+            ((table, rows),) = tables.items()
             self._write_table(table, rows)
-        self._con.commit()
+        else:
+            self._con.begin()
+            for table, rows in tables.items():
+                self._write_table(table, rows)
+            self._con.commit()
         self.rows_written += sum(len(rows) for rows in tables.values())
 
     def _rollback(self) -> None:
