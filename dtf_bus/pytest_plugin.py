@@ -594,18 +594,17 @@ class Controller:
     def _await_collection(self, session: pytest.Session) -> list[dict[str, Any]]:
         from dtf_bus.pytest_dist import COLLECT_TASK
 
+        early: list[dict[str, Any]] = []
         while True:
             reply = self._follow()
             task = next((t for t in reply["tasks"] if t["name"] == COLLECT_TASK), None)
             if task is not None:
                 self.units.pop(COLLECT_TASK, None)
                 items = self._on_collected(session, task)
-                for other in reply["tasks"]:  # warm-up collections that finished with it
-                    if other is not task:
-                        self._on_task(other)
+                for other in early + [t for t in reply["tasks"] if t is not task]:  # warm-ups done meanwhile
+                    self._on_task(other)
                 return items
-            for other in reply["tasks"]:
-                self._on_task(other)
+            early += reply["tasks"]  # warm-up collections that beat the first: compared once it is in
             self._check_placement(reply)
             if COLLECT_TASK not in self.units:  # given up: no worker can collect
                 raise session.Interrupted(self._collection_error_text(session))
@@ -697,6 +696,15 @@ class Controller:
             f"{self.collect_worker or 'the collecting worker'} collected {self.collected_count} "
             f"(digest {self.digest[:12]})"
         )
+        items = collected.get("items")
+        if isinstance(items, list):  # a collection answer lists its tests: say which differ, as xdist does
+            theirs = {i.get("nodeid") for i in items if isinstance(i, dict)}
+            ours = set(self.locations)
+            for label, ids in (("missing there", ours - theirs), (f"only on {worker}", theirs - ours)):
+                if ids:
+                    shown = sorted(str(n) for n in ids)
+                    more = f" and {len(shown) - 10} more" if len(shown) > 10 else ""
+                    line += f"; {label}: {', '.join(shown[:10])}{more}"
         if line not in self.mismatches:
             self.mismatches.append(line)
             assert self.session is not None

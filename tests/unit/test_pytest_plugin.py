@@ -210,3 +210,23 @@ def test_bad_options_are_usage_errors(pytester: pytest.Pytester, fleet: Any):
     result = pytester.runpytest_inprocess("--dtf", "--dtf-requires", "cuda")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: --dtf-requires 'cuda': expected KEY=VALUE"])
+
+
+def test_a_warm_collection_that_differs_names_the_tests(pytester: pytest.Pytester, fleet: Any):
+    """Every session slot collects at start; one that finds other tests says which (as xdist)."""
+    f = fleet(IDS)
+    finish = f.finish
+
+    def differing(task: dict[str, Any]) -> dict[str, Any]:
+        done = finish(task)
+        if task["name"] == "collect 1":
+            items = [*f.items[:2], {"nodeid": "test_c.py::test_9", "location": ["test_c.py", 0, "test_9"]}]
+            done = {**done, "worker_id": "w2", "result": {"collected": {"count": 3, "digest": "d9", "items": items}}}
+        return done
+
+    f.finish = differing
+    result = pytester.runpytest_inprocess("--dtf")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        ["*w2 collected 3 tests (digest d9)*; missing there: test_b.py::test_3; only on w2: test_c.py::test_9*"]
+    )
