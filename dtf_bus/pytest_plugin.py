@@ -635,6 +635,9 @@ class Controller:
         self.collected_count = int(collected.get("count") or len(items))
         for item in items:
             self.locations[item["nodeid"]] = _location(item.get("location"), item["nodeid"])
+        deselected = [str(n) for n in collected.get("deselected") or []]
+        if deselected:  # by -k/-m on the worker: the summary says "N deselected", as locally
+            self.config.hook.pytest_deselected(items=[RemoteItem(n, _location(None, n)) for n in deselected])
         if session.testsfailed and not self.config.option.continue_on_collection_errors:
             raise session.Interrupted(self._collection_error_text(session))
         return items

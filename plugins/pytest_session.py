@@ -553,7 +553,11 @@ class PytestSessionExecutor:
 
     def _collect(self, session: Session, result: dict[str, Any]) -> None:
         message = session.collect_message
-        result["collected"] = {**session.collected, "items": session.items}
+        result["collected"] = {
+            **session.collected,
+            "items": session.items,
+            "deselected": list(message.get("deselected") or []),
+        }
         result["reports"] = list(message.get("reports") or [])
         result["session"] = session.info
         errors = message.get("errors") or []

@@ -178,6 +178,7 @@ class SessionServer:
         self.pending: list[dict[str, Any]] = []  # reports not yet sent, in hook order
         self.current: list[Any] = []  # TestReports of the test running now
         self.collect_errors: list[str] = []
+        self.deselected: list[str] = []  # by -k/-m (or a plugin): the controller shows "N deselected"
         self.busy = False
         self.config: Any = None
         self.row: dict[str, Any] | None = None  # the results row of the test that just finished
@@ -223,6 +224,9 @@ class SessionServer:
                 requires.update(wanted)
         return requires
 
+    def pytest_deselected(self, items: Any) -> None:
+        self.deselected.extend(item.nodeid for item in items)
+
     def pytest_collection_finish(self, session: Any) -> None:
         items = [
             {
@@ -238,6 +242,7 @@ class SessionServer:
             "collected",
             items=items,
             errors=self.collect_errors,
+            deselected=self.deselected,
             continue_on_collection_errors=bool(self.config.option.continue_on_collection_errors),
             info={
                 "pid": os.getpid(),
