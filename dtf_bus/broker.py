@@ -31,6 +31,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from dtf_bus import balancer, defaults, events, matching, memory, protocol, recovery, roles, rows, security, spec
+from dtf_bus.archive import Archive
 from dtf_bus.balancer.history import History
 from dtf_bus.health import Health
 from dtf_bus.hooks import BrokerHook
@@ -170,6 +171,7 @@ class Broker:
         self.metrics_endpoint = self.pub.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.events = events.Publisher(self.pub)
         self.store = Store(db, memory_limit=db_memory_limit)
+        self.archive = Archive(self.store)
         self._restore()
 
         self._handlers: dict[str, Callable[[bytes, dict[str, Any]], None]] = {
@@ -214,6 +216,7 @@ class Broker:
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.monitor, zmq.POLLIN)
         poller.register(self.store.notify_fd, zmq.POLLIN)
+        poller.register(self.archive.notify_fd, zmq.POLLIN)
         poller.register(self.pub, zmq.POLLIN)
         log.info("broker listening on %s, events on %s", self.endpoint, self.metrics_endpoint)
         self._hook("on_start")
@@ -245,6 +248,8 @@ class Broker:
                 if self._awaiting or self._acks:
                     self._unreleased.append((self.store.mark(self._awaiting_urgent), self._awaiting, self._acks))
                     self._awaiting, self._acks, self._awaiting_urgent = [], {}, False
+                if self.archive.notify_fd in ready:
+                    self._archived()
                 if self.store.notify_fd in ready:
                     self.store.drain_notify()
                     self._release_durable()
@@ -282,6 +287,7 @@ class Broker:
         if self.guard is not None:
             self.guard.close()
         self.ctx.term()
+        self.archive.close()
         self.store.close()
         log.info("broker stopped; results in %s", self.store.path)
 
@@ -319,18 +325,41 @@ class Broker:
             body["_key"], body["_who"] = key, (name, role)
         if kind == protocol.REGISTER:
             body["_fd"] = frames[1].get(zmq.SRCFD)
-        handler = self._handlers.get(kind)
-        if handler is None:  # valid, but only ever sent by the broker (assign, reply...)
+        if kind not in self._handlers:  # valid, but only ever sent by the broker (assign, reply...)
             log.warning("unexpected %s message from peer %s", kind, peer.hex())
             self._send(peer, protocol.ERROR, {"error": f"the broker does not take {kind} messages"})
             return
+        self._handle(peer, kind, body)
+
+    def _handle(self, peer: bytes, kind: str, body: dict[str, Any], deferred: bool = False) -> None:
         try:
-            handler(peer, body)
+            self._handlers[kind](peer, body)
+        except _NotHeld:
+            # A job not in memory: read on the archive thread, answered when it is back (_archived).
+            if deferred or not self.archive.load(peer, kind, body):
+                why = "the broker is busy reading jobs from its results store; try again"
+                self._send(peer, protocol.ERROR, {"req": body.get("req"), "error": why})
         except _ClientError as exc:
             self._send(peer, protocol.ERROR, {"req": body.get("req"), "error": str(exc)})
         except Exception:
             log.exception("error handling %s from %s", kind, peer.hex())
             self._send(peer, protocol.ERROR, {"req": body.get("req"), "error": f"internal error handling {kind}"})
+
+    def _archived(self) -> None:
+        """Jobs the archive thread read back: adopt each (released again after the TTL) and
+        answer the request that wanted it, as if the job had been in memory all along."""
+        for loaded in self.archive.taken():
+            job_id = loaded.body["job_id"]
+            if loaded.error is not None:
+                self._send(loaded.peer, protocol.ERROR, {"req": loaded.body.get("req"), "error": loaded.error})
+                continue
+            if job_id not in self.jobs:
+                if not loaded.jobs:
+                    error = f"unknown job {job_id!r}"
+                    self._send(loaded.peer, protocol.ERROR, {"req": loaded.body.get("req"), "error": error})
+                    continue
+                self._adopt(loaded.jobs, loaded.tasks, count=False)
+            self._handle(loaded.peer, loaded.kind, loaded.body, deferred=True)
 
     def _hook(self, point: str, *args: Any) -> None:
         for hook in self.hooks:
@@ -828,9 +857,10 @@ class Broker:
     # ---------------------------------------------------------------- clients
 
     def _job(self, body: dict[str, Any]) -> Job:
-        job = self.jobs.get(body["job_id"]) or self._load_job(body["job_id"])
+        """The request's job; one not in memory is read off the loop (raises _NotHeld)."""
+        job = self.jobs.get(body["job_id"])
         if job is None:
-            raise _ClientError(f"unknown job {body['job_id']!r}")
+            raise _NotHeld
         return job
 
     @staticmethod
@@ -1259,22 +1289,21 @@ class Broker:
             self._placement_due = True
 
     def _adopt(self, jobs: list[Job], tasks: list[Task], count: bool = True) -> None:
+        """Jobs read from DuckDB (a restart, or the archive) join those in memory."""
         for job in jobs:
             self.jobs[job.job_id] = job
             if job.done:
                 self._finished_jobs.append((time.monotonic() + self.finished_job_ttl, job.job_id))
         for task in tasks:
             self.tasks[task.task_id] = task
+            if task.state.final:
+                self.jobs[task.job_id].finished.append(task.task_id)  # in finish order below: follow's cursor
             if count:
                 self.state_counts[task.state] += 1
                 if not task.state.final:
                     self._live_by_submitter[self.jobs[task.job_id].submitter] += 1
-
-    def _load_job(self, job_id: str) -> Job | None:
-        """A finished job no longer in memory, read back on demand (and released again later)."""
-        jobs, tasks = recovery.load_jobs(self.store.cursor(), "job_id = $1", [job_id])
-        self._adopt(jobs, tasks, count=False)
-        return self.jobs.get(job_id)
+        for job in jobs:
+            job.finished.sort(key=lambda task_id: self.tasks[task_id].ended_at or 0.0)
 
     def _release_finished(self, now: float) -> None:
         """Forget jobs finished over finished_job_ttl ago: DuckDB holds them, and a job of
@@ -1390,6 +1419,10 @@ class Broker:
 
 class _ClientError(Exception):
     """A request the broker refuses; the text goes back to the sender as an ERROR."""
+
+
+class _NotHeld(Exception):
+    """The request's job is not in memory: it is read back on the archive thread first."""
 
 
 if __name__ == "__main__":  # python -m dtf_bus.broker, as the dtf-broker script

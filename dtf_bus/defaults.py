@@ -202,6 +202,9 @@ SUBMITTER_QUOTA = 250_000
 # A finished job stays in the broker's memory this long (seconds; late results of its lost
 # attempts are then still recorded as stale), then it is served from DuckDB alone.
 FINISHED_JOB_TTL = 60.0
+# Requests about jobs not in memory wait for the archive thread's DuckDB reads; past this many
+# waiting, one more is refused ("busy"), so a flood of unknown job ids cannot queue without bound.
+ARCHIVE_PENDING_MAX = 1000
 # Releasing at least this many tasks at once also hands freed heap back to the OS (malloc_trim):
 # the allocator would otherwise keep a large job's pages for the broker's life.
 TRIM_AFTER_TASKS = 10_000

@@ -6,7 +6,9 @@ import time
 
 import duckdb
 import pytest
+import zmq
 
+from dtf_bus import protocol
 from dtf_bus.client import ClientError
 from dtf_bus.cluster import wait_for
 
@@ -109,3 +111,38 @@ def test_a_dependency_listed_after_its_dependent(make_cluster):
         assert client.wait(job, timeout=30)["succeeded"] == 3
         order = sorted(client.results(job), key=lambda t: t["ended_at"])
         assert [t["name"] for t in order] == ["a", "b", "c"]
+
+
+def test_a_released_job_is_read_back_off_the_loop(make_cluster):
+    """A job that left memory is read from DuckDB on the archive thread: a ping sent right after
+    a status request about it is answered first, and the status, results and follow still come."""
+    cluster = make_cluster(start=False)
+    cluster.start_broker(extra_args=["--finished-job-ttl", "0"])
+    cluster.start_worker("w1")
+    cluster.wait_for_workers(["w1"])
+    with cluster.client(timeout=30) as client:
+        job = client.submit([sim("a"), sim("b", depends_on=["a"])])
+        client.wait(job, timeout=30)
+        big = client.submit([sim("x", requires={"hardware": "nowhere"}, repeat=20_000)])
+        client.cancel(big)
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.linger = 0
+        sock.connect(cluster.endpoint)
+        try:
+
+            def released() -> bool:  # the TTL is 0: released at the broker's next tick
+                sock.send(protocol.encode(protocol.STATUS, {"req": 1, "job_id": big}))
+                sock.send(protocol.encode(protocol.PING, {"req": 2}))
+                order = []
+                while len(order) < 2:
+                    assert sock.poll(30_000), "no answer"
+                    order.append(protocol.decode(sock.recv())[1]["req"])
+                return order == [2, 1]  # the status waited for DuckDB; the ping did not
+
+            wait_for(released, 10, "a released job's status to be read off the loop", interval=0.2)
+        finally:
+            sock.close()
+        assert client.status(big)["counts"] == {"cancelled": 20_000}
+        assert [t["name"] for t in client.follow(job, since=0, wait=0)["tasks"]] == ["a", "b"]
+        with pytest.raises(ClientError, match="unknown job 'nope'"):
+            client.status("nope")
