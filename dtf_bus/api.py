@@ -691,7 +691,7 @@ class HttpApi(BrokerHook):
 
     def start(self, timeout: float = 10.0) -> None:
         """Bind now (a busy port fails here, in the caller), then serve on a thread."""
-        sockets = tornado.netutil.bind_sockets(self.port, self.host)
+        sockets = tornado.netutil.bind_sockets(self.port, self.host, backlog=defaults.HTTP_LISTEN_BACKLOG)
         self.port = sockets[0].getsockname()[1]
         self.monitor.listeners.append(self.deliver)
         self._thread = threading.Thread(target=asyncio.run, args=(self._serve(sockets),), name="dtf-http", daemon=True)

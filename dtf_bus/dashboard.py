@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
-        sockets = tornado.netutil.bind_sockets(args.port, args.address)
+        sockets = tornado.netutil.bind_sockets(args.port, args.address, backlog=defaults.HTTP_LISTEN_BACKLOG)
     except OSError as exc:
         print(f"dtf-dashboard: cannot listen on {args.address}:{args.port}: {exc}", file=sys.stderr)
         return 2

@@ -126,6 +126,10 @@ ANOMALY_KEEP = 500  # anomalies kept in memory for the API and dashboard
 # HTTP API and dashboard.
 HTTP_HOST = "127.0.0.1"
 HTTP_PORT = 8585
+# Connections the kernel queues for the HTTP server before it accepts them (tornado's default is
+# 128): a burst beyond it has its SYNs dropped and retried for up to a minute, so a burst of
+# idle connections would reach the connection cap, and be refused, only that much later.
+HTTP_LISTEN_BACKLOG = 1024
 DASHBOARD_PORT = 5006
 DASHBOARD_REFRESH_MS = 200  # the browser sees an event within this plus the network
 DASHBOARD_ROLLOVER = 900  # points kept per time-series plot
