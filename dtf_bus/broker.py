@@ -30,7 +30,7 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from dtf_bus import balancer, defaults, events, matching, memory, protocol, recovery, roles, rows, security, spec
+from dtf_bus import balancer, defaults, events, logs, matching, memory, protocol, recovery, roles, rows, security, spec
 from dtf_bus.archive import Archive
 from dtf_bus.balancer.history import History
 from dtf_bus.health import Health
@@ -131,7 +131,7 @@ class Broker:
         # did-you-mean hints when a submitted task asks for one nobody has.
         self._seen_plugins: set[str] = set()
         self._seen_keys: set[str] = set()
-        self._malformed = security.RateLimited()  # a peer sending garbage in a loop must not flood the log
+        self._malformed = logs.RateLimited(log)  # a peer sending garbage in a loop must not flood the log
         self._stopping = False
         self._placement_due = False
         self._by_fd: dict[int, WorkerInfo] = {}
@@ -1039,16 +1039,13 @@ class Broker:
 
     def _answer_followers(self, now: float) -> None:
         """Once per loop turn: every follower of a job with news (or whose wait ran out)."""
-        for job_id in self._follow_due:
-            job = self.jobs.get(job_id)
-            if job is not None:
-                for peer, body in job.followers:
-                    self._reply_follow(job, peer, body)
-                job.followers.clear()
+        due = list(self._follow_due)
         self._follow_due.clear()
         while self._follow_expiry and self._follow_expiry[0][0] <= now:
-            job = self.jobs.get(heapq.heappop(self._follow_expiry)[2])
-            if job is not None and job.followers:
+            due.append(heapq.heappop(self._follow_expiry)[2])
+        for job_id in due:
+            job = self.jobs.get(job_id)
+            if job is not None:
                 for peer, body in job.followers:
                     self._reply_follow(job, peer, body)
                 job.followers.clear()

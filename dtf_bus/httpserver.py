@@ -23,14 +23,13 @@ import logging
 import resource
 import socket
 import ssl
-import time
 from collections.abc import Iterable
 from typing import Any
 
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
-from dtf_bus import defaults
+from dtf_bus import defaults, logs
 
 log = logging.getLogger("dtf.http")
 
@@ -54,25 +53,6 @@ def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
     return context
 
 
-class RateLimitedLog:
-    """One log line per ``interval`` for a recurring event, with how many times it happened."""
-
-    def __init__(self, logger: logging.Logger, interval: float = defaults.SECURITY_LOG_INTERVAL) -> None:
-        self.logger = logger
-        self.interval = interval
-        self._last = float("-inf")
-        self._count = 0
-
-    def __call__(self, level: int, message: str) -> None:
-        self._count += 1
-        now = time.monotonic()
-        if now - self._last < self.interval:
-            return
-        repeats = f" ({self._count} times since the last report)" if self._count > 1 else ""
-        self.logger.log(level, "%s%s", message, repeats)
-        self._last, self._count = now, 0
-
-
 class GuardedHTTPServer(HTTPServer):
     """An HTTPServer with timeouts, a connection cap and accept errors that cannot flood the log."""
 
@@ -86,8 +66,8 @@ class GuardedHTTPServer(HTTPServer):
         if max_connections < 1:
             raise ValueError(f"--http-max-connections must be at least 1, got {max_connections}")
         self.max_connections = max_connections
-        self._refusals = RateLimitedLog(log)
-        self._accept_errors = RateLimitedLog(log)
+        self._refusals = logs.RateLimited(log)
+        self._accept_errors = logs.RateLimited(log, logging.ERROR)
         settings = {
             "idle_connection_timeout": defaults.HTTP_IDLE_TIMEOUT,
             "body_timeout": defaults.HTTP_BODY_TIMEOUT,
@@ -133,7 +113,7 @@ class GuardedHTTPServer(HTTPServer):
                     continue
                 except OSError as exc:
                     what = "out of file descriptors" if exc.errno in (errno.EMFILE, errno.ENFILE) else exc.strerror
-                    self._accept_errors(logging.ERROR, f"HTTP: cannot accept a connection: {what}")
+                    self._accept_errors("accept", "HTTP: cannot accept a connection: %s", what)
                     loop.remove_handler(sock)
                     state["paused"] = True
                     loop.call_later(defaults.HTTP_ACCEPT_PAUSE, resume)
@@ -141,9 +121,11 @@ class GuardedHTTPServer(HTTPServer):
                 if len(self._connections) >= cap:
                     connection.close()
                     self._refusals(
-                        logging.WARNING,
-                        f"HTTP: {cap} connections open (--http-max-connections {self.max_connections}, "
-                        "at most half of the open-file limit); refusing more",
+                        "cap",
+                        "HTTP: %d connections open (--http-max-connections %d, at most half of the "
+                        "open-file limit); refusing more",
+                        cap,
+                        self.max_connections,
                     )
                     continue
                 self._handle_connection(connection, address)

@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import logging
 import re
+import time
+from typing import Any
+
+from dtf_bus import defaults
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 REDACTED = "***"
@@ -94,3 +98,50 @@ def configure(level: str | int = "INFO", fmt: str = FORMAT) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(SafeFormatter(fmt))
     logging.basicConfig(level=level.upper() if isinstance(level, str) else level, handlers=[handler])
+
+
+class RateLimited:
+    """Logs a recurring line once per subject and interval, then counts the repeats: a refused
+    peer reconnects every 100 ms, a flood of connections or garbage frames repeats at line rate,
+    and none of them may flood the log. ``budget`` caps the lines per interval over all subjects,
+    so fresh subjects (new keys, new peers) cannot bypass it either."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        level: int = logging.WARNING,
+        interval: float = defaults.SECURITY_LOG_INTERVAL,
+        limit: int = 1024,
+        budget: int = defaults.SECURITY_LOG_BUDGET,
+    ) -> None:
+        self.logger = logger
+        self.level = level
+        self.interval = interval
+        self.limit = limit
+        self.budget = budget
+        self._last: dict[Any, tuple[float, int]] = {}
+        self._window = (-interval, 0)  # (start, lines logged in it)
+        self._suppressed = 0
+
+    def __call__(self, subject: Any, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        last, repeats = self._last.get(subject, (-self.interval, 0))
+        if now - last < self.interval:
+            self._last[subject] = (last, repeats + 1)
+            return
+        start, lines = self._window
+        if now - start >= self.interval:
+            start, lines = now, 0
+        if lines >= self.budget:
+            self._suppressed += 1
+            self._window = (start, lines)
+            return
+        self._window = (start, lines + 1)
+        if len(self._last) >= self.limit:
+            self._last.clear()
+        self._last[subject] = (now, 0)
+        suffix = f" (and {repeats} more time(s) since the last report)" if repeats else ""
+        if self._suppressed:
+            suffix += f" ({self._suppressed} similar line(s) about others suppressed)"
+            self._suppressed = 0
+        self.logger.log(self.level, message + suffix, *args)

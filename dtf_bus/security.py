@@ -45,7 +45,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
-from dtf_bus import defaults, roles
+from dtf_bus import defaults, logs, roles
 
 log = logging.getLogger("dtf.security")
 
@@ -283,47 +283,6 @@ def refuse_if_exposed(endpoints: list[str], insecure: bool) -> None:
 # ------------------------------------------------------------------- broker side
 
 
-class RateLimited:
-    """Logs a refusal once per subject and interval, then counts the repeats (a refused peer
-    reconnects every 100 ms; its refusals must not flood the log)."""
-
-    def __init__(
-        self,
-        interval: float = defaults.SECURITY_LOG_INTERVAL,
-        limit: int = 1024,
-        budget: int = defaults.SECURITY_LOG_BUDGET,
-    ) -> None:
-        self.interval = interval
-        self.limit = limit
-        self.budget = budget  # lines per interval over all subjects: fresh keys must not bypass it
-        self._last: dict[Any, tuple[float, int]] = {}
-        self._window = (-interval, 0)  # (start, lines logged in it)
-        self._suppressed = 0
-
-    def __call__(self, subject: Any, message: str, *args: Any) -> None:
-        now = time.monotonic()
-        last, repeats = self._last.get(subject, (-self.interval, 0))
-        if now - last < self.interval:
-            self._last[subject] = (last, repeats + 1)
-            return
-        start, lines = self._window
-        if now - start >= self.interval:
-            start, lines = now, 0
-        if lines >= self.budget:
-            self._suppressed += 1
-            self._window = (start, lines)
-            return
-        self._window = (start, lines + 1)
-        if len(self._last) >= self.limit:
-            self._last.clear()
-        self._last[subject] = (now, 0)
-        suffix = f" (and {repeats} more time(s) since the last report)" if repeats else ""
-        if self._suppressed:
-            suffix += f" ({self._suppressed} similar line(s) from other peers suppressed)"
-            self._suppressed = 0
-        log.warning(message + suffix, *args)
-
-
 class KeyAuthenticator(ThreadAuthenticator):
     """pyzmq's ZAP authenticator, plus: the broker's own key is always admitted, the key set
     is replaced atomically on reload, every refusal is logged with the peer's address, and an
@@ -335,7 +294,7 @@ class KeyAuthenticator(ThreadAuthenticator):
         self.own_public = own_public
         self.directory = directory
         self._request: list[bytes] = []
-        self._report = RateLimited()
+        self._report = logs.RateLimited(log)
         self._signature = _key_dir_signature(directory)
         # Every key let in (z85 text), so the broker can tell a revocation even of a key it never
         # saw in its own reloads. Set operations are atomic under the GIL; the broker prunes it.
@@ -415,9 +374,9 @@ class KeyGuard:
         self._signature = _key_dir_signature(self.directory)
         self._reload_requested = False
         self._pending_revocations: list[str] | None = None  # found by a reload outside the broker's timer
-        self._cut_off = RateLimited()
-        self._handshakes = RateLimited()
-        self._refusals = RateLimited()
+        self._cut_off = logs.RateLimited(log)
+        self._handshakes = logs.RateLimited(log)
+        self._refusals = logs.RateLimited(log)
         self.authenticator = KeyAuthenticator(context, self.keypair.public, self.directory)
         self.authenticator.start()
         self.authenticator.set_keys({k.encode() for k in self.authorized})

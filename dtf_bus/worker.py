@@ -488,16 +488,17 @@ class Worker:
 
     def _send_progress(self) -> None:
         """Queued progress, in messages of at most PROGRESS_MESSAGE_BYTES."""
+        if self._progress.empty():  # most wake-ups carry results only: no exception raised for nothing
+            return
         batch: list[dict[str, Any]] = []
         size = 0
         while True:
             try:
-                update = self._progress.get_nowait()
+                update, length = self._progress.get_nowait()
             except queue.Empty:
                 break
             if not self._registered:
                 continue
-            update, length = update
             if size + length > defaults.PROGRESS_MESSAGE_BYTES:
                 self._send(protocol.TASK_PROGRESS, {"updates": batch})
                 batch, size = [], 0

@@ -15,7 +15,7 @@ import msgpack
 import pytest
 import zmq
 
-from dtf_bus import apikeys, defaults, protocol, roles, security, spec
+from dtf_bus import apikeys, defaults, logs, protocol, roles, security, spec
 
 pytestmark = [pytest.mark.unit, pytest.mark.security]
 
@@ -290,7 +290,7 @@ def test_bus_refuses_non_loopback_without_curve_unless_insecure(caplog):
 
 
 def test_refusal_log_budget_covers_fresh_subjects(caplog):
-    limited = security.RateLimited(interval=60, budget=3)
+    limited = logs.RateLimited(logging.getLogger("dtf.security"), interval=60, budget=3)
     for i in range(50):
         limited(f"key-{i}", "refused %s", i)
     assert caplog.text.count("refused") == 3
