@@ -212,9 +212,9 @@ def cmd_submit(client: Client, args: argparse.Namespace) -> int:
         else:
             print(f"submitted job {job_id} ({len(tasks)} task(s))")
         return EXIT_OK
-    if not args.json:
-        print(f"submitted job {job_id} ({len(tasks)} task(s)); waiting...", file=sys.stderr)
-    try:
+    try:  # the job exists from here: a Ctrl-C even during the next line detaches from it
+        if not args.json:
+            print(f"submitted job {job_id} ({len(tasks)} task(s)); waiting...", file=sys.stderr)
         status = watch(client, job_id, timeout=args.timeout)
     except KeyboardInterrupt:
         # Detach, not cancel: the job is the broker's, and the user may only want the prompt back.
