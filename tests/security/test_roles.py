@@ -104,7 +104,9 @@ def test_cancel_needs_the_submitter_or_an_admin_and_drain_needs_an_admin(make_cl
 
 
 def test_worker_ids_stay_bound_across_a_restart_until_the_worker_is_dead(make_cluster):
-    cluster = make_cluster(secure=True, start=False)
+    # Dead after 10 s (50 x 0.2 s), not the fixture's 2 s: the first REGISTER after the restart
+    # must come within the grace even on a loaded machine.
+    cluster = make_cluster(secure=True, start=False, dead_liveness=50)
     squatter = cluster.node_key("squatter", role="worker")
     cluster.start_broker()
     cluster.start_worker("w1")
