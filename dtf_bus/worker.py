@@ -331,8 +331,14 @@ class Worker:
             for task in body["tasks"]:
                 task_id, attempt = task["task_id"], task["attempt"]
                 current = self.running.get(task_id)
-                if (current is not None and current.ctx.attempt == attempt) or task_id in self.pending:
+                held = self.pending.get(task_id)
+                if (current is not None and current.ctx.attempt == attempt) or (
+                    held is not None and held["attempt"] >= attempt
+                ):
                     continue  # duplicate delivery
+                # A newer attempt replaces an older one still pending here: the broker moved on
+                # (the older one's CANCEL follows), and skipping it would leave the task assigned
+                # to us and never run.
                 self.pending[task_id] = task
             self._tasks_changed.notify(len(self.pending))
         while self._task_threads < min(self.slots, len(self.pending) + len(self.running)):
