@@ -111,6 +111,9 @@ def test_worker_ids_stay_bound_across_a_restart_until_the_worker_is_dead(make_cl
     cluster.start_broker()
     cluster.start_worker("w1")
     cluster.wait_for_workers(["w1"])
+    # The broker answers REGISTERED only once the binding is in DuckDB: wait for the worker to hear it
+    # (the registry lists w1 before that, and a broker killed in between rightly forgets the binding).
+    wait_for(lambda: "registered with" in cluster.workers["w1"].log_tail(200), 10, "w1 to hear REGISTERED")
     cluster.kill_broker()  # the broker goes down ...
     cluster.kill_worker("w1")  # ... and the worker dies while it is down
     cluster.start_broker()
