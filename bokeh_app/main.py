@@ -19,6 +19,7 @@ from dtf_bus import defaults
 
 from . import api
 from .anomalies import AnomalyList
+from .blocked import BlockedList
 from .feed import shared
 from .queue_depth import SERIES, QueueThroughput
 from .summary import Summary
@@ -66,6 +67,7 @@ def build(doc, args: argparse.Namespace) -> None:
     summary = Summary(broker, args.http)
     if status.get("system"):
         summary.base = status["system"]
+    blocked = BlockedList(status.get("system"))
     queue = QueueThroughput(history["series"] if history else None)
     stream = TaskStream()
     workers = WorkerTable()
@@ -77,6 +79,7 @@ def build(doc, args: argparse.Namespace) -> None:
     def refresh() -> None:
         position["seq"], events = feed.since(position["seq"])
         summary.update(events)
+        blocked.update(events)
         queue.update(events)
         stream.update(events)
         anomalies.update(events)
@@ -87,6 +90,7 @@ def build(doc, args: argparse.Namespace) -> None:
         column(
             header,
             summary.div,
+            blocked.div,
             row(queue.depth, queue.throughput, sizing_mode="stretch_width"),
             stream.figure,
             workers.layout,

@@ -83,7 +83,12 @@ class Summary:
                 f"{_fmt(v('slots_busy'))}/{_fmt(v('slots_total'))}",
                 f"utilisation {_fmt((v('utilisation') or 0) * 100, '%', 0)}",
             ),
-            ("Queued", "queued", _fmt(v("queued")), f"oldest {_fmt(v('queue_oldest_wait'), 's', 1)}"),
+            (
+                "Queued",
+                "queued",
+                _fmt(v("queued")),
+                f"{v('blocked')} blocked" if v("blocked") else f"oldest {_fmt(v('queue_oldest_wait'), 's', 1)}",
+            ),
             ("Running", "running", _fmt(v("running")), ""),
             ("Succeeded", "succeeded", _fmt(v("succeeded")), ""),
             ("Failed", "failed", _fmt((v("failed") or 0) + (v("timed_out") or 0)), f"{_fmt(v('cancelled'))} cancelled"),

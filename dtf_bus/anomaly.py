@@ -27,6 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from dtf_bus import defaults
 from dtf_bus.spec import base_name
@@ -196,20 +197,26 @@ class AnomalyDetector:
 
     # -------------------------------------------------------------- queue
 
-    def queue(self, oldest_wait: float, queued: int, waits: list[float], throughput: float) -> Anomaly | None:
-        """Judge the queue once per tick: ``waits`` are the queue waits of tasks placed since the last."""
+    def queue(
+        self, oldest_wait: float, queued: int, waits: list[float], throughput: float, blocked: int = 0
+    ) -> Anomaly | None:
+        """Judge the queue once per tick: ``waits`` are the queue waits of tasks placed since the last.
+        ``blocked`` queued tasks no live worker can run are reported apart (:meth:`unplaceable`):
+        a drain estimate for them would be a promise nobody keeps."""
         base = self.queue_waits
         found = None
-        if queued and oldest_wait >= self.queue_wait_min:
+        if queued > blocked and oldest_wait >= self.queue_wait_min:
             known = base.n >= self.min_samples
             threshold = max(self.queue_wait_min, base.mean + self.z * base.spread()) if known else self.queue_wait_min
             if oldest_wait >= threshold:
                 z = base.z(oldest_wait) if known else self.z
-                drain = (
-                    f"~{queued / throughput:.0f}s to drain at {throughput:.2g} tasks/s"
-                    if throughput > 0
-                    else ("nothing finishing right now")
-                )
+                placeable = queued - blocked
+                if blocked:
+                    drain = f"{blocked} of them cannot be placed on any live worker"
+                elif throughput > 0:
+                    drain = f"~{placeable / throughput:.0f}s to drain at {throughput:.2g} tasks/s"
+                else:
+                    drain = "nothing finishing right now"
                 usual = (
                     f"tasks usually wait {base.mean:.3g}s ± {base.spread():.2g}s"
                     if known
@@ -225,6 +232,24 @@ class AnomalyDetector:
                 )
         for wait in waits:
             base.update(wait)
+        return found
+
+    def unplaceable(self, blocked: list[dict[str, Any]]) -> list[Anomaly]:
+        """One warning per requirement no live worker meets, with the broker's reasons (again
+        after the cooldown while it lasts)."""
+        found = []
+        for block in blocked:
+            anomaly = self._raise(
+                "unplaceable",
+                WARNING,
+                block["requirement"],
+                f"{block['tasks']} queued task(s) ({block['requirement']}) cannot be placed: "
+                + "; ".join(block["reasons"]),
+                block["tasks"],
+                0,
+            )
+            if anomaly is not None:
+                found.append(anomaly)
         return found
 
     # ----------------------------------------------------------- outcomes

@@ -35,6 +35,7 @@ import re
 import threading
 import time
 import tomllib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,15 +181,18 @@ class Handler(tornado.web.RequestHandler):
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
 
-    def query(self, sql: str, params: list[Any]) -> list[tuple]:
-        """Read the results store on this thread's own cursor."""
-        cursor = self.monitor.store.cursor()
-        try:
-            return cursor.execute(sql, params).fetchall()
-        except duckdb.CatalogException as exc:
-            raise ApiError(503, f"results store not ready: {exc}") from None
-        finally:
-            cursor.close()
+    async def query(self, sql: str, params: list[Any]) -> list[tuple]:
+        """Read the results store on the reader pool (never on the IOLoop: a slow query would
+        hold up every WebSocket's delivery), on that thread's own cursor."""
+
+        def read() -> list[tuple]:
+            cursor = self.monitor.store.cursor()
+            try:
+                return cursor.execute(sql, params).fetchall()
+            finally:
+                cursor.close()
+
+        return await self.api.read(read)
 
 
 class HealthHandler(tornado.web.RequestHandler):
@@ -220,6 +224,8 @@ class StatusHandler(Handler):
                 "workers": system.get("workers_total", 0),
                 "queued": system.get("queued", 0),
                 "running": system.get("running", 0),
+                # Queued work no live worker can run, per requirement, with the broker's reasons.
+                "blocked": system.get("blocked_reasons", []),
                 "anomalies": self.monitor.anomaly_count,
                 "metrics_at": snap["ts"],
                 "system": system,
@@ -297,7 +303,7 @@ def _served_params(params: Any) -> Any:
 
 
 class TasksHandler(Handler):
-    def get(self) -> None:
+    async def get(self) -> None:
         where, params = [], []
         for arg, column in (("state", "state"), ("job", "job_id"), ("worker", "worker_id")):
             value = self.get_query_argument(arg, None)
@@ -307,15 +313,15 @@ class TasksHandler(Handler):
         offset, limit = self.page(100)
         sql = _TASK_SELECT + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY submitted_at DESC, task_id LIMIT ? OFFSET ?"
-        rows = self.query(sql, [*params, limit, offset])
+        rows = await self.query(sql, [*params, limit, offset])
         tasks = [_overlay(dict(zip(TASK_COLUMNS, r, strict=True)), self.monitor.task(r[0])) for r in rows]
         self.reply(tasks, limit=limit, offset=offset)
 
 
 class TaskHandler(Handler):
-    def get(self, task_id: str) -> None:
+    async def get(self, task_id: str) -> None:
         live = self.monitor.task(task_id)
-        rows = self.query(
+        rows = await self.query(
             "SELECT task_id, job_id, name, plugin, state, worker_id, attempts, epoch(submitted_at), "
             "epoch(started_at), epoch(ended_at), error, result, params, requires FROM tasks WHERE task_id = ?",
             [task_id],
@@ -334,7 +340,7 @@ class TaskHandler(Handler):
             task = {c: live.get(c) for c in TASK_COLUMNS}
             task["attempts"] = live["attempt"]
         _overlay(task, live)
-        attempts = self.query(
+        attempts = await self.query(
             "SELECT attempt, worker_id, epoch(assigned_at), epoch(started_at), epoch(ended_at), outcome, stale, error "
             "FROM attempts WHERE task_id = ? ORDER BY attempt",
             [task_id],
@@ -371,7 +377,7 @@ class LoadBalancerHandler(Handler):
 
 
 class HistoryHandler(Handler):
-    def get(self, worker_id: str | None = None) -> None:
+    async def get(self, worker_id: str | None = None) -> None:
         known = WORKER_METRICS if worker_id else SYSTEM_METRICS
         names = [m.strip() for m in self.get_query_argument("metrics", ",".join(known[:3])).split(",") if m.strip()]
         if not names:
@@ -382,11 +388,9 @@ class HistoryHandler(Handler):
             raise ApiError(400, f"duration/interval asks for over {MAX_HISTORY_POINTS} points; widen the interval")
         end = self.number("end", None, maximum=1e12)
         try:
-            series = self.monitor.history(names, interval, duration, worker_id=worker_id, end=end)
+            series = await self.api.read(lambda: self.monitor.history(names, interval, duration, worker_id, end))
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
-        except duckdb.CatalogException as exc:
-            raise ApiError(503, f"results store not ready: {exc}") from None
         self.reply(
             {"interval": interval, "duration": duration, "series": series},
             worker_id=worker_id,
@@ -670,6 +674,7 @@ class HttpApi(BrokerHook):
         self._outbox: collections.deque[tuple[str, dict[str, Any]]] = collections.deque(maxlen=defaults.WEBSOCKET_QUEUE)
         self._flush_scheduled = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dtf-api-client")
+        self._readers = ThreadPoolExecutor(max_workers=defaults.HTTP_READERS, thread_name_prefix="dtf-api-read")
         self._local = threading.local()
         self._loop: IOLoop | None = None
         self._stopped: asyncio.Event | None = None
@@ -746,6 +751,7 @@ class HttpApi(BrokerHook):
         if self._thread is not None:
             self._thread.join(5)
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._readers.shutdown(wait=False, cancel_futures=True)
 
     def guard(self, handler: tornado.web.RequestHandler, needed: str) -> str:
         """Refuse a request (webauth's checks) unless it may do what needs role ``needed``;
@@ -805,6 +811,13 @@ class HttpApi(BrokerHook):
             raise ApiError(503, str(exc)) from None
         except ClientError as exc:
             raise ApiError(404 if str(exc).startswith("unknown job") else 400, str(exc)) from None
+
+    async def read(self, fn: Callable[[], Any]) -> Any:
+        """Run a DuckDB read on the reader pool; a store not yet created is a 503."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._readers, fn)
+        except duckdb.CatalogException as exc:
+            raise ApiError(503, f"results store not ready: {exc}") from None
 
     # ---------------------------------------------------------- WebSocket
 

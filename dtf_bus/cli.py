@@ -8,7 +8,7 @@ one-line message still goes to stderr. ``dtf pytest ARGS...`` is ``pytest --dtf 
 :mod:`dtf_bus.pytest_dist`) and uses pytest's own codes, keeping 3 for an unreachable broker.
 
 A wait never looks like a silent hang: tasks the broker cannot place are reported on stderr once
-their reasons have held for ``BLOCKED_REPORT_AFTER`` seconds, and again whenever they change.
+their reasons have held for ``defaults.BLOCKED_REPORT_AFTER`` seconds, and again whenever they change.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a Ctrl-C'd comm
 
 # Seconds the broker's reasons for not placing tasks must hold before a wait reports them: long
 # enough that a worker still registering is not reported, short enough that nobody waits blind.
-BLOCKED_REPORT_AFTER = 5.0
 # A wait asks the broker for news this often (a long poll: it answers at once when tasks finish).
 WATCH_POLL = 1.0
 
@@ -107,7 +106,7 @@ class BlockedReporter:
     passes the clock), so its timing is unit-tested without a broker.
     """
 
-    def __init__(self, after: float = BLOCKED_REPORT_AFTER) -> None:
+    def __init__(self, after: float = defaults.BLOCKED_REPORT_AFTER) -> None:
         self.after = after
         self._current: frozenset[tuple[str, ...]] = frozenset()
         self._since = 0.0

@@ -104,6 +104,8 @@ METRICS_WINDOW = 10.0  # seconds behind throughput, queue wait and success rate
 METRICS_RETENTION = 24 * 3600.0  # seconds of history kept in the metrics_* and anomalies tables
 METRICS_RETENTION_SWEEP = 60.0  # seconds between deletions of expired history
 WORKER_METRICS_STORE_INTERVAL = 5.0  # per-worker rows are stored this often (the PUB gets every tick)
+BLOCKED_REPORT_AFTER = 5.0  # seconds unplaceable work waits before a wait or the dashboard reports it
+BLOCKED_SHOWN = 20  # requirement keys of unplaceable work sent with each metrics snapshot
 MONITOR_RECENT_TASKS = 10_000  # tasks the HTTP API serves live; older ones come from DuckDB
 GPU_SAMPLE_INTERVAL = 5.0  # seconds between nvidia-smi samples on a worker (a thread, never the loop)
 # Anomalies: durations are judged against an EWMA mean and spread per (worker, task kind).
@@ -130,6 +132,7 @@ HTTP_PORT = 8585
 # 128): a burst beyond it has its SYNs dropped and retried for up to a minute, so a burst of
 # idle connections would reach the connection cap, and be refused, only that much later.
 HTTP_LISTEN_BACKLOG = 1024
+HTTP_READERS = 4  # threads reading DuckDB for the HTTP API, off its IOLoop
 DASHBOARD_PORT = 5006
 DASHBOARD_REFRESH_MS = 200  # the browser sees an event within this plus the network
 DASHBOARD_ROLLOVER = 900  # points kept per time-series plot

@@ -102,6 +102,49 @@ TABLE_COLUMNS = {
 UTILISATION_KEYS = ("cpu_percent", "memory_percent", "gpu_percent")
 
 
+VIEW_FIELDS = (
+    "task_id",
+    "job_id",
+    "name",
+    "plugin",
+    "state",
+    "worker_id",
+    "attempt",
+    "submitted_at",
+    "assigned_at",
+    "started_at",
+    "ended_at",
+    "error",
+    "updated_at",
+)
+
+
+def _frozen(task: Task, now: float) -> tuple:
+    """A task as it is now, taken on the broker's thread: the API's threads read these tuples,
+    never the Task the loop goes on changing (a view built from it could mix two states)."""
+    return (
+        task.task_id,
+        task.job_id,
+        task.name,
+        task.plugin,
+        task.state,
+        task.worker_id,
+        task.attempt,
+        task.submitted_at,
+        task.assigned_at,
+        task.started_at,
+        task.ended_at,
+        task.error,
+        now,
+    )
+
+
+def _view(entry: tuple) -> dict[str, Any]:
+    view = dict(zip(VIEW_FIELDS, entry, strict=True))
+    view["state"] = str(view["state"])
+    return view
+
+
 def utc(ts: float) -> datetime:
     """Epoch seconds as the naive UTC datetime the store writes TIMESTAMP columns with."""
     return datetime.fromtimestamp(ts, UTC).replace(tzinfo=None)
@@ -153,9 +196,10 @@ class Monitor(BrokerHook):
         self._lock = threading.Lock()
         self._anomalies: deque[dict[str, Any]] = deque(maxlen=defaults.ANOMALY_KEEP)
         self._anomaly_count = 0
-        # task id -> (task, when it last changed); insertion order = least recently changed first.
-        # Views are built when read, not at each of the several state changes of every task.
-        self._tasks: OrderedDict[str, tuple[Task, float]] = OrderedDict()
+        # task id -> _frozen(task) at its last change; insertion order = least recently changed first.
+        # Dicts are built when read, not at each of the several state changes of every task.
+        self._tasks: OrderedDict[str, tuple] = OrderedDict()
+        self._blocked_since: dict[str, float] = {}  # requirement -> when it was first seen unplaceable
         self._kinds: dict[str, str] = {}  # task id -> kind, while the task is live
         self._queued: dict[str, float] = {}  # task id -> when queued; insertion order is time order
         self._running: dict[str, tuple[float, str, str, float | None]] = {}  # id -> (since, worker, kind, timeout)
@@ -228,13 +272,13 @@ class Monitor(BrokerHook):
     def task(self, task_id: str) -> dict[str, Any] | None:
         with self._lock:
             entry = self._tasks.get(task_id)
-        return None if entry is None else self._view(*entry)
+        return None if entry is None else _view(entry)
 
     def tasks(self) -> list[dict[str, Any]]:
         """The most recently changed tasks, newest last."""
         with self._lock:
             entries = list(self._tasks.values())
-        return [self._view(task, at) for task, at in entries]
+        return [_view(entry) for entry in entries]
 
     # --------------------------------------------------------- broker events
 
@@ -279,7 +323,7 @@ class Monitor(BrokerHook):
         tasks = self._tasks
         with self._lock:
             for task_id in job.task_ids[-self.recent_tasks :]:
-                tasks[task_id] = (broker.tasks[task_id], now)
+                tasks[task_id] = _frozen(broker.tasks[task_id], now)
             for task_id in list(itertools.islice(tasks, max(len(tasks) - self.recent_tasks, 0))):
                 del tasks[task_id]
         self._notify(
@@ -294,31 +338,14 @@ class Monitor(BrokerHook):
             for task_id in job.task_ids:
                 tasks.pop(task_id, None)
 
-    @staticmethod
-    def _view(task: Task, now: float) -> dict[str, Any]:
-        return {
-            "task_id": task.task_id,
-            "job_id": task.job_id,
-            "name": task.name,
-            "plugin": task.plugin,
-            "state": str(task.state),
-            "worker_id": task.worker_id,
-            "attempt": task.attempt,
-            "submitted_at": task.submitted_at,
-            "assigned_at": task.assigned_at,
-            "started_at": task.started_at,
-            "ended_at": task.ended_at,
-            "error": task.error,
-            "updated_at": now,
-        }
-
     def on_task_state(self, broker: Broker, task: Task) -> None:
         now = time.time()
         task_id = task.task_id
         state = task.state
         tasks = self._tasks
+        entry = _frozen(task, now)
         with self._lock:
-            tasks[task_id] = (task, now)
+            tasks[task_id] = entry
             tasks.move_to_end(task_id)
             if len(tasks) > self.recent_tasks:
                 tasks.popitem(last=False)
@@ -348,7 +375,7 @@ class Monitor(BrokerHook):
             if state is not TaskState.CANCELLED:
                 self._finished.append((now, state is TaskState.SUCCEEDED))
         if self.listeners:
-            view = self._view(task, now)
+            view = _view(entry)
             self._notify("tasks", {"timestamp": now, "event": {**view, "event": str(state), "kind": kind}})
 
     def on_attempt_result(self, broker: Broker, task: Task, attempt: Attempt) -> None:
@@ -474,6 +501,7 @@ class Monitor(BrokerHook):
                 "by_kind": dict(stats.by_kind),
             }
         counts = broker.state_counts
+        blocked = broker.scheduler.blocked() if counts[TaskState.QUEUED] else []
         finished = len(self._finished)
         succeeded_w = sum(1 for _, ok in self._finished if ok)
         waits = sorted(w for _, w in self._waits)
@@ -488,6 +516,9 @@ class Monitor(BrokerHook):
             "slots_busy": slots_busy,
             "utilisation": round(slots_busy / slots, 4) if slots else 0.0,
             "queued": counts[TaskState.QUEUED],
+            # Queued tasks no live worker can run, and why (capped: it travels every second).
+            "blocked": sum(b["tasks"] for b in blocked),
+            "blocked_reasons": blocked[: defaults.BLOCKED_SHOWN],
             "assigned": counts[TaskState.ASSIGNED],
             "running": counts[TaskState.RUNNING],
             "succeeded": counts[TaskState.SUCCEEDED],
@@ -534,7 +565,7 @@ class Monitor(BrokerHook):
         for worker_id, row in workers.items():
             broker.events.publish(events.WORKER_METRICS + worker_id.encode(), dict(row))
         self._store(t, system, workers)
-        self._judge(broker, t, oldest, system["queued"], throughput)
+        self._judge(broker, t, oldest, system["queued"], throughput, blocked)
         if self.listeners:
             self._notify("system_metrics", {"timestamp": t, "metrics": system})
             self._notify("workers", {"timestamp": t, "metrics": workers})
@@ -550,10 +581,17 @@ class Monitor(BrokerHook):
             for worker_id, row in workers.items():
                 self.store.put("metrics_worker", (t, worker_id, row["status"], *(row[m] for m in WORKER_METRICS)))
 
-    def _judge(self, broker: Broker, t: float, oldest: float, queued: int, throughput: float) -> None:
+    def _judge(
+        self, broker: Broker, t: float, oldest: float, queued: int, throughput: float, blocked: list[dict[str, Any]]
+    ) -> None:
         waits, self._new_waits = self._new_waits, []
-        found = self.detector.queue(oldest, queued, waits, throughput)
+        found = self.detector.queue(oldest, queued, waits, throughput, sum(b["tasks"] for b in blocked))
         if found is not None:
+            self._raise(broker, found)
+        since = self._blocked_since
+        self._blocked_since = {b["requirement"]: since.get(b["requirement"], t) for b in blocked}
+        lasting = [b for b in blocked if t - self._blocked_since[b["requirement"]] >= defaults.BLOCKED_REPORT_AFTER]
+        for found in self.detector.unplaceable(lasting):
             self._raise(broker, found)
         for task_id, (since, worker_id, kind, timeout) in self._running.items():
             found = self.detector.stalled(task_id, worker_id, kind, t - since, timeout)

@@ -46,6 +46,10 @@ class TaskQueue:
         for _, _, key, task in heads:
             yield key, task
 
+    def size(self, key: str) -> int:
+        """Entries under ``key`` (a cancelled task counts until placement or prune drops it)."""
+        return len(self._heaps.get(key, ()))
+
     def pop(self, key: str) -> Task:
         _, _, task = heapq.heappop(self._heaps[key])
         self._size -= 1

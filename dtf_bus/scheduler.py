@@ -156,6 +156,17 @@ class Scheduler:
             return []
         return matching.explain(task.plugin, task.requires, self.registry)
 
+    def blocked(self) -> list[dict[str, Any]]:
+        """Queued work no live worker can run, per requirement key, with the reasons: what the
+        dashboard shows instead of a drain estimate. O(keys), so it can run every tick."""
+        found = []
+        for key, task in self.queue.heads():
+            if not self.capable(key, task):
+                reasons = matching.explain(task.plugin, task.requires, self.registry)
+                what = ", ".join([f"plugin={task.plugin}", *(f"{k}={v}" for k, v in sorted(task.requires.items()))])
+                found.append({"requirement": what, "tasks": self.queue.size(key), "reasons": reasons})
+        return found
+
     # ------------------------------------------------------------ stealing
 
     def steals(self, tasks: Mapping[str, Task]) -> list[tuple[Task, WorkerInfo, WorkerInfo]]:

@@ -129,6 +129,26 @@ def test_6_a_task_is_tracked_by_id_through_its_attempts(monitored):
     assert [t["task_id"] for t in data(cluster, "/api/tasks", job=job_id, state="failed")] == [flaky]
 
 
+def test_status_shows_blocked_work_with_the_brokers_reason(monitored):
+    cluster = monitored(workers={"w1": {}})
+    body = [
+        {"name": "typo", "plugin": "shel", "params": {"cmd": "true"}},
+        {"name": "gpu", "plugin": "sim", "requires": {"hardware": "cuda"}, "repeat": 2},
+    ]
+    job_id = call(cluster, "/api/jobs", method="POST", body=body, status=201)["data"]["job_id"]
+    status = eventually(lambda: (s := data(cluster, "/api/status"))["blocked"] and len(s["blocked"]) == 2 and s)
+    by_requirement = {b["requirement"]: b for b in status["blocked"]}
+    assert by_requirement["plugin=shel"]["tasks"] == 1
+    assert by_requirement["plugin=shel"]["reasons"][0].startswith("plugin=shel: no live worker has it")
+    assert by_requirement["plugin=sim, hardware=cuda"]["reasons"] == [
+        "requires.hardware=cuda: no live worker has it (fleet has: cpu)"
+    ]
+    assert status["system"]["blocked"] == 3 and status["queued"] == 3
+    with cluster.client() as client:
+        client.cancel(job_id)
+    eventually(lambda: data(cluster, "/api/status")["blocked"] == [], what="the blocked list to clear")
+
+
 def test_8_history_comes_back_as_series_over_the_interval(monitored):
     cluster = monitored(workers={"w1": {}, "w2": {}})
     eventually(

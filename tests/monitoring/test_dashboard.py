@@ -114,6 +114,16 @@ def test_10_dashboard_is_served_and_renders_live_data(monitored, browser, tmp_pa
     )
     throughput = page.locator('[data-metric="throughput"]')  # set by a metrics tick after the tasks
     wait_for(lambda: throughput.inner_text() not in ("-", "0.00/s"), 10, "a metrics tick with the tasks")
+    # Work no live worker can run is shown as blocked, with the broker's reason, not as a queue to drain.
+    with cluster.client() as client:
+        typo = client.submit([{"name": "typo", "plugin": "shel", "params": {"cmd": "true"}}])
+        blocked = page.locator('[data-metric="blocked"]')
+        wait_for(lambda: blocked.count() and blocked.inner_text() == "1", 10, "the blocked panel")
+        assert "plugin=shel: no live worker has it" in page.locator("[data-blocked]").inner_text()
+        shot = tmp_path / "dashboard-blocked.png"
+        page.screenshot(path=str(shot), full_page=True)
+        client.cancel(typo)
+    wait_for(lambda: blocked.count() == 0 or not blocked.is_visible(), 10, "the blocked panel to go")
     shot = tmp_path / "dashboard.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000

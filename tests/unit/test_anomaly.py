@@ -76,6 +76,21 @@ def test_queue_wait_needs_the_floor_and_a_departure_from_the_usual():
     assert d.queue(oldest_wait=100.0, queued=0, waits=[], throughput=0.0) is None  # nothing queued
 
 
+def test_a_queue_no_worker_can_run_gets_its_reasons_not_a_drain_estimate():
+    d, clock = detector(queue_wait_min=2.0, min_samples=3)
+    assert d.queue(oldest_wait=60.0, queued=4, waits=[], throughput=5.0, blocked=4) is None  # all unplaceable
+    found = d.queue(oldest_wait=60.0, queued=10, waits=[], throughput=5.0, blocked=4)
+    assert "4 of them cannot be placed on any live worker" in found.explanation
+    assert "drain" not in found.explanation
+    block = {"requirement": "plugin=shel", "tasks": 4, "reasons": ["plugin=shel: no live worker has it"]}
+    [found] = d.unplaceable([block])
+    assert found.type == "unplaceable" and found.subject == "plugin=shel" and found.severity == "warning"
+    assert found.explanation == "4 queued task(s) (plugin=shel) cannot be placed: plugin=shel: no live worker has it"
+    assert d.unplaceable([block]) == []  # once per cooldown while it lasts
+    clock.now += d.cooldown
+    assert len(d.unplaceable([block])) == 1
+
+
 def test_success_rate_drop_compares_recent_results_with_earlier_ones():
     d, _ = detector(success_window=10, success_drop=0.3)
     found = [d.outcome("w1", True) for _ in range(20)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bokeh_app.anomalies import AnomalyList
+from bokeh_app.blocked import BlockedList
 from bokeh_app.summary import Summary
 from bokeh_app.task_stream import MAX_LABELLED_ROWS, TaskStream
 from bokeh_app.workers import WorkerTable
@@ -80,3 +81,20 @@ def test_anomaly_list_shows_newest_first():
     a.update([(0, "anomaly", {"ts": 2.0, "type": "slow_task", "severity": "critical", "subject": "w1",
                               "explanation": "y"})])  # fmt: skip
     assert a.source.data["type"] == ["slow_task", "queue_wait"]
+
+
+def test_blocked_panel_shows_reasons_and_hides_when_placeable():
+    panel = BlockedList({"blocked_reasons": []})
+    assert not panel.div.visible
+    block = {"requirement": "plugin=shel", "tasks": 3, "reasons": ["plugin=shel: no live worker has it"]}
+    panel.update([(1, "metrics.system", {"blocked": 3, "blocked_reasons": [block]})])
+    assert panel.div.visible and 'data-metric="blocked">3<' in panel.div.text
+    assert "plugin=shel: no live worker has it" in panel.div.text
+    panel.update([(2, "metrics.system", {"blocked": 0, "blocked_reasons": []})])
+    assert not panel.div.visible
+
+
+def test_summary_says_blocked_instead_of_the_oldest_wait():
+    s = Summary("tcp://b", None)
+    s.update([(1, "metrics.system", {"ts": 1.0, "queued": 4, "blocked": 3, "queue_oldest_wait": 9.0})])
+    assert "3 blocked" in s.div.text and "oldest" not in s.div.text

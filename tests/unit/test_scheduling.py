@@ -76,6 +76,32 @@ def test_capability_routing_and_blocked_tasks_wait():
     assert sched.why_queued(gpu_task) == []
 
 
+def test_blocked_lists_each_unmet_requirement_with_its_reasons_and_count():
+    registry = Registry()
+    sched = Scheduler(registry, LeastLoaded())
+    registry.add(worker("cpu1", slots=1))
+    for seq in range(3):
+        sched.enqueue(task("t", seq, hardware="tpu"))
+    sched.enqueue(task("typo", 3, plugin="shel"))
+    sched.enqueue(task("fine", 4))
+    sched.enqueue(task("fine", 5))  # waits for a slot only: not blocked
+    assert sched.place() and len(sched.queue) == 5
+    assert sorted(sched.blocked(), key=lambda b: b["tasks"]) == [
+        {
+            "requirement": "plugin=shel",
+            "tasks": 1,
+            "reasons": ["plugin=shel: no live worker has it (fleet has: shell, sim)"],
+        },
+        {
+            "requirement": "plugin=sim, hardware=tpu",
+            "tasks": 3,
+            "reasons": ["requires.hardware=tpu: no live worker has it (fleet has: cpu)"],
+        },
+    ]
+    registry.add(worker("tpu1", hardware=("tpu",)))
+    assert [b["requirement"] for b in sched.blocked()] == ["plugin=shel"]
+
+
 def test_no_placement_beyond_slots():
     registry = Registry()
     sched = Scheduler(registry, LeastLoaded())
