@@ -1,4 +1,4 @@
-"""Jobs the broker no longer holds, read back from DuckDB on a thread of their own.
+"""Jobs the broker no longer holds, and other DuckDB reads, on a thread of their own.
 
 A finished job leaves the broker's memory a while after its end (``--finished-job-ttl``); a
 request about it, or about a job id nobody knows, needs a DuckDB read. On the broker's loop that
@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import queue
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ class Loaded:
     jobs: list[Job]
     tasks: list[Task]
     error: str | None = None
+    reply: Any = None  # a plain read's answer (kind ""), sent as it is
 
 
 class Archive:
@@ -55,17 +57,33 @@ class Archive:
         self._pool.submit(self._read, peer, kind, body)
         return True
 
+    def query(self, peer: bytes, body: dict[str, Any], read: Callable[[Any], Any], what: str) -> bool:
+        """Any other read (a rootdir's test history): ``read(cursor)`` on this thread; what it
+        returns is the reply. False when too many reads wait already."""
+        if self.pending >= self.pending_max:
+            return False
+        self.pending += 1
+        self._pool.submit(self._run, Loaded(peer, "", body, [], []), read, what)
+        return True
+
     def _read(self, peer: bytes, kind: str, body: dict[str, Any]) -> None:
         loaded = Loaded(peer, kind, body, [], [])
+
+        def read(cursor: Any) -> None:
+            loaded.jobs, loaded.tasks = recovery.load_jobs(cursor, "job_id = $1", [body["job_id"]])
+
+        self._run(loaded, read, f"job {body.get('job_id')!r}")
+
+    def _run(self, loaded: Loaded, read: Callable[[Any], Any], what: str) -> None:
         try:
             cursor = self.store.cursor()
             try:
-                loaded.jobs, loaded.tasks = recovery.load_jobs(cursor, "job_id = $1", [body["job_id"]])
+                loaded.reply = read(cursor)
             finally:
                 cursor.close()
         except Exception as exc:  # a broken or closing database: the request fails, the loop goes on
-            log.warning("reading job %s from the results store failed: %s", body.get("job_id"), exc)
-            loaded.error = f"cannot read job {body.get('job_id')!r} from the results store: {type(exc).__name__}"
+            log.warning("reading %s from the results store failed: %s", what, exc)
+            loaded.error = f"cannot read {what} from the results store: {type(exc).__name__}"
         self._done.put(loaded)
         with contextlib.suppress(BlockingIOError):  # a full pipe already holds a wake-up
             os.write(self._notify_w, b"\0")

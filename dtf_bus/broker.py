@@ -120,7 +120,10 @@ class Broker:
         self.submitter_quota = submitter_quota
         self.finished_job_ttl = finished_job_ttl
         self._live_by_submitter: Counter[str] = Counter()
-        self._finished_jobs: collections.deque[tuple[float, str]] = collections.deque()
+        # (release due, job id, store mark): released once due and its rows are all committed,
+        # so a request that reads it back from DuckDB sees its final state.
+        self._finished_jobs: collections.deque[tuple[float, str, int]] = collections.deque()
+        self._summaries: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()  # released jobs
         self._backlog_since: float | None = None  # frames waited unread since then (see _check_health)
         self._follow_due: set[str] = set()  # jobs whose followers have news, answered once per loop turn
         self._follow_expiry: list[tuple[float, int, str]] = []  # (deadline, seq, job id) of follow waits
@@ -349,10 +352,13 @@ class Broker:
         """Jobs the archive thread read back: adopt each (released again after the TTL) and
         answer the request that wanted it, as if the job had been in memory all along."""
         for loaded in self.archive.taken():
-            job_id = loaded.body["job_id"]
             if loaded.error is not None:
                 self._send(loaded.peer, protocol.ERROR, {"req": loaded.body.get("req"), "error": loaded.error})
                 continue
+            if not loaded.kind:  # a plain read: its value is the answer
+                self._reply(loaded.peer, loaded.body, loaded.reply)
+                continue
+            job_id = loaded.body["job_id"]
             if job_id not in self.jobs:
                 if not loaded.jobs:
                     error = f"unknown job {job_id!r}"
@@ -784,7 +790,7 @@ class Broker:
             self._job_done(job)
 
     def _job_done(self, job: Job) -> None:
-        self._finished_jobs.append((time.monotonic() + self.finished_job_ttl, job.job_id))
+        self._finished_jobs.append((time.monotonic() + self.finished_job_ttl, job.job_id, self.store.mark()))
         status = self._job_status(job)
         for peer, req in job.waiters:
             self._send_durable(peer, protocol.REPLY, {"req": req, "data": status}, urgent=True)
@@ -1051,7 +1057,9 @@ class Broker:
                 job.followers.clear()
 
     def _on_test_history(self, peer: bytes, body: dict[str, Any]) -> None:
-        self._reply(peer, body, test_history(self.store.cursor(), body["rootdir"]))
+        rootdir = body["rootdir"]
+        if not self.archive.query(peer, body, lambda cursor: test_history(cursor, rootdir), "the test history"):
+            raise _ClientError("the broker is busy reading its results store; try again")
 
     def _job_status(self, job: Job) -> dict[str, Any]:
         counts: Counter[str] = Counter()
@@ -1086,9 +1094,14 @@ class Broker:
         }
 
     def _on_status(self, peer: bytes, body: dict[str, Any]) -> None:
-        self._reply(peer, body, self._job_status(self._job(body)))
+        summary = self._summaries.get(body["job_id"])
+        self._reply(peer, body, summary if summary is not None else self._job_status(self._job(body)))
 
     def _on_wait(self, peer: bytes, body: dict[str, Any]) -> None:
+        summary = self._summaries.get(body["job_id"])
+        if summary is not None:
+            self._reply(peer, body, summary)
+            return
         job = self._job(body)
         if job.done:
             self._reply(peer, body, self._job_status(job))
@@ -1191,6 +1204,9 @@ class Broker:
                 "heartbeat_liveness": self.health.liveness,
                 "dead_liveness": self.health.dead_liveness,
                 "max_lost_workers": self.max_lost_workers,
+                # What the broker holds: finished jobs leave after --finished-job-ttl.
+                "jobs_in_memory": len(self.jobs),
+                "tasks_in_memory": len(self.tasks),
             },
         )
 
@@ -1289,8 +1305,9 @@ class Broker:
         """Jobs read from DuckDB (a restart, or the archive) join those in memory."""
         for job in jobs:
             self.jobs[job.job_id] = job
+            self._summaries.pop(job.job_id, None)  # in memory again: answered from the job itself
             if job.done:
-                self._finished_jobs.append((time.monotonic() + self.finished_job_ttl, job.job_id))
+                self._finished_jobs.append((time.monotonic() + self.finished_job_ttl, job.job_id, 0))
         for task in tasks:
             self.tasks[task.task_id] = task
             if task.state.final:
@@ -1306,10 +1323,15 @@ class Broker:
         """Forget jobs finished over finished_job_ttl ago: DuckDB holds them, and a job of
         100,000 tasks must not pin its memory for the broker's life."""
         released = 0
-        while self._finished_jobs and self._finished_jobs[0][0] <= now:
+        durable = self.store.durable_seq
+        while self._finished_jobs and self._finished_jobs[0][0] <= now and self._finished_jobs[0][2] <= durable:
             job = self.jobs.pop(self._finished_jobs.popleft()[1], None)
             if job is None:
                 continue
+            # Its status stays answerable from memory (a few hundred bytes), its tasks do not.
+            self._summaries[job.job_id] = self._job_status(job)
+            if len(self._summaries) > defaults.JOB_SUMMARIES_KEPT:
+                self._summaries.popitem(last=False)
             for task_id in job.task_ids:
                 self.tasks.pop(task_id, None)
             released += len(job.task_ids)

@@ -209,6 +209,7 @@ SUBMITTER_QUOTA = 250_000
 # A finished job stays in the broker's memory this long (seconds; late results of its lost
 # attempts are then still recorded as stale), then it is served from DuckDB alone.
 FINISHED_JOB_TTL = 60.0
+JOB_SUMMARIES_KEPT = 10_000  # released jobs whose status stays in memory (~1 KB each)
 # Requests about jobs not in memory wait for the archive thread's DuckDB reads; past this many
 # waiting, one more is refused ("busy"), so a flood of unknown job ids cannot queue without bound.
 ARCHIVE_PENDING_MAX = 1000
