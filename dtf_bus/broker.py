@@ -135,6 +135,10 @@ class Broker:
         self._seen_plugins: set[str] = set()
         self._seen_keys: set[str] = set()
         self._malformed = logs.RateLimited(log)  # a peer sending garbage in a loop must not flood the log
+        # A worker back from an outage re-sends every unacknowledged result and our sends to a
+        # vanished peer fail one by one: thousands of lines each time, so one per worker and minute.
+        self._redelivered = logs.RateLimited(log, logging.INFO)
+        self._send_failed = logs.RateLimited(log)
         self._stopping = False
         self._placement_due = False
         self._by_fd: dict[int, WorkerInfo] = {}
@@ -385,7 +389,7 @@ class Broker:
                 if worker is not None:
                     self._worker_lost(worker, CONNECTION_CLOSED)
             else:
-                log.warning("send %s to %s failed: %s", kind, peer.hex(), exc)
+                self._send_failed(peer, "send %s to %s failed: %s", kind, peer.hex(), exc)
             return False
 
     def _reply(self, peer: bytes, body: dict[str, Any], data: dict[str, Any] | list[Any]) -> None:
@@ -665,8 +669,10 @@ class Broker:
         task = self.tasks.get(body["task_id"])
         record = task.attempt_record(body["attempt"]) if task else None
         if record is None or record.worker_id != worker.worker_id:
-            log.warning(
-                "result for unknown task/attempt %s#%s from %s ignored",
+            self._redelivered(
+                worker.worker_id,
+                "result for %s#%s from %s ignored: not an attempt the broker holds (a re-delivery for a"
+                " task already final and released, or never assigned there)",
                 body["task_id"],
                 body["attempt"],
                 worker.worker_id,
