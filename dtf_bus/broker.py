@@ -456,6 +456,7 @@ class Broker:
             fd=body.get("_fd"),
             heartbeat_interval=interval,
             prefetch=self.scheduler.initial_prefetch,
+            resources=body.get("resources") or {},
         )
         old = self.registry.add(worker)
         if worker.fd is not None:
@@ -471,7 +472,8 @@ class Broker:
             self.scheduler.strategy.remove_worker(old.worker_id)
         for task_id, attempt in held.items():
             if (task_id, attempt) in reported:
-                worker.inflight[task_id] = attempt  # still there: keep it
+                task = self.tasks.get(task_id)  # still there: keep it, and what it holds
+                worker.take(task_id, attempt, task.resources if task is not None else {})
             else:
                 # Its process restarted under the task: evidence, as a death is.
                 self._attempt_lost(
@@ -860,6 +862,7 @@ class Broker:
                         "plugin": task.plugin,
                         "params": task.params,
                         "timeout": task.timeout,
+                        **({"resources": task.resources} if task.resources else {}),
                     }
                     for task in tasks
                 ]
@@ -934,6 +937,7 @@ class Broker:
                 submitted_at=job.submitted_at,
                 depends_on=[ids[name] for name in s["depends_on"]],
                 placement_timeout=s["placement_timeout"],
+                resources=s["resources"],
             )
             if task.placement_timeout is not None:
                 self._placement_deadlines[task.task_id] = time.monotonic() + task.placement_timeout
@@ -960,7 +964,7 @@ class Broker:
         kinds: dict[str, list[Task]] = {}
         for task_id in task_ids:
             task = self.tasks[task_id]
-            kinds.setdefault(matching.requirement_key(task.plugin, task.requires), []).append(task)
+            kinds.setdefault(matching.requirement_key(task.plugin, task.requires, task.resources), []).append(task)
         warnings = []
         for tasks in kinds.values():
             reasons = self.scheduler.why_queued(tasks[0])
@@ -1187,7 +1191,7 @@ class Broker:
         record = task.history[-1]
         record.worker_id = thief.worker_id
         record.assigned_at = now
-        thief.inflight[task.task_id] = task.attempt
+        thief.take(task.task_id, task.attempt, task.resources)
         self.scheduler.steal_done(task, thief)
         self._send_assign(thief, [task])
         self._store_attempt(task, record)

@@ -263,8 +263,9 @@ def cmd_workers(client: Client, args: argparse.Namespace) -> int:
     if not workers:
         print("no workers registered")
         return EXIT_OK
-    rows = [("WORKER", "STATE", "SLOTS", "RUNNING", "DONE", "HARDWARE", "DETAILS", "PLUGINS")]
+    rows = [("WORKER", "STATE", "SLOTS", "RUNNING", "DONE", "HARDWARE", "RESOURCES", "DETAILS", "PLUGINS")]
     for w in workers:
+        free = w.get("resources_free") or {}
         rows.append(
             (
                 w["worker_id"],
@@ -273,6 +274,11 @@ def cmd_workers(client: Client, args: argparse.Namespace) -> int:
                 str(w["running"]),
                 str(w["completed"]),
                 ",".join(w["hardware"]),
+                # free/total of each consumable resource, e.g. gpus 3/4
+                ",".join(
+                    f"{name} {free.get(name, total)}/{total}" for name, total in (w.get("resources") or {}).items()
+                )
+                or "-",
                 hardware.describe(w["capabilities"]),
                 ",".join(w["plugins"]),
             )

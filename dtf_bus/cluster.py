@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -198,8 +199,10 @@ class LocalCluster:
         config: str | Path | None = None,
         extra_args: list[str] | None = None,
         authorized: bool = True,
+        env: dict[str, str] | None = None,
     ) -> Proc:
-        """In a secure cluster the worker gets its own keypair, admitted unless ``authorized`` is False."""
+        """In a secure cluster the worker gets its own keypair, admitted unless ``authorized`` is False.
+        ``env`` is added to this process's environment for the worker (CUDA_VISIBLE_DEVICES, PATH)."""
         argv = [
             sys.executable,
             "-m",
@@ -225,8 +228,10 @@ class LocalCluster:
         if self.heartbeat_liveness is not None:
             argv += ["--heartbeat-liveness", str(self.heartbeat_liveness)]
         argv += extra_args or []
-        proc = self._spawn(f"worker-{worker_id}", argv)
+        proc = self._spawn(f"worker-{worker_id}", argv, env)
         proc.extra = {"slots": slots, "capabilities": capabilities, "config": config, "extra_args": extra_args}
+        if env:
+            proc.extra["env"] = env
         if not authorized:
             proc.extra["authorized"] = False
         self.workers[worker_id] = proc
@@ -338,10 +343,11 @@ class LocalCluster:
         """Remove a node's key (``worker-ID`` for a worker) from the authorized directory."""
         (self.authorized_dir / f"{name}.key").unlink()
 
-    def _spawn(self, name: str, argv: list[str]) -> Proc:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
         log_path = self.workdir / "logs" / f"{name}.log"
+        environ = {**os.environ, **env} if env else None
         with log_path.open("ab") as fh:
-            popen = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            popen = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environ)
         return Proc(name, argv, log_path, popen)
 
     def stop(self) -> None:

@@ -47,6 +47,8 @@ MAX_RETRIES = 100
 MAX_TASK_TIMEOUT = 30 * 24 * 3600.0  # seconds: a month
 MAX_RETRY_BACKOFF = 24 * 3600.0  # seconds (each wait is capped at RETRY_BACKOFF_MAX anyway)
 MAX_MIN_MEMORY_GB = 1_000_000  # requires.min_memory_gb: a petabyte
+MAX_RESOURCE_KINDS = 16  # resource names one worker declares or one task asks for
+MAX_RESOURCE_COUNT = 1024  # the most of one resource a worker has or a task asks for
 # Params size, packed as msgpack: per task, and per job with repeats counted (each copy is a dict
 # of its own in the broker's memory, so a 70-byte spec with repeat = 100000 cannot pin gigabytes).
 # 100,000 tasks of ~670 bytes of params each still fit in one job.

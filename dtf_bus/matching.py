@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from dtf_bus.registry import WorkerInfo
 
 
-def requirement_key(plugin: str, requires: dict[str, Any]) -> str:
+def requirement_key(plugin: str, requires: dict[str, Any], wanted: Mapping[str, int] | None = None) -> str:
     """Tasks with equal keys have equal eligibility, so placement caches per key."""
-    return plugin + "|" + json.dumps(requires, sort_keys=True, default=str)
+    key = plugin + "|" + json.dumps(requires, sort_keys=True, default=str)
+    return key + "|" + json.dumps(wanted, sort_keys=True) if wanted else key
 
 
 def _hardware_wanted(requires: dict[str, Any]) -> list[str]:
@@ -35,9 +36,15 @@ def _equal(want: Any, have: Any) -> bool:
     return have is not None and str(want).lower() == str(have).lower()
 
 
-def unmet(plugin: str, requires: dict[str, Any], worker: WorkerInfo) -> list[str]:
-    """Every requirement ``worker`` fails, as readable reasons (empty = it can run the task)."""
-    reasons = []
+def unmet(
+    plugin: str, requires: dict[str, Any], worker: WorkerInfo, wanted: Mapping[str, int] | None = None
+) -> list[str]:
+    """Every requirement ``worker`` fails, as readable reasons (empty = it can run the task).
+    ``wanted`` resources count against the worker's totals: whether they are free now is
+    placement's business, not eligibility's."""
+    reasons = [
+        f"resources.{name}={count}" for name, count in (wanted or {}).items() if worker.resources.get(name, 0) < count
+    ]
     if plugin not in worker.plugins:
         reasons.append(f"plugin={plugin}")
     caps = worker.capabilities
@@ -55,16 +62,22 @@ def unmet(plugin: str, requires: dict[str, Any], worker: WorkerInfo) -> list[str
     return reasons
 
 
-def can_run(plugin: str, requires: dict[str, Any], worker: WorkerInfo) -> bool:
-    return not unmet(plugin, requires, worker)
+def can_run(plugin: str, requires: dict[str, Any], worker: WorkerInfo, wanted: Mapping[str, int] | None = None) -> bool:
+    return not unmet(plugin, requires, worker, wanted)
 
 
-def explain(plugin: str, requires: dict[str, Any], workers: Iterable[WorkerInfo]) -> list[str]:
+def explain(
+    plugin: str, requires: dict[str, Any], workers: Iterable[WorkerInfo], wanted: Mapping[str, int] | None = None
+) -> list[str]:
     """Why no live worker can run a task: one line per requirement nobody meets."""
     workers = list(workers)
     if not workers:
         return ["no live workers are registered"]
     reasons: list[str] = []
+    for name, count in (wanted or {}).items():
+        most = max(w.resources.get(name, 0) for w in workers)
+        if most < count:
+            reasons.append(f"resources.{name}={count}: the most any live worker has is {most}")
     if not any(plugin in w.plugins for w in workers):
         have = sorted({p for w in workers for p in w.plugins})
         reasons.append(f"plugin={plugin}: no live worker has it (fleet has: {', '.join(have)})")

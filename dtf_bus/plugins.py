@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
-from dtf_bus import defaults
+from dtf_bus import defaults, resources
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class TaskContext:
     cancelled: threading.Event = field(default_factory=threading.Event)
     cancel_reason: str | None = None
     progress: Callable[[dict[str, Any]], None] | None = None  # set by the worker
+    devices: dict[str, list[str]] = field(default_factory=dict)  # resource -> the ids this task holds
 
     def report_progress(self, data: dict[str, Any]) -> None:
         """Show what the task has so far (a finished test's reports) before it ends: sent to the
@@ -74,6 +75,7 @@ class TaskContext:
             "DTF_TASK_ID": self.task_id,
             "DTF_ATTEMPT": str(self.attempt),
             "DTF_WORKER_ID": self.worker_id,
+            **resources.gpu_environment(self.devices),  # its own GPUs, no one else's
         }
 
 

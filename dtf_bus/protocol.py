@@ -20,7 +20,7 @@ from typing import Any
 
 import msgpack
 
-from dtf_bus import defaults
+from dtf_bus import defaults, resources
 
 VERSION = 1
 
@@ -78,6 +78,7 @@ SCHEMAS: dict[str, Schema] = {
         "slots": (_INT, True),
         "plugins": (_LIST, True),
         "running": (_LIST, False),
+        "resources": (_MAP, False),
     },
     # From a worker: its metrics. From the broker: the interval the worker should use now
     # (it grows with the fleet so heartbeat traffic stays bounded).
@@ -249,6 +250,14 @@ def _slots(value: int) -> str | None:
     return None if 1 <= value <= defaults.MAX_WORKER_SLOTS else f"must be 1..{defaults.MAX_WORKER_SLOTS}"
 
 
+def _resources(value: dict) -> str | None:
+    try:
+        resources.check(value, "resources", allow_zero=True)
+    except resources.ResourceError as exc:
+        return f"is invalid: {exc}"
+    return None
+
+
 def _count(value: int) -> str | None:
     return None if value >= 0 else "must be >= 0"
 
@@ -288,6 +297,7 @@ _LIMITS: dict[str, _Limits] = {
         ("capabilities", _nesting),
         ("plugins", _nesting),
         ("running", _nesting),
+        ("resources", _resources),
     ),
     HEARTBEAT: (("running", _nesting), ("metrics", _nesting)),
     TASK_STARTED: (("task_id", _id), ("started_at", _time)),

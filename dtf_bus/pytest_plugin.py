@@ -44,8 +44,9 @@ log = logging.getLogger(__name__)
 EXIT_UNREACHABLE = 3  # dtf's code for an unreachable broker (pytest's own 3 is an internal error)
 PLUGIN_NAME = "pytest-session"
 MARKER_LINE = (
-    "dtf(requires={...}): under pytest --dtf, run this test only on dtf workers meeting these "
-    "requirements (hardware any-of, min_memory_gb, or any capability)"
+    "dtf(requires={...}, resources={...}): under pytest --dtf, run this test only on dtf workers "
+    "meeting these requirements (hardware any-of, min_memory_gb, or any capability), holding these "
+    "consumable resources (e.g. resources={'gpus': 1}: a GPU of its own) while it runs"
 )
 
 
@@ -520,8 +521,12 @@ class Controller:
             "priority": unit.priority,
             "retries": 0,
         }
-        if unit.requires:
-            task["requires"] = unit.requires
+        requires = dict(unit.requires)
+        resources = requires.pop("resources", None)  # from dtf(resources=...): the task's own field
+        if requires:
+            task["requires"] = requires
+        if resources:
+            task["resources"] = resources
         return task
 
     def _submit(self, units: list[Unit], first: bool = False) -> str:

@@ -29,7 +29,7 @@ ENV_LOST_ERROR = "env values are never stored; resubmit the job (the broker rest
 _TASK_COLUMNS = (
     "task_id, job_id, name, plugin, params, requires, priority, timeout, retries, retry_backoff, seq, state, "
     "attempts, worker_id, epoch(submitted_at), epoch(started_at), epoch(ended_at), result, error, failures, "
-    "lost_workers, depends_on"
+    "lost_workers, depends_on, resources"
 )
 _ATTEMPT_COLUMNS = (
     "task_id, attempt, worker_id, epoch(assigned_at), epoch(started_at), epoch(ended_at), outcome, stale, result, error"
@@ -64,6 +64,7 @@ def load_jobs(cursor: duckdb.DuckDBPyConnection, where: str, params: list[Any]) 
             attempt=r[12], worker_id=r[13], submitted_at=r[14], started_at=r[15], ended_at=r[16],
             result=_json(r[17]), error=r[18], failures=r[19] or 0, lost_workers=r[20] or 0,
             depends_on=_json(r[21]) or [],
+            resources=_json(r[22]) or {},
         )  # fmt: skip
         tasks[task.task_id] = task
         job = jobs[task.job_id]

@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from dtf_bus import resources
+
 
 @dataclass(slots=True, eq=False)  # identity: one entry per registration, usable in sets
 class WorkerInfo:
@@ -30,6 +32,22 @@ class WorkerInfo:
     prefetch: int = 0  # tasks it may hold queued beyond its slots
     mean_task_s: float | None = None  # moving average of its task durations (sizes auto prefetch)
     abandoned: dict[str, int] = field(default_factory=dict)  # attempts requeued while it was missing
+    resources: dict[str, int] = field(default_factory=dict)  # consumable totals (dtf_bus.resources)
+    # What its assigned tasks asking for resources hold; an entry whose task left inflight no
+    # longer counts (dropped when next read), so the many places that end an assignment need
+    # not know about resources.
+    claims: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def take(self, task_id: str, attempt: int, wanted: dict[str, int]) -> None:
+        """The task is assigned here: it counts against slots, and holds what it asked for."""
+        self.inflight[task_id] = attempt
+        if wanted:
+            self.claims[task_id] = wanted
+
+    def free_resources(self) -> dict[str, int]:
+        for task_id in [t for t in self.claims if t not in self.inflight]:
+            del self.claims[task_id]
+        return resources.free(self.resources, list(self.claims.values()))
 
     @property
     def hardware(self) -> list[str]:
@@ -60,6 +78,8 @@ class WorkerInfo:
             "plugins": sorted(self.plugins),
             "running": len(self.inflight),
             "prefetch": self.prefetch,
+            "resources": self.resources,
+            "resources_free": self.free_resources() if self.resources else {},
             "completed": self.completed,
             "registered_at": self.registered_at,
             "idle_s": round(time.monotonic() - self.last_seen, 3),

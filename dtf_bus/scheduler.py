@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from dtf_bus import defaults, matching
+from dtf_bus import defaults, matching, resources
 from dtf_bus.balancer import Strategy
 from dtf_bus.balancer.history import History
 from dtf_bus.queue import TaskQueue
@@ -53,7 +53,7 @@ class Scheduler:
 
     def enqueue(self, task: Task) -> None:
         task.queued_at = time.time()
-        self.queue.push(matching.requirement_key(task.plugin, task.requires), task)
+        self.queue.push(matching.requirement_key(task.plugin, task.requires, task.resources), task)
 
     def capable(self, key: str, task: Task) -> list[WorkerInfo]:
         if self._capable_version != self.registry.version:
@@ -61,7 +61,7 @@ class Scheduler:
             self._capable_version = self.registry.version
         workers = self._capable.get(key)
         if workers is None:
-            workers = [w for w in self.registry if matching.can_run(task.plugin, task.requires, w)]
+            workers = [w for w in self.registry if matching.can_run(task.plugin, task.requires, w, task.resources)]
             self._capable[key] = workers
         return workers
 
@@ -82,6 +82,8 @@ class Scheduler:
                 candidates = room.get(key)
                 if candidates is None:
                     candidates = room[key] = [w for w in self.capable(key, task) if w.free_slots > 0]
+                if candidates and task.resources:  # what they hold changes with each placement
+                    candidates = [w for w in candidates if resources.fits(task.resources, w.free_resources())]
                 if candidates:
                     break
             else:
@@ -96,7 +98,7 @@ class Scheduler:
                 deferred.add(key)
                 continue
             self.queue.pop(key)
-            worker.inflight[task.task_id] = task.attempt
+            worker.take(task.task_id, task.attempt, task.resources)
             if worker.free_slots <= 0:
                 for listed in room.values():
                     if worker in listed:
@@ -121,7 +123,7 @@ class Scheduler:
     def _best_known(self, task: Task) -> float | None:
         """The best duration learned for this kind of task among the workers that can run it:
         a scan of the fleet, so refreshed once per EFFICIENCY_REFRESH per kind, not per task."""
-        rkey = matching.requirement_key(task.plugin, task.requires)
+        rkey = matching.requirement_key(task.plugin, task.requires, task.resources)
         cache_key = (task.plugin, task.key, rkey)
         now = time.monotonic()
         cached = self._best.get(cache_key)
@@ -151,10 +153,10 @@ class Scheduler:
 
     def why_queued(self, task: Task) -> list[str]:
         """Reasons a queued task cannot be placed; empty when it only waits for a free slot."""
-        key = matching.requirement_key(task.plugin, task.requires)
+        key = matching.requirement_key(task.plugin, task.requires, task.resources)
         if self.capable(key, task):
             return []
-        return matching.explain(task.plugin, task.requires, self.registry)
+        return matching.explain(task.plugin, task.requires, self.registry, task.resources)
 
     def blocked(self) -> list[dict[str, Any]]:
         """Queued work no live worker can run, per requirement key, with the reasons: what the
@@ -162,8 +164,14 @@ class Scheduler:
         found = []
         for key, task in self.queue.heads():
             if not self.capable(key, task):
-                reasons = matching.explain(task.plugin, task.requires, self.registry)
-                what = ", ".join([f"plugin={task.plugin}", *(f"{k}={v}" for k, v in sorted(task.requires.items()))])
+                reasons = matching.explain(task.plugin, task.requires, self.registry, task.resources)
+                what = ", ".join(
+                    [
+                        f"plugin={task.plugin}",
+                        *(f"{k}={v}" for k, v in sorted(task.requires.items())),
+                        *(f"resources.{k}={v}" for k, v in sorted(task.resources.items())),
+                    ]
+                )
                 found.append({"requirement": what, "tasks": self.queue.size(key), "reasons": reasons})
         return found
 
@@ -211,7 +219,8 @@ class Scheduler:
             if (
                 task.state is not TaskState.ASSIGNED
                 or task.task_id in self._stealing
-                or not matching.can_run(task.plugin, task.requires, thief)
+                or not matching.can_run(task.plugin, task.requires, thief, task.resources)
+                or (task.resources and not resources.fits(task.resources, thief.free_resources()))
             ):
                 continue
             ahead = sum(self.history.estimate(holder, t) for t in held if t is not task)

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgpack
 
-from dtf_bus import defaults
+from dtf_bus import defaults, resources
 
 # What stored and served copies of params hold instead of an env value (see redact_env).
 REDACTED = "***"
@@ -32,6 +32,7 @@ TASK_FIELDS = {
     "repeat",
     "depends_on",
     "placement_timeout",
+    "resources",
 }
 
 
@@ -209,6 +210,10 @@ def _validate_one(index: int, raw: Any) -> dict[str, Any]:
     timeout = raw.get("timeout")
     if timeout is not None and (not _is_number(timeout) or not 0 < timeout <= defaults.MAX_TASK_TIMEOUT):
         raise fail("timeout", f"must be a positive number of seconds, at most {defaults.MAX_TASK_TIMEOUT:.0f}")
+    try:
+        wanted = resources.check(raw.get("resources", {}), "resources")
+    except resources.ResourceError as exc:
+        raise SpecError(f"{label}: field {exc}") from None
     placement_timeout = raw.get("placement_timeout")
     if placement_timeout is not None and (
         not _is_number(placement_timeout) or not 0 < placement_timeout <= defaults.MAX_TASK_TIMEOUT
@@ -237,6 +242,7 @@ def _validate_one(index: int, raw: Any) -> dict[str, Any]:
         "plugin": plugin,
         "params": params,
         "requires": requires,
+        "resources": wanted,
         "priority": priority,
         "timeout": float(timeout) if timeout is not None else None,
         "placement_timeout": float(placement_timeout) if placement_timeout is not None else None,

@@ -117,6 +117,8 @@ MIGRATIONS: list[str] = [
     "ALTER TABLE tasks ALTER lost_workers TYPE BIGINT",
     # Who submitted each job (roles on the bus); older files have no such column.
     "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS submitter VARCHAR",
+    # Consumable resources a task asks for ({"gpus": 1}).
+    "ALTER TABLE tasks ADD COLUMN IF NOT EXISTS resources JSON",
 ]
 
 # table -> number of leading columns forming its key (0: append-only, every row inserted and

@@ -85,6 +85,7 @@ class Task:
     failures: int = 0  # attempts that failed and consumed a retry
     lost_workers: int = 0  # attempts that ended because the worker died running them (poison evidence)
     placement_timeout: float | None = None  # fail if no live worker can take it this long after submit
+    resources: dict[str, int] = field(default_factory=dict)  # consumable amounts it holds while assigned
     lost_on: list[str] = field(default_factory=list)  # "worker (how)" for each of those, for the error
     history: list[Attempt] = field(default_factory=list)
     depends_on: list[str] = field(default_factory=list)  # task ids that must succeed first
@@ -124,6 +125,7 @@ class Task:
             "result": self.result,
             "error": self.error,
             "depends_on": self.depends_on,
+            "resources": self.resources,
             "history": [
                 {
                     "attempt": a.number,

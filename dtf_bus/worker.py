@@ -37,6 +37,7 @@ import zmq
 
 from dtf_bus import config, defaults, hardware, logs, protocol, security, utilisation
 from dtf_bus.plugins import Executor, PluginError, TaskContext, TaskFailed, is_secret_variable, load_executors
+from dtf_bus.resources import Pool, ResourceError, check, worker_totals
 
 log = logging.getLogger("dtf.worker")
 
@@ -48,6 +49,7 @@ class Running:
     started_at: float
     deadline: float | None  # monotonic
     done: threading.Event = field(default_factory=threading.Event)  # set when its executor returned
+    taken: dict[str, list[str]] = field(default_factory=dict)  # resource ids it holds (given back at its end)
     report_at: float | None = None  # when to tell the broker it started (None: told, or never needed)
 
 
@@ -64,8 +66,12 @@ class Worker:
         reconnect_initial: float = defaults.RECONNECT_INITIAL,
         reconnect_max: float = defaults.RECONNECT_MAX,
         curve: security.ClientCurve | None = None,
+        resources: dict[str, int] | None = None,
+        devices: dict[str, list[str]] | None = None,
     ) -> None:
         self.broker = broker
+        self.resources = resources or {}  # consumable totals advertised (dtf_bus.resources)
+        self.pool = Pool(self.resources, devices or {})
         self.worker_id = worker_id
         self.executors = executors
         self.capabilities = capabilities
@@ -277,6 +283,7 @@ class Worker:
                 "worker_id": self.worker_id,
                 "capabilities": self.capabilities,
                 "slots": self.slots,
+                "resources": self.resources,
                 "plugins": sorted(self.executors),
                 # Attempts we hold: running, or finished with the result not yet acknowledged.
                 "running": held + [list(k) for k in self.unacked],
@@ -357,11 +364,11 @@ class Worker:
         """One per slot: start the oldest pending task, run it, and on to the next."""
         while True:
             with self._tasks_changed:
-                while not self.pending or len(self.running) >= self.slots or self._stopping:
+                while (startable := self._startable()) is None:
                     if self._stopping:
                         return
                     self._tasks_changed.wait()
-                run = self._start(self.pending.pop(next(iter(self.pending))))
+                run = self._start(*startable)
             try:
                 result = self._execute(run)
             except Exception as exc:  # a bug of ours: the task still ends, and its slot is freed
@@ -372,6 +379,9 @@ class Worker:
                 if self.running.get(run.ctx.task_id) is run:
                     del self.running[run.ctx.task_id]
                 self._done.put(result)
+                if run.taken:  # a task waiting for these devices may start now
+                    self.pool.give(run.taken)
+                    self._tasks_changed.notify_all()
             self._wake()
 
     def _wake(self) -> None:
@@ -381,7 +391,20 @@ class Worker:
             with contextlib.suppress(BlockingIOError):  # a full pipe already holds a wake-up
                 os.write(self._wake_w, b"\0")
 
-    def _start(self, body: dict[str, Any]) -> Running:
+    def _startable(self) -> tuple[dict[str, Any], dict[str, list[str]]] | None:
+        """Holding the lock: the oldest pending task that may start now, out of pending, with
+        the resource ids it takes; None while slots are full, or none of them has its resources
+        free (the broker counts resources too, so that wait is short: a steal, a late result)."""
+        if self._stopping or len(self.running) >= self.slots:
+            return None
+        for task_id, body in self.pending.items():
+            taken = self.pool.take(body["resources"]) if body.get("resources") else {}
+            if taken is not None:
+                del self.pending[task_id]
+                return body, taken
+        return None
+
+    def _start(self, body: dict[str, Any], taken: dict[str, list[str]]) -> Running:
         """On a task thread, holding the lock: the task counts as started from here."""
         task_id, attempt = body["task_id"], body["attempt"]
         ctx = TaskContext(
@@ -391,10 +414,11 @@ class Worker:
             params=body["params"],
             timeout=body.get("timeout"),
             capabilities=self.capabilities,
+            devices=taken,
         )
         ctx.progress = lambda data: self._report_progress(task_id, attempt, data)
         now = time.monotonic()
-        run = Running(ctx, body["plugin"], time.time(), now + ctx.timeout if ctx.timeout else None)
+        run = Running(ctx, body["plugin"], time.time(), now + ctx.timeout if ctx.timeout else None, taken=taken)
         # A task that ends within STARTED_REPORT_DELAY is reported once, by its result (which
         # carries the start time); only longer ones send TASK_STARTED. Half the messages for
         # short tasks, and the broker still sees every long task running within 50 ms.
@@ -600,6 +624,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="TOML config with [worker], [capabilities], [plugins]")
     parser.add_argument("--slots", type=int, help="tasks run at once (default 1)")
     parser.add_argument("--capability", action="append", metavar="K=V", help="declare a capability (repeatable)")
+    parser.add_argument(
+        "--resource",
+        action="append",
+        metavar="NAME=N",
+        help="declare a consumable resource, e.g. licenses=2; gpus=N replaces the detected GPUs (repeatable)",
+    )
     parser.add_argument("--plugin", action="append", metavar="NAME", help="load only these plugins (repeatable)")
     parser.add_argument("--heartbeat-interval", type=float)
     parser.add_argument("--heartbeat-liveness", type=int)
@@ -621,7 +651,12 @@ def main(argv: list[str] | None = None) -> int:
             args.heartbeat_liveness or wcfg.get("heartbeat_liveness", defaults.HEARTBEAT_LIVENESS),
         )
         curve = security.resolve_client_curve(args.curve_secret, args.broker_key, wcfg)
-    except (config.ConfigError, PluginError, security.SecurityError) as exc:
+        declared_resources = check(
+            {**config.section(cfg, "resources"), **dict(config.parse_assignments(args.resource, "--resource"))},
+            "resources",
+            allow_zero=True,
+        )
+    except (config.ConfigError, PluginError, security.SecurityError, ResourceError) as exc:
         print(f"dtf-worker: {exc}", file=sys.stderr)
         return 2
     # The keys are read: tasks (in-process executors included) must not find where they live.
@@ -640,11 +675,15 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as exc:
         print(f"dtf-worker: {exc}", file=sys.stderr)
         return 2
+    capabilities = hardware.merge(hardware.detect(), declared)
+    totals, devices = worker_totals(declared_resources, os.environ, int(capabilities.get("gpu_count") or 0))
     worker = Worker(
         broker=broker,
         worker_id=args.worker_id or wcfg.get("id") or f"{socket.gethostname()}-{os.getpid()}",
         executors=executors,
-        capabilities=hardware.merge(hardware.detect(), declared),
+        capabilities=capabilities,
+        resources=totals,
+        devices=devices,
         slots=slots,
         heartbeat_interval=interval,
         heartbeat_liveness=liveness,

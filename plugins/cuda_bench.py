@@ -242,6 +242,7 @@ def environment(torch: Any, device: Any) -> dict[str, Any]:
             compute_capability=f"{props.major}.{props.minor}",
             gpu_memory_gb=round(props.total_memory / 2**30, 2),
             gpu_count=torch.cuda.device_count(),
+            **_device_ids(device.index if device.index is not None else torch.cuda.current_device()),
         )
         from dtf_bus.hardware import nvidia_gpus
 
@@ -249,6 +250,17 @@ def environment(torch: Any, device: Any) -> dict[str, Any]:
         if gpus:
             env["driver"] = gpus[0].get("driver_version")
     return env
+
+
+def _device_ids(index: int) -> dict[str, Any]:
+    """Which GPU the figures came from: the index torch used and, when the worker handed the task
+    its devices (CUDA_VISIBLE_DEVICES), the machine's index of that device."""
+    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    ids: dict[str, Any] = {"device_index": index}
+    if visible:
+        ids["cuda_visible_devices"] = ",".join(visible)
+        ids["physical_device"] = visible[index] if index < len(visible) else None
+    return ids
 
 
 class CudaBenchExecutor:

@@ -43,7 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dtf_bus import defaults
+from dtf_bus import defaults, resources
 from dtf_bus.plugins import TaskContext, TaskFailed, task_environ
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,9 @@ class SessionSpec:
         self.python = map_path(python, pairs) if python else sys.executable
         self.args = [_map_arg(a, pairs) for a in _strings(p.get("args"), "args")]
         self.marker_requires = marker_requires
-        self.env = {str(k): str(v) for k, v in env.items()}
+        # The task's GPUs are the session's: CUDA picks its devices once per process, so a
+        # session serves only tasks handed the same devices (they are part of its key).
+        self.env = {**{str(k): str(v) for k, v in env.items()}, **resources.gpu_environment(ctx.devices)}
         self.key = (
             session,
             self.python,

@@ -201,7 +201,9 @@ class SessionServer:
         mapping = parse_marker_lines(config.getini("dtf_markers") or [])
         mapping.update(self.conf.get("marker_requires") or {})
         self.marker_requires = mapping
-        config.addinivalue_line("markers", "dtf(requires): run only on dtf workers that match the requirements")
+        config.addinivalue_line(
+            "markers", "dtf(requires, resources): run only on dtf workers that match, holding these resources"
+        )
         for name in mapping:
             config.addinivalue_line("markers", f"{name}: routed by dtf_markers to workers with {mapping[name]}")
 
@@ -222,6 +224,10 @@ class SessionServer:
             wanted = mark.kwargs.get("requires", mark.args[0] if mark.args else None)
             if isinstance(wanted, dict):
                 requires.update(wanted)
+            # Consumable resources (dtf(resources={"gpus": 1})) travel with the requirements, so
+            # planning groups by them too; the controller makes them the task's own field.
+            if isinstance(mark.kwargs.get("resources"), dict):
+                requires["resources"] = mark.kwargs["resources"]
         return requires
 
     def pytest_deselected(self, items: Any) -> None:

@@ -35,7 +35,7 @@ class RoundRobin:
         n = len(self._order)
         for step in range(n):
             worker = self._order[(self._next + step) % n]
-            if matching.can_run(task.plugin, task.requires, worker):
+            if matching.can_run(task.plugin, task.requires, worker, task.resources):
                 if worker not in candidates:
                     return None  # its turn, but it is full: wait for it
                 self._next = (self._next + step + 1) % n

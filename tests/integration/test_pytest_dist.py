@@ -115,11 +115,17 @@ PROJECT = {
         @pytest.mark.dtf(requires={"hardware": "tpu"})
         def test_on_tpu():
             pass
+
+        @pytest.mark.dtf(resources={"gpus": 1})
+        def test_gets_a_gpu_of_its_own():
+            import os
+
+            assert os.environ["CUDA_VISIBLE_DEVICES"] in ("0", "1")
     """,
 }
 
 # The tests of PROJECT a plain local pytest can run too (no crash, no hardware routing).
-PORTABLE = "not kills_its_session and not on_tpu and not cuda"
+PORTABLE = "not kills_its_session and not on_tpu and not cuda and not gpu_of_its_own"
 SUMMARY_WORDS = ("failed", "passed", "skipped", "deselected", "xfailed", "xpassed", "warning", "error", "rerun")
 
 
@@ -181,7 +187,8 @@ def query(db: Path, sql: str) -> list[tuple]:
 
 def test_pytest_dtf_looks_like_local_pytest(make_cluster, tmp_path):
     project = make_project(tmp_path / "proj", PROJECT)
-    cluster = make_cluster(workers={"w1": {}, "w2": {}, "gpu1": {"capabilities": ["hardware=cuda"]}})
+    gpu = {"capabilities": ["hardware=cuda"], "extra_args": ["--resource", "gpus=2"]}
+    cluster = make_cluster(workers={"w1": {}, "w2": {}, "gpu1": gpu})
     ep = f"--dtf={cluster.endpoint}"
 
     # The portable part: identical counts to plain pytest, outcome by outcome.
@@ -197,7 +204,7 @@ def test_pytest_dtf_looks_like_local_pytest(make_cluster, tmp_path):
         "xpassed": 1,
         "warning": 1,
         "error": 1,
-        "deselected": 4,  # deselected on the workers, counted on the controller as locally
+        "deselected": 5,  # deselected on the workers, counted on the controller as locally
     }
     assert summary(remote.stdout) == expected, remote.stdout
 
@@ -209,7 +216,7 @@ def test_pytest_dtf_looks_like_local_pytest(make_cluster, tmp_path):
     counts = summary(out)
     assert counts == {
         "failed": 2,
-        "passed": 9,
+        "passed": 10,
         "skipped": 1,
         "xfailed": 1,
         "xpassed": 1,
@@ -239,20 +246,21 @@ def test_pytest_dtf_looks_like_local_pytest(make_cluster, tmp_path):
             for row in ((task.get("result") or {}).get("tests") or [])
         }
     assert ran_on["test_hw.py::test_on_cuda"] == ran_on["test_hw.py::test_marked_cuda"] == "gpu1"
+    assert ran_on["test_hw.py::test_gets_a_gpu_of_its_own"] == "gpu1"  # the only worker with GPUs
     assert "test_hw.py::test_on_tpu" not in ran_on
     assert ran_on["test_crash.py::test_after"] in {"w1", "w2", "gpu1"}  # the session came back
 
     # The controller's conftest saw every report: setup, call and teardown of each test that ran.
     seen = json.loads((project / "controller_reports.json").read_text())
     # One setup report per test, but the crashed one: its session died before it could send any.
-    assert seen["setup"] == 15 and seen["call"] == 13, seen
+    assert seen["setup"] == 16 and seen["call"] == 14, seen
 
     suites = ET.parse(junit).getroot()
     suite = suites.find("testsuite")
     assert suite is not None
     totals = {k: suite.get(k) for k in ("tests", "failures", "errors", "skipped")}
-    assert totals == {"tests": "16", "failures": "2", "errors": "2", "skipped": "2"}, totals
-    assert len(suite.findall("testcase")) == 16
+    assert totals == {"tests": "17", "failures": "2", "errors": "2", "skipped": "2"}, totals
+    assert len(suite.findall("testcase")) == 17
 
 
 def test_dtf_pytest_shorthand_and_exit_codes(make_cluster, tmp_path):

@@ -172,3 +172,25 @@ def test_waiting_low_priority_work_is_not_starved():
         sched.enqueue(task(f"new-high{i}", i, priority=5))
     registry.add(worker("w", slots=1))
     assert [t.name for t, _ in sched.place()] == ["old-low"]
+
+
+def test_resources_are_placed_only_where_free_and_counted_until_the_task_leaves():
+    registry = Registry()
+    sched = Scheduler(registry, LeastLoaded(), prefetch=0)
+    gpu = worker("gpu", slots=8)
+    gpu.resources = {"gpus": 2}
+    registry.add(gpu)
+    tasks = [task("g", seq) for seq in range(4)]
+    for t in tasks:
+        t.resources = {"gpus": 1}
+        sched.enqueue(t)
+    sched.enqueue(task("cpu", 9))  # asks for none: only slots count
+    placed = [t.name for t, _ in sched.place()]
+    assert placed.count("g") == 2 and "cpu" in placed
+    assert gpu.free_resources() == {"gpus": 0} and sched.place() == []
+    del gpu.inflight[tasks[0].task_id]  # it ended (however: result, loss, steal): its GPU is free
+    assert [t.task_id for t, _ in sched.place()] == [tasks[2].task_id]
+    big = task("big", 10)
+    big.resources = {"gpus": 3}
+    assert sched.why_queued(big) == ["resources.gpus=3: the most any live worker has is 2"]
+    assert matching.unmet("sim", {}, gpu, {"gpus": 3}) == ["resources.gpus=3"]

@@ -19,6 +19,7 @@ def test_defaults_and_repeat():
         "priority": 0,
         "timeout": None,
         "placement_timeout": None,
+        "resources": {},
         "retries": 0,
         "retry_backoff": 1.0,
         "depends_on": [],
