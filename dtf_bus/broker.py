@@ -1296,9 +1296,13 @@ class Broker:
         self._adopt(jobs, tasks)
         grace = self.health.interval * self.health.liveness * 2
         self._orphans_deadline = time.monotonic() + grace
+        now, mono = time.time(), time.monotonic()
         for task in tasks:
             if task.state is TaskState.QUEUED:
                 self._track_dependencies(task)
+                if task.placement_timeout is not None:  # the same deadline, counted from its submit
+                    left = task.submitted_at + task.placement_timeout - now
+                    self._placement_deadlines[task.task_id] = mono + max(left, 0.0)
             elif task.state in (TaskState.ASSIGNED, TaskState.RUNNING):
                 self._orphans.setdefault(task.worker_id, {})[task.task_id] = task.attempt
         if tasks:

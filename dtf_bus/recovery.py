@@ -29,7 +29,7 @@ ENV_LOST_ERROR = "env values are never stored; resubmit the job (the broker rest
 _TASK_COLUMNS = (
     "task_id, job_id, name, plugin, params, requires, priority, timeout, retries, retry_backoff, seq, state, "
     "attempts, worker_id, epoch(submitted_at), epoch(started_at), epoch(ended_at), result, error, failures, "
-    "lost_workers, depends_on, resources"
+    "lost_workers, depends_on, resources, placement_timeout"
 )
 _ATTEMPT_COLUMNS = (
     "task_id, attempt, worker_id, epoch(assigned_at), epoch(started_at), epoch(ended_at), outcome, stale, result, error"
@@ -65,6 +65,7 @@ def load_jobs(cursor: duckdb.DuckDBPyConnection, where: str, params: list[Any]) 
             result=_json(r[17]), error=r[18], failures=r[19] or 0, lost_workers=r[20] or 0,
             depends_on=_json(r[21]) or [],
             resources=_json(r[22]) or {},
+            placement_timeout=r[23],
         )  # fmt: skip
         tasks[task.task_id] = task
         job = jobs[task.job_id]

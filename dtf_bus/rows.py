@@ -20,6 +20,7 @@ def task_row(t: Task) -> tuple[Any, ...]:
         t.task_id, t.job_id, t.name, t.plugin, redact_env(t.params), t.requires, t.priority, t.timeout, t.retries,
         t.retry_backoff, t.seq, str(t.state), t.attempt, t.worker_id, t.submitted_at, t.started_at, t.ended_at,
         t.result, t.error, t.failures, t.lost_workers, t.depends_on, t.resources,
+        t.placement_timeout,
     )  # fmt: skip
 
 

@@ -119,6 +119,8 @@ MIGRATIONS: list[str] = [
     "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS submitter VARCHAR",
     # Consumable resources a task asks for ({"gpus": 1}).
     "ALTER TABLE tasks ADD COLUMN IF NOT EXISTS resources JSON",
+    # Kept so a restarted broker still fails what no worker takes in time.
+    "ALTER TABLE tasks ADD COLUMN IF NOT EXISTS placement_timeout DOUBLE",
 ]
 
 # table -> number of leading columns forming its key (0: append-only, every row inserted and

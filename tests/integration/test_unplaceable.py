@@ -50,3 +50,17 @@ def test_placement_timeout_fails_what_no_worker_can_take(make_cluster, tmp_path)
     assert cpu["state"] == "succeeded"
     assert gpu["state"] == "failed" and gpu["attempts"] == 0
     assert gpu["error"].startswith("not placed within 1s: requires.hardware=cuda: no live worker has it")
+
+
+def test_placement_timeout_survives_a_broker_restart(make_cluster):
+    cluster = make_cluster(workers={"w1": {}})
+    with cluster.client() as client:
+        job = client.submit([{"name": "gpu", "plugin": "sim", "requires": {"hardware": "cuda"}, "placement_timeout": 3}])
+        assert client.status(job)["counts"] == {"queued": 1}
+    cluster.stop_broker()  # SIGTERM: the queued task and its placement_timeout are in DuckDB
+    cluster.start_broker()
+    with cluster.client() as client:
+        status = client.wait(job, timeout=30)
+        [task] = client.results(job)
+    assert status["failed"] == 1
+    assert task["error"].startswith("not placed within 3s: requires.hardware=cuda: no live worker has it"), task
