@@ -1442,12 +1442,14 @@ class Broker:
             self._placement_due = True
             return
         # Final already (its result came with the refused row): a verdict revised, not a state
-        # transition, so the counts move here rather than through _move.
+        # transition, so the counts move here rather than through _move; watchers are told.
         self.state_counts[task.state] -= 1
         task.state = TaskState.FAILED
         self.state_counts[task.state] += 1
         task.result, task.error = None, error
         self._store_task(task)
+        revised = {"event": "failed", "revised": True, "task_id": task.task_id, "job_id": task.job_id, "error": error}
+        self.events.publish(events.TASK, {**revised, "name": task.name, "worker_id": task.worker_id})
 
 
 class _ClientError(Exception):

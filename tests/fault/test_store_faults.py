@@ -16,7 +16,7 @@ import duckdb
 import pytest
 import zmq
 
-from dtf_bus import protocol
+from dtf_bus import events, protocol
 from dtf_bus.client import ClientError
 from dtf_bus.cluster import wait_for
 from dtf_bus.store import SCHEMA
@@ -91,6 +91,12 @@ def test_a_refused_row_fails_its_task_and_nothing_unstored_is_acknowledged(make_
     worker = FakeWorker(cluster.endpoint)
     worker.start()
     cluster.wait_for_workers(["fake"])
+    sub = zmq.Context.instance().socket(zmq.SUB)  # the revised verdict is published, too
+    sub.linger = 0
+    sub.setsockopt(zmq.SUBSCRIBE, events.TASK)
+    sub.setsockopt(zmq.SUBSCRIBE, events.SYSTEM_METRICS)
+    sub.connect(cluster.metrics_endpoint)
+    wait_for(lambda: sub.poll(100) and sub.recv_multipart(), 5, "the subscription to join (a metrics tick)")
     fine = [{"name": "t", "plugin": "sim", "repeat": 30}]
     submitted = []
     try:
@@ -111,7 +117,17 @@ def test_a_refused_row_fails_its_task_and_nothing_unstored_is_acknowledged(make_
             assert poison["error"].startswith("could not be stored: ConstraintException: Constraint Error: CHECK")
             # Every result is acknowledged in the end, the refused one too: once its failure is stored.
             wait_for(lambda: set(worker.acked) >= worker.sent, 10, "every result to be acknowledged")
+
+        def revised() -> bool:
+            while sub.poll(50):
+                topic, event = events.decode(sub.recv_multipart())
+                if topic == events.TASK.decode() and event.get("task_id") == poison["task_id"] and event.get("revised"):
+                    return event["event"] == "failed" and event["error"] == poison["error"]
+            return False
+
+        wait_for(revised, 10, "the revised verdict on events.task")
     finally:
+        sub.close()
         worker.stop.set()
         worker.join(5)
     cluster.stop_broker()
