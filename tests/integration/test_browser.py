@@ -18,6 +18,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from dtf_bus import spec
 from dtf_bus.cluster import LocalCluster
 from tests.conftest import FAST_HEARTBEAT
 
@@ -184,6 +185,25 @@ def test_timeouts_close_the_page_and_keep_the_browser(web):
     after = run(web, [{"name": "a", "params": {"script": overlap}}, {"name": "b", "params": {"script": overlap}}])
     (a0, a1), (b0, b1) = after["a"]["result"]["value"], after["b"]["result"]["value"]
     assert a0 < b1 and b0 < a1, "the two pages did not run at the same time"
+
+
+def test_the_example_suite_runs(web):
+    name, tasks = spec.load(ROOT / "configs" / "suites" / "browser.toml")
+    results = run(web, tasks)
+    assert name == "browser" and set(results) == {"canvas-smoke", "js-matmul", "webgpu-scale"}
+    for task in ("canvas-smoke", "js-matmul"):
+        assert results[task]["state"] == "succeeded", results[task]
+    assert results["canvas-smoke"]["result"]["value"] == {"title": "canvas", "pixel": [255, 0, 0]}
+    [matmul] = results["js-matmul"]["result"]["value"]["benchmarks"]
+    assert matmul["throughput"] > 0 and matmul["unit"] == "GFLOP/s"
+    webgpu = results["webgpu-scale"]
+    if webgpu["result"]["webgpu"]["available"]:
+        assert webgpu["state"] == "succeeded", webgpu
+        [scale] = webgpu["result"]["value"]["benchmarks"]
+        assert scale["throughput"] > 0 and webgpu["result"]["value"]["environment"]["device"]
+    else:  # a Chromium without even a software adapter says so
+        assert webgpu["state"] == "failed", webgpu
+        assert "WebGPU" in webgpu["error"] or "adapter" in webgpu["error"], webgpu
 
 
 def test_benchmark_rows_profile_and_workers_without_a_browser(make_cluster, monkeypatch):
