@@ -152,6 +152,9 @@ class BrowserHost:
                     executable_path=self.executable,
                     args=self.args,
                     timeout=defaults.BROWSER_LAUNCH_TIMEOUT * 1000,
+                    # A terminal's Ctrl-C reaches Playwright's driver too; the first one only
+                    # drains the worker, whose running browser tasks must be able to finish.
+                    handle_sigint=False,
                 )
             except Exception as exc:
                 await self._shutdown()

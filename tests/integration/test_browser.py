@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import http.server
 import os
+import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import duckdb
+import psutil
 import pytest
 
 from dtf_bus import spec
-from dtf_bus.cluster import LocalCluster
+from dtf_bus.cluster import LocalCluster, wait_for
 from tests.conftest import FAST_HEARTBEAT
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -29,12 +31,17 @@ CHROMIUM = "/usr/bin/chromium"
 BROKEN_PAGE = "<script>throw new Error('broken page')</script>"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def chromium_present():
+def require_chromium() -> None:
+    """Fail (or skip, with DTF_SKIP_BROWSER_TESTS set) where Debian's chromium is missing, as the dashboard tests do."""
     if not Path(CHROMIUM).exists():
         if os.environ.get("DTF_SKIP_BROWSER_TESTS"):
             pytest.skip("DTF_SKIP_BROWSER_TESTS is set and /usr/bin/chromium is missing")
         pytest.fail("Debian's chromium is missing at /usr/bin/chromium: apt-get install chromium (bin/_bootstrap.sh)")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def chromium_present():
+    require_chromium()
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +213,15 @@ def test_the_example_suite_runs(web):
         assert "WebGPU" in webgpu["error"] or "adapter" in webgpu["error"], webgpu
 
 
-def test_benchmark_rows_profile_and_workers_without_a_browser(make_cluster, monkeypatch):
+def _gone(proc: psutil.Process) -> bool:
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.fault
+def test_benchmark_rows_profile_plain_workers_and_a_killed_worker_takes_its_browser(make_cluster, monkeypatch):
     cluster = make_cluster()
     cluster.start_worker("web", config=ROOT / "configs" / "workers" / "browser.toml")
     monkeypatch.setenv("DTF_BROWSER_EXECUTABLE", "/nonexistent/chromium")
@@ -240,6 +255,11 @@ def test_benchmark_rows_profile_and_workers_without_a_browser(make_cluster, monk
     env = results["bench-0"]["result"]["value"]["environment"]
     assert env["browser"] == "chromium" and env["browser_version"] == results["bench-0"]["result"]["browser"]["version"]
     job = results["bench-0"]["job_id"]
+    # Killed outright, the worker takes its browser with it (Playwright's driver sees its pipe close).
+    descendants = psutil.Process(cluster.workers["web"].pid).children(recursive=True)
+    assert any("chrom" in p.name().lower() for p in descendants), [p.name() for p in descendants]
+    cluster.kill_worker("web")
+    wait_for(lambda: all(_gone(p) for p in descendants), 15, "the killed worker's browser processes to exit")
     cluster.stop()
     con = duckdb.connect(str(cluster.db), read_only=True)
     try:
@@ -252,6 +272,31 @@ def test_benchmark_rows_profile_and_workers_without_a_browser(make_cluster, monk
         con.close()
     assert len(rows) == 3 and all(r[0] == "js-loop" and r[1] == "Mop/s" and r[2] > 0 for r in rows), rows
     assert {r[3] for r in rows} == {env["browser_version"]}
+
+
+def test_ctrl_c_drains_a_browser_worker_and_its_running_page_finishes(make_cluster):
+    """A terminal's Ctrl-C reaches the worker and Playwright's driver (one process group): the
+    worker drains, so the page it runs must finish in a browser that is still there."""
+    cluster = make_cluster(workers={"web": {}})
+    worker = psutil.Process(cluster.workers["web"].pid)
+    script = "await new Promise(r => setTimeout(r, 2000)); return 'finished'"
+    with cluster.client() as client:
+        job = client.submit([{"name": "slow", "plugin": "browser", "params": {"script": script}}])
+
+        def browser_up():
+            kids = worker.children(recursive=True)
+            drivers = [p for p in kids if "node" in p.name()]  # Playwright's driver
+            return drivers if drivers and any("chrom" in p.name().lower() for p in kids) else None
+
+        drivers = wait_for(browser_up, 30, "the worker's browser to start")
+        for proc in [worker, *drivers]:
+            proc.send_signal(signal.SIGINT)
+        client.wait(job, timeout=60)
+        [task] = client.results(job)
+    assert task["state"] == "succeeded" and task["result"]["value"] == "finished", task
+    descendants = worker.children(recursive=True)
+    assert cluster.workers["web"].popen.wait(15) == 0  # drained, then exited
+    wait_for(lambda: all(_gone(p) for p in descendants), 15, "the drained worker's browser processes to exit")
 
 
 def test_asking_for_the_plugin_where_it_cannot_load_is_one_clear_line(tmp_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import threading
-from pathlib import Path
 
 import psutil
 import pytest
@@ -12,16 +11,14 @@ import pytest
 from dtf_bus import defaults
 from dtf_bus.cluster import wait_for
 from plugins.browser_host import BrowserHost, Cancelled
+from tests.integration.test_browser import CHROMIUM, require_chromium
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
-
-CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture
 def host():
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is missing at /usr/bin/chromium: apt-get install chromium (bin/_bootstrap.sh)")
+    require_chromium()
     host = BrowserHost(CHROMIUM, list(defaults.BROWSER_ARGS), idle=0.5)
     try:
         yield host
@@ -45,9 +42,22 @@ def browser_main_processes() -> list[psutil.Process]:
     return found
 
 
-def test_idle_close_relaunch_and_a_killed_browser_replaced(host):
-    never = threading.Event()
-    assert host.call(version, never) and host.launches == 1 and host.running
+def test_cancel_idle_close_relaunch_and_a_killed_browser_replaced(host):
+    never, cancelled = threading.Event(), threading.Event()
+
+    async def forever(browser):
+        context = await browser.new_context()
+        try:
+            page = await context.new_page()
+            await page.evaluate("() => new Promise(() => {})")
+        finally:
+            await context.close()
+
+    threading.Timer(0.5, cancelled.set).start()
+    with pytest.raises(Cancelled):  # a cancelled call stops at once ...
+        host.call(forever, cancelled)
+    assert host.call(version, never) and host.launches == 1 and host.running  # ... and the browser stays
+
     wait_for(lambda: not host.running and not browser_main_processes(), 15, "the idle browser to close")
     assert host.call(version, never) and host.launches == 2
 
@@ -62,21 +72,3 @@ def test_idle_close_relaunch_and_a_killed_browser_replaced(host):
         return host.launches == 3 or None
 
     wait_for(replaced, 30, "a new browser after the old one was killed", interval=0.1)
-
-
-def test_a_cancelled_call_stops_at_once(host):
-    cancelled = threading.Event()
-
-    async def forever(browser):
-        context = await browser.new_context()
-        try:
-            page = await context.new_page()
-            await page.evaluate("() => new Promise(() => {})")
-        finally:
-            await context.close()
-
-    threading.Timer(0.5, cancelled.set).start()
-    with pytest.raises(Cancelled):
-        host.call(forever, cancelled)
-    assert host.call(version, threading.Event())  # the browser is still there for the next task
-    assert host.launches == 1
