@@ -245,6 +245,23 @@ def _error_message(exc: BaseException) -> str:
     return re.sub(r"^\s*[A-Z][A-Za-z]*\.[a-z][A-Za-z]*: ", "", text)
 
 
+async def _probe(page: Any, version: str, report: PageReport) -> None:
+    """Ask the loaded page about WebGPU and WebNN. Bounded in the page and here too: a page whose
+    main thread never yields cannot run the probe's own timer. Not counted in the task's timeout."""
+    report.stage = "probing WebGPU and WebNN"
+    started = time.perf_counter()
+    bound = defaults.BROWSER_PROBE_TIMEOUT
+    try:
+        probe = await asyncio.wait_for(page.evaluate(PROBE_JS, int(bound * 1000)), bound + 1.0)
+    except TimeoutError:
+        busy = {"available": False, "reason": f"the page did not answer within {bound:g}s (its main thread is busy)"}
+        probe = {"secure_context": None, "user_agent": None, "webgpu": busy, "webnn": busy}
+    report.result["probe_s"] = round(time.perf_counter() - started, 6)
+    report.result["browser"] = {"name": "chromium", "version": version, "user_agent": probe["user_agent"]}
+    report.result.update(secure_context=probe["secure_context"], webgpu=probe["webgpu"], webnn=probe["webnn"])
+    report.result["value"] = None
+
+
 async def _within(step: Awaitable[None], seconds: float, job: PageJob, report: PageReport) -> None:
     """``step`` within what is left of the task's ``timeout`` (loading and the script share it)."""
     try:
@@ -271,14 +288,7 @@ async def run_page(browser: Any, job: PageJob, report: PageReport) -> None:
         started = time.perf_counter()
         await _within(_load(page, job, report), job.timeout, job, report)
         report.result["load_s"] = round(time.perf_counter() - started, 6)
-        report.stage = "probing WebGPU and WebNN"  # bounded in the page; not the task's time
-        probe_started = time.perf_counter()
-        probe = await page.evaluate(PROBE_JS, int(defaults.BROWSER_PROBE_TIMEOUT * 1000))
-        report.result["probe_s"] = round(time.perf_counter() - probe_started, 6)
-        report.result["browser"] = {"name": "chromium", "version": browser.version, "user_agent": probe["user_agent"]}
-        report.result.update(
-            secure_context=probe["secure_context"], webgpu=probe["webgpu"], webnn=probe["webnn"], value=None
-        )
+        await _probe(page, browser.version, report)
         if job.script is not None:
             await _within(_run_script(page, job, report), job.timeout - report.result["load_s"], job, report)
         if report.crashed:
@@ -288,9 +298,7 @@ async def run_page(browser: Any, job: PageJob, report: PageReport) -> None:
             raise PageFailed(f"browser: the page threw {first['name']}: {first_line(first['message'])}")
     except PageFailed:
         raise
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
+    except Exception as exc:  # Playwright's own errors (cancellation is not an Exception)
         if report.crashed:
             raise PageFailed(f"browser: the page crashed while {report.stage}") from None
         raise PageFailed(f"browser: failed while {report.stage}: {first_line(_error_message(exc))}") from None
