@@ -262,6 +262,36 @@ PYTEST_SESSION_SHUTDOWN_GRACE = 5.0
 # "/ci/src=/home/me/src;/a=/b", applied to a task's rootdir (and paths under it) by prefix.
 ROOTDIR_MAP_ENV = "DTF_ROOTDIR_MAP"
 
+# browser executor (plugins/browser.py): the Chromium it drives (else the first BROWSER_BINARIES on
+# PATH), and extra command-line flags for it (shell words), both read when the worker starts.
+BROWSER_EXECUTABLE_ENV = "DTF_BROWSER_EXECUTABLE"
+BROWSER_ARGS_ENV = "DTF_BROWSER_ARGS"
+# Flags every browser gets: headless hygiene (no updates, sync or first-run work), and WebGPU
+# and WebNN exposed, so a page reports a real adapter, or Chromium's software one, instead of none.
+BROWSER_ARGS = (
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--enable-unsafe-webgpu",
+    "--ignore-gpu-blocklist",
+    "--enable-features=Vulkan,WebMachineLearningNeuralNetwork",
+)
+# Seconds a browser task's page may take to load and its script to finish (param `timeout`).
+BROWSER_TIMEOUT = 30.0
+# Seconds Chromium gets to start; a worker's one browser serves every browser task it runs and is
+# closed after this long without one (the next task starts it again, about a second).
+BROWSER_LAUNCH_TIMEOUT = 30.0
+BROWSER_IDLE = 120.0
+# Seconds the page's WebGPU and WebNN probes may take (requestAdapter can wait on a wedged driver).
+BROWSER_PROBE_TIMEOUT = 5.0
+# Console errors and page errors a result keeps (the rest are counted), each cut to this length.
+BROWSER_MAX_MESSAGES = 50
+BROWSER_MESSAGE_CHARS = 2000
+# Seconds the closing of a task's browser context may take after it ends, is cancelled or times out.
+BROWSER_CLOSE_GRACE = 5.0
+
 # Benchmarks (cpu, cuda plugins): untimed warm-up runs, then timed iterations.
 BENCH_WARMUP = 3
 BENCH_ITERATIONS = 20
