@@ -67,11 +67,12 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--finished-job-ttl", type=float, default=2.0)
     p.add_argument("--ping-every", type=float, default=0.02)
+    p.add_argument("--broker-arg", action="append", default=[], help="passed to dtf-broker (repeatable)")
     args = p.parse_args()
     per_job = args.tasks // args.jobs
     spec = [{"name": "noop", "plugin": "sim", "params": {"seconds": 0}, "repeat": per_job}]
     with benchlib.cluster() as c:
-        c.start_broker(extra_args=["--finished-job-ttl", str(args.finished_job_ttl)])
+        c.start_broker(extra_args=["--finished-job-ttl", str(args.finished_job_ttl), *args.broker_arg])
         for i in range(args.workers):
             c.start_worker(f"soak-{i}")
         c.wait_for_workers(args.workers)

@@ -55,7 +55,9 @@ def test_placement_timeout_fails_what_no_worker_can_take(make_cluster, tmp_path)
 def test_placement_timeout_survives_a_broker_restart(make_cluster):
     cluster = make_cluster(workers={"w1": {}})
     with cluster.client() as client:
-        job = client.submit([{"name": "gpu", "plugin": "sim", "requires": {"hardware": "cuda"}, "placement_timeout": 3}])
+        job = client.submit(
+            [{"name": "gpu", "plugin": "sim", "requires": {"hardware": "cuda"}, "placement_timeout": 3}]
+        )
         assert client.status(job)["counts"] == {"queued": 1}
     cluster.stop_broker()  # SIGTERM: the queued task and its placement_timeout are in DuckDB
     cluster.start_broker()
