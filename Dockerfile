@@ -51,7 +51,7 @@ ENTRYPOINT ["tini", "--", "dtf-broker", "--config", "/etc/dtf/broker.toml"]
 
 # ---- a worker: SIGTERM drains (finish running tasks, deliver results, exit)
 FROM runtime AS worker-browser
-USER root
+USER 0
 RUN apt-get update \
  && apt-get install -y --no-install-recommends chromium fonts-liberation \
  && rm -rf /var/lib/apt/lists/*

@@ -128,8 +128,8 @@ class Worker:
         """Finish running tasks, accept no new ones, deliver every result, then exit."""
         if self._draining:
             return
+        self._draining = True  # before the log line: a second SIGINT may run this handler inside it
         log.info("draining (%s): finishing %d task(s), then exiting", reason, len(self.running))
-        self._draining = True
         self._send(protocol.DRAIN, {"reason": reason})
 
     def _on_sigint(self, *_: Any) -> None:

