@@ -97,6 +97,7 @@ def test_dockerignore_lets_in_what_the_build_copies():
     assert ignored("keys/broker.key_secret") and ignored("dtf.duckdb") and ignored(".venv/bin/python")
 
 
+@pytest.mark.timeout(600)  # building the wheelhouse downloads every dependency: 30-75 s here, more on a slow link
 def test_the_install_steps_give_a_venv_whose_entrypoints_run_a_fleet(tmp_path):
     """Every step the Dockerfile runs, in order, with its container paths moved under tmp_path."""
     paths = {
