@@ -2,7 +2,7 @@
 # Run dtf's test suite (a thin wrapper over pytest markers and -k), logging to a timestamped
 # directory with a summary. The exit status is pytest's own: it never reports a false PASS.
 #
-#   bin/run_all_tests.sh [--type all|unit|integration|fault|monitoring|api|performance|security|browser]
+#   bin/run_all_tests.sh [--type all|unit|integration|fault|monitoring|api|performance|security|browser|deploy|multihost]
 #                        [--filter EXPR] [--verbose] [--log-dir DIR] [--list]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +22,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 case "$type" in
-    all|unit|integration|fault|monitoring|api|websocket|performance|security|browser) ;;
+    all|unit|integration|fault|monitoring|api|websocket|performance|security|browser|deploy|multihost) ;;
     *) echo "run_all_tests.sh: unknown --type '$type'" >&2; exit 2 ;;
 esac
 

@@ -49,7 +49,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from tornado.ioloop import IOLoop
 
-from dtf_bus import apikeys, defaults, httpserver, score, spec, webauth
+from dtf_bus import apikeys, defaults, httpserver, queue_gauges, score, spec, webauth
 from dtf_bus.client import BrokerUnreachable, Client, ClientError
 from dtf_bus.hooks import BrokerHook
 from dtf_bus.monitor import SYSTEM_METRICS, WORKER_METRICS, Monitor
@@ -862,6 +862,7 @@ def install(
     host, port = parse_listen(http)
     options = options or HttpOptions(token_file=webauth.token_path(broker.store.path))
     api = HttpApi(monitor, host, port, broker.endpoint, options)
+    api.prometheus.register(queue_gauges.QueueGauges(broker.scheduler.queue))  # read per scrape, off the loop
     if api.ssl_context is None and host not in webauth.LOOPBACK_HOSTS:
         log.warning(
             "SECURITY: the HTTP API on %s is served without TLS: its token and keys cross the network in "

@@ -503,6 +503,8 @@ class Broker:
 
     def _on_heartbeat(self, peer: bytes, body: dict[str, Any]) -> None:
         worker = self.registry.by_peer(peer)
+        if worker is None:  # _worker_back's sends found the old connection gone: the worker was just removed
+            return
         if "metrics" in body:
             worker.metrics = body["metrics"]
         self._hook("on_heartbeat", worker)

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dtf_bus import config, defaults, hardware, junit, keys_cli, logs, pytest_dist, security, spec
+from dtf_bus import config, defaults, hardware, junit, keys_cli, logs, ping_cli, pytest_dist, security, spec
 from dtf_bus.client import BrokerUnreachable, Client, ClientError, default_endpoint
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_TIMEOUT = 0, 1, 2, 3, 4
@@ -543,6 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a pytest suite across the fleet: pytest --dtf ARGS... (--broker EP anywhere)",
     )
     keys_cli.add_parser(sub)
+    ping_cli.add_parser(sub, with_broker)
 
     p = with_broker(sub.add_parser("cancel", help="cancel a job's unfinished tasks"))
     p.add_argument("job")
@@ -622,6 +623,8 @@ def _run(args: argparse.Namespace) -> int:
         return cmd_up(args)
     if args.command == "keys":
         return keys_cli.run(args)
+    if args.command == "ping" and args.alive_file:
+        return ping_cli.check_alive(args)
     # Checked before connecting: zmq would raise a bare ZMQError ("Invalid argument") instead.
     endpoint = config.endpoint(args.broker or default_endpoint(), "--broker" if args.broker else "$DTF_BROKER")
     curve = security.resolve_client_curve(args.curve_secret, args.broker_key)

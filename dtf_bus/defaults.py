@@ -321,3 +321,16 @@ PYTEST_SUBMIT_BATCH = 500
 # pytest --dtf starts up to this many worker sessions collecting at once (one per session slot of
 # the fleet), as xdist's workers all collect at start; the first to finish plans the run.
 PYTEST_PARALLEL_COLLECTS = 64
+
+# Health checks for deployments (ping_cli.py, liveness.py, queue_gauges.py). `dtf ping` waits this
+# long (seconds) for the broker. A worker given --alive-file touches it from its main loop at least
+# every ALIVE_FILE_INTERVAL seconds, so a loop that waits out a long reconnect back-off still shows
+# it turns; `dtf ping --alive-file` calls a file older than ALIVE_FILE_MAX_AGE a wedged worker.
+PING_TIMEOUT = 5.0
+ALIVE_FILE_ENV = "DTF_ALIVE_FILE"
+ALIVE_FILE_INTERVAL = 5.0
+ALIVE_FILE_MAX_AGE = 60.0
+# /metrics: dtf_queued_tasks gets one series per distinct set of requirements, at most this many;
+# the rest are summed into requirement="other", so a spec with a fresh requirement per task cannot
+# blow up the scraper's series count.
+QUEUE_GAUGE_MAX_SERIES = 100

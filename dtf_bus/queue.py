@@ -57,6 +57,12 @@ class TaskQueue:
             del self._heaps[key]
         return task
 
+    def depths(self) -> dict[str, int]:
+        """Entries per requirement key, for /metrics. Safe from another thread: the dict is copied in
+        one step (no Python code runs while ``list`` walks it) and ``len`` of a list is atomic. A
+        cancelled task counts until placement or :meth:`prune` drops it."""
+        return {key: len(heap) for key, heap in list(self._heaps.items())}
+
     def prune(self) -> None:
         """Drop entries no longer queued (a cancelled job's tasks), which ``_peek`` would only
         drop once placement reached them: a cancelled job must not stay referenced here."""

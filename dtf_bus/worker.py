@@ -35,7 +35,7 @@ from typing import Any
 
 import zmq
 
-from dtf_bus import config, defaults, hardware, logs, protocol, security, utilisation
+from dtf_bus import config, defaults, hardware, liveness, logs, protocol, security, utilisation
 from dtf_bus.plugins import Executor, PluginError, TaskContext, TaskFailed, is_secret_variable, load_executors
 from dtf_bus.resources import Pool, ResourceError, check, worker_totals
 
@@ -68,10 +68,12 @@ class Worker:
         curve: security.ClientCurve | None = None,
         resources: dict[str, int] | None = None,
         devices: dict[str, list[str]] | None = None,
+        alive_file: str | None = None,
     ) -> None:
         self.broker = broker
         self.resources = resources or {}  # consumable totals advertised (dtf_bus.resources)
         self.pool = Pool(self.resources, devices or {})
+        self.alive = liveness.AliveFile(alive_file)  # touched from the main loop: a liveness probe reads it
         self.worker_id = worker_id
         self.executors = executors
         self.capabilities = capabilities
@@ -132,8 +134,8 @@ class Worker:
         """Finish running tasks, accept no new ones, deliver every result, then exit."""
         if self._draining:
             return
+        self._draining = True  # before the log line: a second SIGINT may run this handler inside it
         log.info("draining (%s): finishing %d task(s), then exiting", reason, len(self.running))
-        self._draining = True
         self._send(protocol.DRAIN, {"reason": reason})
 
     def _on_sigint(self, *_: Any) -> None:
@@ -584,6 +586,7 @@ class Worker:
         """Seconds until the next thing this loop must do on its own. Task threads start tasks
         without telling this loop, so while any runs or waits to, it looks again every
         STARTED_REPORT_DELAY (a task started meanwhile gets its TASK_STARTED and timeout)."""
+        due = self.alive.beat(now, due)  # every loop turn passes here
         with self._tasks_changed:
             runs = list(self.running.values())
             waiting = bool(self.pending)
@@ -635,6 +638,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heartbeat-liveness", type=int)
     parser.add_argument("--curve-secret", metavar="FILE", help="this worker's keypair (default $DTF_CURVE_SECRET)")
     parser.add_argument("--broker-key", metavar="FILE", help="the broker's public key (default $DTF_BROKER_KEY)")
+    parser.add_argument("--alive-file", metavar="FILE", help="touch FILE while alive (dtf ping --alive-file FILE)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logs.configure(args.log_level)
@@ -688,6 +692,7 @@ def main(argv: list[str] | None = None) -> int:
         heartbeat_interval=interval,
         heartbeat_liveness=liveness,
         curve=curve,
+        alive_file=args.alive_file or os.environ.get(defaults.ALIVE_FILE_ENV),
     )
     worker.install_signal_handlers()
     log.info("worker %s connecting to %s with plugins %s", worker.worker_id, broker, ", ".join(sorted(executors)))
