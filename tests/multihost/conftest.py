@@ -21,9 +21,9 @@ class NetnsCluster(LocalCluster):
         super().__init__(workdir, bind=f"tcp://{address}:0", metrics_bind=f"tcp://{address}:0", **kwargs)
         self.lab = lab
 
-    def _spawn(self, name: str, argv: list[str]) -> Proc:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
         host = "broker" if name == "broker" else name.removeprefix("worker-")
-        return super()._spawn(name, [*self.lab.prefix(host), *argv])
+        return super()._spawn(name, [*self.lab.prefix(host), *argv], env)
 
 
 @pytest.fixture
