@@ -40,6 +40,10 @@ ALLOWED: dict[str, frozenset[str]] = {
     protocol.TEST_HISTORY: _CLIENTS,
     protocol.DRAIN_WORKER: frozenset((ADMIN,)),
     protocol.PING: frozenset(ROLES),
+    # Shipped code: clients ask for and upload archives, workers fetch them (by hash only).
+    protocol.SHIP_HAVE: _CLIENTS,
+    protocol.SHIP_PUT: _CLIENTS,
+    protocol.SHIP_GET: frozenset((WORKER, ADMIN)),
 }
 
 
