@@ -144,7 +144,7 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     if option.help or option.version or option.markers or option.showfixtures or option.show_fixtures_per_test:
         return None
     from dtf_bus import config as dtf_config
-    from dtf_bus import pytest_dist, security
+    from dtf_bus import pytest_dist, security, ship_client
     from dtf_bus.client import BrokerUnreachable, Client, ClientError, default_endpoint
 
     try:
@@ -157,6 +157,7 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     client = Client(endpoint, timeout=option.dtf_connect_timeout, curve=curve)
     try:
         workers = client.workers()
+        settings.ship = ship_client.for_pytest(client, config.rootpath, option)  # --dtf-ship: packed, uploaded
     except BrokerUnreachable as exc:
         client.close()
         sys.stderr.write(f"dtf: {exc}\n")
@@ -166,15 +167,6 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
         sys.stderr.write(f"ERROR: dtf: {exc}\n")
         return pytest.ExitCode.USAGE_ERROR
     client.timeout = max(client.timeout, defaults.CLIENT_TIMEOUT)
-    from dtf_bus import ship_client
-    from dtf_bus.ship import ShipError
-
-    try:  # --dtf-ship: pack and upload the project once, before any task names it
-        settings.ship = ship_client.for_pytest(client, config.rootpath, option)
-    except (ShipError, ClientError) as exc:
-        client.close()
-        sys.stderr.write(f"ERROR: dtf: --dtf-ship: {exc}\n")
-        return pytest.ExitCode.USAGE_ERROR
     config.pluginmanager.register(Controller(config, client, settings, workers), "dtf-controller")
     return None
 

@@ -35,7 +35,6 @@ _HEX = re.compile(r"[0-9a-f]{64}")
 # Every member's mtime: fixed so the hash depends on content only, and after 1980 so that tools
 # building zips (wheels from a shipped package) accept the unpacked files.
 MTIME = 946684800  # 2000-01-01
-_READ = 1 << 20
 # Plugins that take a ``cwd`` (run where the tree is unless told otherwise) and a ``python``.
 CWD_PLUGINS = frozenset(("shell", "python", "pytest"))
 PYTHON_PLUGINS = frozenset(("python", "pytest", "pytest-session"))
@@ -243,14 +242,6 @@ def pack(root: str | Path, out: BinaryIO, max_bytes: int = defaults.SHIP_MAX_BYT
                 raise ShipError(f"{root}: cannot pack {entry.name}: {exc}") from None
     content = sum(e.size for e in entries)
     return Packed(sink.sha.hexdigest(), sink.size, len(entries), content, root, how)
-
-
-def file_sha256(path: Path) -> str:
-    sha = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(_READ):
-            sha.update(block)
-    return sha.hexdigest()
 
 
 # ---------------------------------------------------------------- unpacking

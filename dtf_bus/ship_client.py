@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dtf_bus import defaults, protocol, ship
-from dtf_bus.client import Client
+from dtf_bus.client import BrokerUnreachable, Client, ClientError
 from dtf_bus.ship import ShipError
 
 log = logging.getLogger(__name__)
@@ -47,21 +47,32 @@ class Shipped:
 
 
 def upload(client: Client, path: Path, hexdigest: str, size: int) -> tuple[int, int]:
-    """Send the archive at ``path`` unless the broker holds it; returns (bytes, chunks) sent."""
+    """Send the archive at ``path`` unless the broker holds it; returns (bytes, chunks) sent.
+    Up to SHIP_FETCH_WINDOW chunks are in flight at once; a reply placing the upload elsewhere
+    (another client uploading the same code, a resume) restarts the window from there."""
     code = ship.ref(hexdigest)
     state = client.request(protocol.SHIP_HAVE, {"code": code})
     if state["have"]:
         return 0, 0
     offset, sent, chunks = int(state["offset"]), 0, 0
+    window: list[tuple[int, int]] = []  # (req, the offset after its chunk), oldest first
     with path.open("rb") as fh:
         while True:
-            fh.seek(offset)
-            data = fh.read(defaults.SHIP_CHUNK_BYTES)
-            reply = client.request(protocol.SHIP_PUT, {"code": code, "size": size, "offset": offset, "data": data})
-            sent, chunks = sent + len(data), chunks + 1
+            while len(window) < defaults.SHIP_FETCH_WINDOW and (offset < size or not window):
+                fh.seek(offset)
+                data = fh.read(defaults.SHIP_CHUNK_BYTES)
+                body = {"code": code, "size": size, "offset": offset, "data": data}
+                offset += len(data)
+                window.append((client.send(protocol.SHIP_PUT, body), offset))
+                sent, chunks = sent + len(data), chunks + 1
+            req, expected = window.pop(0)
+            reply = client.reply(req)
             if reply["stored"]:
                 return sent, chunks
-            offset = int(reply["offset"])  # ours, or where another upload of the same code stands
+            if reply["offset"] != expected:  # placed elsewhere: what is still in flight is moot
+                for req, _ in window:
+                    client.reply(req)
+                window, offset = [], int(reply["offset"])
 
 
 def _blob(client: Client, text: str) -> str:
@@ -120,12 +131,19 @@ def attach(tasks: list[dict[str, Any]], params: dict[str, Any]) -> None:
 
 
 def for_pytest(client: Client, rootdir: str | Path, option: Any) -> Shipped | None:
-    """``pytest --dtf --dtf-ship``: the checkout around the rootdir (or the rootdir), shipped."""
+    """``pytest --dtf --dtf-ship``: the checkout around the rootdir (or the rootdir), shipped.
+    Any failure is a ClientError (the plugin's one-line usage error) naming the option."""
     if not getattr(option, "dtf_ship", False):
         if option.dtf_ship_requirements:
-            raise ShipError("--dtf-ship-requirements needs --dtf-ship")
+            raise ClientError("--dtf-ship-requirements needs --dtf-ship")
         return None
-    return ship_directory(client, ship.project_dir(rootdir), option.dtf_ship_max_bytes, option.dtf_ship_requirements)
+    directory = ship.project_dir(rootdir)
+    try:
+        return ship_directory(client, directory, option.dtf_ship_max_bytes, option.dtf_ship_requirements)
+    except BrokerUnreachable:
+        raise
+    except (ShipError, ClientError) as exc:  # a usage error, or the broker refused (its store is full)
+        raise ClientError(f"--dtf-ship: {exc}") from None
 
 
 def add_submit_options(parser: argparse.ArgumentParser) -> None:

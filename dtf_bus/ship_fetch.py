@@ -10,6 +10,7 @@ I/O of its own). Nothing is used before the whole file's sha256 is the name aske
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import threading
 import time
@@ -35,9 +36,14 @@ class Download:
     chunk: int = defaults.SHIP_CHUNK_BYTES
     in_flight: set[int] = field(default_factory=set)
     offset: int = 0
+    sha: Any = field(default_factory=hashlib.sha256)  # of what is on disk, kept up as chunks come
 
     def __post_init__(self) -> None:
-        self.offset = self.path.stat().st_size if self.path.exists() else 0  # resume what is there
+        if self.path.exists():  # resume what is there
+            with self.path.open("rb") as fh:
+                while block := fh.read(1 << 20):
+                    self.sha.update(block)
+                    self.offset += len(block)
 
     @property
     def done(self) -> bool:
@@ -70,6 +76,7 @@ class Download:
             return False
         with self.path.open("ab") as fh:
             fh.write(data)
+        self.sha.update(data)
         self.offset += len(data)
         return True
 
@@ -81,8 +88,17 @@ class Download:
 class Fetcher:
     """Fetches archives by hash from the broker for one worker (one socket per fetch)."""
 
-    def __init__(self, broker: str, worker_id: str, curve: security.ClientCurve | None = None) -> None:
+    def __init__(
+        self,
+        broker: str,
+        worker_id: str,
+        curve: security.ClientCurve | None = None,
+        timeout: float = defaults.SHIP_FETCH_TIMEOUT,
+        patience: float = defaults.SHIP_FETCH_PATIENCE,
+    ) -> None:
         self.broker = broker
+        self.timeout = timeout  # unanswered this long: reconnect and resume
+        self.patience = patience  # no progress this long: give up
         self.worker_id = worker_id
         self.curve = curve
         self._ctx = zmq.Context.instance()
@@ -121,12 +137,12 @@ class Fetcher:
                     asked_at = time.monotonic()
                 if not sock.poll(_POLL * 1000):
                     now = time.monotonic()
-                    if now - progress_at > defaults.SHIP_FETCH_PATIENCE:
+                    if now - progress_at > self.patience:
                         raise ShipError(
                             f"no chunk of {ship.short(hexdigest)} from the broker at {self.broker} "
-                            f"for {defaults.SHIP_FETCH_PATIENCE:g}s"
+                            f"for {self.patience:g}s"
                         )
-                    if now - asked_at > defaults.SHIP_FETCH_TIMEOUT:
+                    if now - asked_at > self.timeout:
                         sock.close()  # a new connection; the next requests resume from disk
                         sock = self._connect()
                         pending.clear()
@@ -137,7 +153,7 @@ class Fetcher:
                 progress_at = time.monotonic()
         finally:
             sock.close()
-        got = ship.file_sha256(path)
+        got = download.sha.hexdigest()  # of the bytes written: no second read of the archive
         if got != hexdigest:
             path.unlink(missing_ok=True)
             raise ShipError(

@@ -311,13 +311,16 @@ def test_a_download_asks_for_each_chunk_once_and_resumes_from_disk_after_a_lost_
                 break
             lost_after -= 1
             download.received(offset, source[offset : offset + 100], len(source))
-    assert part.read_bytes() == source
+    assert part.read_bytes() == source and download.sha.hexdigest() == hashlib.sha256(source).hexdigest()
     assert sorted(set(asked)) == list(range(0, 1024, 100))
     written = [o for o in asked if asked.count(o) > 1]
     assert written and all(o >= 400 for o in written)  # only what was in flight is asked again
     # A new download of the same file (a worker restarted mid-fetch) starts from what is on disk.
     part.write_bytes(source[:500])
-    assert Download(part, chunk=100).offset == 500
+    resumed = Download(part, chunk=100)
+    assert resumed.offset == 500 and resumed.wanted(4) == [500]
+    assert resumed.received(500, source[500:600], len(source)) and resumed.wanted(2) == [600, 700]
+    assert resumed.sha.hexdigest() == hashlib.sha256(source[:600]).hexdigest()
 
 
 def test_a_download_ignores_stale_answers_and_refuses_a_changing_size(tmp_path):
