@@ -317,6 +317,8 @@ SHIP_UPLOAD_IDLE = 600.0
 # least recently used entries no task is using are deleted once it holds more.
 SHIP_CACHE_DIR_ENV = "DTF_SHIP_CACHE"
 SHIP_CACHE_BYTES = 8 * 1024 * 1024 * 1024
+# ... and none used within this many seconds: longer than a pytest session idles in its tree.
+SHIP_CACHE_MIN_IDLE = 2 * PYTEST_SESSION_IDLE
 # A fetch request unanswered this long reconnects and continues from the chunks already on disk;
 # a fetch that makes no progress for SHIP_FETCH_PATIENCE seconds fails its task.
 SHIP_FETCH_TIMEOUT = 10.0

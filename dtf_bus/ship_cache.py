@@ -10,8 +10,9 @@ workers sharing the cache) out of each other's way:
 - ``<name>.use``, shared by every task using the entry; eviction takes it exclusively without
   waiting, so an entry in use is never deleted.
 
-After building, entries no task uses are evicted least recently used first until the cache
-fits its bound (the entry just built stays even if it alone is larger, with a warning).
+After building, entries no task uses, and none used for SHIP_CACHE_MIN_IDLE seconds (longer
+than a pytest session idles in its tree before it is shut down), are evicted least recently used
+first until the cache fits its bound; what cannot go yet stays, with a warning.
 """
 
 from __future__ import annotations
@@ -55,9 +56,15 @@ def tree_size(path: Path) -> int:
 
 
 class Cache:
-    def __init__(self, root: str | Path, max_bytes: int = defaults.SHIP_CACHE_BYTES) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        max_bytes: int = defaults.SHIP_CACHE_BYTES,
+        min_idle: float = defaults.SHIP_CACHE_MIN_IDLE,
+    ) -> None:
         self.root = Path(root)
         self.max_bytes = max_bytes
+        self.min_idle = min_idle
         self.entries = self.root / "entries"
         self.locks = self.root / "locks"
         self.partial = self.root / "partial"  # downloads in progress (kept to resume them)
@@ -102,7 +109,11 @@ class Cache:
             # The build lock is free again (others may use the entry at once); the use lock is ours.
             if not hit:
                 self.evict(keep=name)
-            yield self.path(name), hit
+            try:
+                yield self.path(name), hit
+            finally:
+                with contextlib.suppress(OSError):
+                    os.utime(self._marker(name))  # last used when the task ended (an idle session may follow)
 
     def _write_marker(self, name: str, size: int) -> None:
         tmp = self.entries / f".{name}.json.tmp"
@@ -145,9 +156,10 @@ class Cache:
         entries = self.listing()
         total = sum(size for _, _, size in entries)
         evicted: list[str] = []
-        for name, _, size in entries:
-            if total <= self.max_bytes:
-                break
+        cutoff = time.time() - self.min_idle
+        for name, used, size in entries:
+            if total <= self.max_bytes or used > cutoff:
+                break  # oldest first: the rest were used more recently still
             if name == keep or not self._evict_one(name):
                 continue
             total -= size

@@ -197,3 +197,24 @@ def test_shipped_requirements_become_one_venv_built_once_for_concurrent_tasks(tm
     (venv,) = venvs
     assert all(t["result"]["stdout"].split() == ["42", venv] for t in tasks)  # the venv's python ran it
     assert sorted(t["result"]["ship"]["venv_cached"] for t in tasks) == [False, True]  # built once
+
+
+def test_shipping_mistakes_are_one_line_usage_errors_before_anything_is_sent(tmp_path):
+    project = make_project(tmp_path / "proj", SUITE)
+    spec = tmp_path / "spec.toml"
+    spec.write_text('[[tasks]]\nname = "t"\nplugin = "shell"\nparams = { cmd = "true" }\n')
+    nowhere = ["--broker", "tcp://127.0.0.1:9"]  # nothing listens: the checks come first
+
+    def dtf(*args: str) -> subprocess.CompletedProcess:
+        argv = [sys.executable, "-m", "dtf_bus.cli", "submit", str(spec), *nowhere, *args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=environ())
+
+    too_big = dtf("--ship", str(project), "--ship-max-bytes", "10")
+    assert too_big.returncode == 2 and len(too_big.stderr.strip().splitlines()) == 1, too_big.stderr
+    assert too_big.stderr.startswith(f"dtf submit: --ship: {project}: ") and "over the shipping limit" in too_big.stderr
+    orphan = dtf("--ship-requirements", str(spec))
+    assert orphan.returncode == 2
+    assert orphan.stderr.strip() == "dtf submit: --ship: --ship-requirements needs --ship DIR"
+    missing = dtf("--ship", str(tmp_path / "nope"))
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == f"dtf submit: --ship: {tmp_path / 'nope'}: not a directory"

@@ -220,7 +220,7 @@ def test_the_store_is_bounded_evicting_idle_archives_and_refusing_when_all_are_i
 
 
 def test_the_cache_builds_once_and_evicts_least_recently_used_entries_not_in_use(tmp_path):
-    cache = Cache(tmp_path / "cache", max_bytes=250)
+    cache = Cache(tmp_path / "cache", max_bytes=250, min_idle=0)
     built: list[str] = []
 
     def build(size: int):
@@ -249,6 +249,11 @@ def test_the_cache_builds_once_and_evicts_least_recently_used_entries_not_in_use
             pass
         assert (cache.entries / "a" / "f").exists()
     assert sorted(name for name, _, _ in cache.listing()) == ["a", "d"]
+    # Nothing used within min_idle goes (a pytest session may still idle in it): over the bound, kept.
+    cache.min_idle = 3600
+    with cache.use("e", build(100)):
+        pass
+    assert sorted(name for name, _, _ in cache.listing()) == ["a", "d", "e"]
 
 
 def test_a_failed_build_leaves_nothing_and_a_second_task_waits_for_the_first(tmp_path):
