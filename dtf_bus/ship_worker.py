@@ -55,25 +55,33 @@ class Shipping:
             reference = ship.Reference.of(value)
         except ShipError as exc:
             raise TaskFailed(str(exc)) from None
-        started = time.monotonic()
         info: dict[str, Any] = {"code": ship.ref(reference.code), "fetched_bytes": 0}
-        try:
-            with contextlib.ExitStack() as held:  # nobody evicts the tree or venv until the task ends
-                tree_name = f"tree-{reference.code}"
-                tree, hit = held.enter_context(
-                    self.cache.use(tree_name, lambda d: self._unpack(reference.code, d, ctx, info), ctx.cancelled)
-                )
-                info.update(dir=str(tree), cached=hit)
-                venv = None
-                if reference.requirements is not None:
-                    venv_name = f"venv-{reference.requirements}"
-                    build = lambda d: self._build_venv(reference.requirements, d, tree, ctx)  # noqa: E731
-                    venv, venv_hit = held.enter_context(self.cache.use(venv_name, build, ctx.cancelled))
-                    info.update(venv=str(venv), venv_cached=venv_hit)
-                info["prepare_s"] = round(time.monotonic() - started, 6)
-                return self._run_in(executor, ctx, plugin, reference, tree, venv, info)
-        except ShipError as exc:
-            raise TaskFailed(f"shipped code: {exc}", {"ship": info}) from None
+        with contextlib.ExitStack() as held:  # nobody evicts the tree or venv until the task ends
+            try:
+                tree, venv = self._prepare(reference, ctx, info, held)
+            except ShipError as exc:
+                raise TaskFailed(f"shipped code: {exc}", {"ship": info}) from None
+            except OSError as exc:  # the cache's disk: full, read-only, gone
+                raise TaskFailed(f"shipped code: the ship cache {self.cache.root}: {exc}", {"ship": info}) from None
+            return self._run_in(executor, ctx, plugin, reference, tree, venv, info)
+
+    def _prepare(
+        self, reference: ship.Reference, ctx: TaskContext, info: dict[str, Any], held: contextlib.ExitStack
+    ) -> tuple[Path, Path | None]:
+        """The task's tree (and venv), fetched or built unless cached, held in use by ``held``."""
+        started = time.monotonic()
+        build_tree = lambda d: self._unpack(reference.code, d, ctx, info)  # noqa: E731
+        tree, hit = held.enter_context(self.cache.use(f"tree-{reference.code}", build_tree, ctx.cancelled))
+        info.update(dir=str(tree), cached=hit)
+        venv = None
+        if reference.requirements is not None:
+            build_venv = lambda d: self._build_venv(reference.requirements, d, tree, ctx)  # noqa: E731
+            venv, venv_hit = held.enter_context(
+                self.cache.use(f"venv-{reference.requirements}", build_venv, ctx.cancelled)
+            )
+            info.update(venv=str(venv), venv_cached=venv_hit)
+        info["prepare_s"] = round(time.monotonic() - started, 6)
+        return tree, venv
 
     def _run_in(
         self,
