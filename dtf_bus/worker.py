@@ -683,7 +683,8 @@ def main(argv: list[str] | None = None) -> int:
     capabilities = hardware.merge(hardware.detect(), declared)
     totals, devices = worker_totals(declared_resources, os.environ, int(capabilities.get("gpu_count") or 0))
     worker_id = args.worker_id or wcfg.get("id") or f"{socket.gethostname()}-{os.getpid()}"
-    cache_bytes = args.ship_cache_bytes or wcfg.get("ship_cache_bytes", defaults.SHIP_CACHE_BYTES)
+    cache_bytes = args.ship_cache_bytes
+    cache_bytes = wcfg.get("ship_cache_bytes", defaults.SHIP_CACHE_BYTES) if cache_bytes is None else cache_bytes
     if not isinstance(cache_bytes, int) or cache_bytes < 1:
         print(f"dtf-worker: ship_cache_bytes must be a positive integer, got {cache_bytes!r}", file=sys.stderr)
         return 2
