@@ -38,6 +38,7 @@ from dtf_bus.hooks import BrokerHook
 from dtf_bus.registry import Registry, WorkerInfo
 from dtf_bus.results import ResultRows, test_history
 from dtf_bus.scheduler import Scheduler
+from dtf_bus.ship_store import ShipStore
 from dtf_bus.store import Store, StoreFailure
 from dtf_bus.task import Attempt, Job, Task, TaskState
 
@@ -97,6 +98,7 @@ class Broker:
         submitter_quota: int = defaults.SUBMITTER_QUOTA,
         finished_job_ttl: float = defaults.FINISHED_JOB_TTL,
         db_memory_limit: str | None = defaults.STORE_MEMORY_LIMIT,
+        ship_store_bytes: int = defaults.SHIP_STORE_BYTES,
     ) -> None:
         """``insecure``: allow a non-loopback endpoint without CURVE (refused otherwise)."""
         if authorized_keys and not curve_secret:
@@ -179,6 +181,7 @@ class Broker:
         self.events = events.Publisher(self.pub)
         self.store = Store(db, memory_limit=db_memory_limit)
         self.archive = Archive(self.store)
+        self.ships = ShipStore(ShipStore.beside(db), ship_store_bytes)  # shipped code (dtf_bus/ship_store.py)
         self._restore()
 
         self._handlers: dict[str, Callable[[bytes, dict[str, Any]], None]] = {
@@ -202,6 +205,7 @@ class Broker:
             protocol.DRAIN_WORKER: self._on_drain_worker,
             protocol.BALANCER_STATS: lambda peer, body: self._reply(peer, body, self.scheduler.stats()),
             protocol.PING: self._on_ping,
+            **self.ships.handlers(self._send),  # ship_have, ship_put, ship_get
         }
         self._gc_thaw_due = time.monotonic() + defaults.GC_THAW_INTERVAL
         self._heartbeat_timer = Timer(heartbeat_interval, self._send_heartbeats)
@@ -296,6 +300,7 @@ class Broker:
         self.ctx.term()
         self.archive.close()
         self.store.close()
+        self.ships.close()
         log.info("broker stopped; results in %s", self.store.path)
 
     def _dispatch(self, frames: list[zmq.Frame]) -> None:
@@ -912,6 +917,8 @@ class Broker:
         except spec.SpecError as exc:
             raise _ClientError(f"invalid spec: {exc}") from None
         submitter = self._submitter(body)
+        if (unshipped := self.ships.missing(specs)) is not None:
+            raise _ClientError(f"invalid spec: {unshipped}")
         self._admit(submitter, len(specs))
         if body.get("job_id"):
             job = self._open_job(body, specs)
@@ -1219,6 +1226,7 @@ class Broker:
                 # What the broker holds: finished jobs leave after --finished-job-ttl.
                 "jobs_in_memory": len(self.jobs),
                 "tasks_in_memory": len(self.tasks),
+                "ship": self.ships.stats(),  # shipped code: archives held, bytes received and sent
             },
         )
 

@@ -89,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         help=f"a WebSocket client with more unsent bytes is cut off (default {defaults.WEBSOCKET_MAX_PENDING_BYTES})",
     )
     parser.add_argument("--metrics-retention", type=float, help="seconds of metrics history kept in the database")
+    parser.add_argument(
+        "--ship-store-bytes",
+        type=int,
+        help=f"bytes of shipped code kept beside the database (default {defaults.SHIP_STORE_BYTES})",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logs.configure(args.log_level)
@@ -111,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         ttl = pick("finished_job_ttl", defaults.FINISHED_JOB_TTL)
         if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl < 0:
             raise config.ConfigError(f"finished_job_ttl must be a number of seconds >= 0, got {ttl!r}")
+        ship_store_bytes = config.positive_int(pick("ship_store_bytes", defaults.SHIP_STORE_BYTES), "ship_store_bytes")
         db_memory_limit = str(pick("db_memory_limit", defaults.STORE_MEMORY_LIMIT))
         if not store.valid_memory_limit(db_memory_limit):
             raise config.ConfigError(f"db_memory_limit must be a size such as 512MB or 2GB, got {db_memory_limit!r}")
@@ -136,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             submitter_quota=quota,
             finished_job_ttl=float(ttl),
             db_memory_limit=db_memory_limit,
+            ship_store_bytes=ship_store_bytes,
         )
     except (balancer.UnknownStrategy, security.SecurityError) as exc:
         print(f"dtf-broker: {exc}", file=sys.stderr)

@@ -26,8 +26,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dtf_bus import config, defaults, hardware, junit, keys_cli, logs, ping_cli, pytest_dist, security, spec
+from dtf_bus import (
+    config,
+    defaults,
+    hardware,
+    junit,
+    keys_cli,
+    logs,
+    ping_cli,
+    pytest_dist,
+    security,
+    ship_client,
+    spec,
+)
 from dtf_bus.client import BrokerUnreachable, Client, ClientError, default_endpoint
+from dtf_bus.ship import ShipError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_TIMEOUT = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a Ctrl-C'd command
@@ -203,6 +216,7 @@ def cmd_submit(client: Client, args: argparse.Namespace) -> int:
         for task in tasks:
             if task.get("placement_timeout") is None:
                 task["placement_timeout"] = args.placement_timeout
+    ship_client.for_submit(client, tasks, args)  # --ship DIR: the tasks run in its packed tree
     job_id, warnings = _submit(client, tasks, name, "submit")
     extra = {"warnings": warnings} if warnings else {}
     if not args.wait:
@@ -520,6 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="fail tasks no live worker can take within S seconds (spec field placement_timeout)",
     )
+    ship_client.add_submit_options(p)
     p.set_defaults(func=cmd_submit)
 
     p = with_broker(sub.add_parser("status", help="a job's progress and why tasks wait"))
@@ -608,6 +623,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args, wants_json, EXIT_USAGE, f"dtf {args.command}: {exc}")
     except spec.SpecError as exc:
         return _fail(args, wants_json, EXIT_USAGE, f"dtf {args.command}: invalid spec: {exc}")
+    except ShipError as exc:
+        return _fail(args, wants_json, EXIT_USAGE, f"dtf {args.command}: --ship: {exc}")
     except BrokerUnreachable as exc:
         return _fail(args, wants_json, EXIT_UNREACHABLE, f"dtf {args.command}: {exc}")
     except ClientError as exc:

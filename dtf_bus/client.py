@@ -62,8 +62,16 @@ class Client:
 
     def request(self, kind: str, body: dict[str, Any], timeout: float | None = None) -> Any:
         """Send one request and wait for its reply; raises on error or silence."""
+        return self.reply(self.send(kind, body), timeout)
+
+    def send(self, kind: str, body: dict[str, Any]) -> int:
+        """Send a request without waiting (requests in flight are answered in order); its ``req``."""
         req = next(self._req)
         self._socket.send(protocol.encode(kind, {**body, "req": req}))
+        return req
+
+    def reply(self, req: int, timeout: float | None = None) -> Any:
+        """Wait for the reply to request ``req`` (earlier replies not waited for are dropped)."""
         limit = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
         while True:

@@ -200,9 +200,11 @@ class LocalCluster:
         extra_args: list[str] | None = None,
         authorized: bool = True,
         env: dict[str, str] | None = None,
+        wrap: list[str] | None = None,
     ) -> Proc:
         """In a secure cluster the worker gets its own keypair, admitted unless ``authorized`` is False.
-        ``env`` is added to this process's environment for the worker (CUDA_VISIBLE_DEVICES, PATH)."""
+        ``env`` is added to this process's environment for the worker (CUDA_VISIBLE_DEVICES, PATH).
+        ``wrap`` runs the worker's command line under another (``unshare ...``) that execs it."""
         argv = [
             sys.executable,
             "-m",
@@ -227,11 +229,13 @@ class LocalCluster:
             argv += ["--heartbeat-interval", str(self.heartbeat_interval)]
         if self.heartbeat_liveness is not None:
             argv += ["--heartbeat-liveness", str(self.heartbeat_liveness)]
-        argv += extra_args or []
+        argv = [*(wrap or []), *argv, *(extra_args or [])]
         proc = self._spawn(f"worker-{worker_id}", argv, env)
         proc.extra = {"slots": slots, "capabilities": capabilities, "config": config, "extra_args": extra_args}
         if env:
             proc.extra["env"] = env
+        if wrap:
+            proc.extra["wrap"] = wrap
         if not authorized:
             proc.extra["authorized"] = False
         self.workers[worker_id] = proc

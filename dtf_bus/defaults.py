@@ -334,3 +334,38 @@ ALIVE_FILE_MAX_AGE = 60.0
 # the rest are summed into requirement="other", so a spec with a fresh requirement per task cannot
 # blow up the scraper's series count.
 QUEUE_GAUGE_MAX_SERIES = 100
+# Code shipped to workers (docs/shipping.md: dtf_bus/ship.py, ship_store.py, ship_client.py, ship_cache.py).
+# A project packed for shipping (the files' bytes, before tar headers) may be at most this large
+# (dtf submit --ship-max-bytes, pytest --dtf-ship-max-bytes): a checkout that grew a data set or a
+# build tree fails at once with its size, instead of filling the broker and every worker.
+SHIP_MAX_BYTES = 256 * 1024 * 1024
+# Without git, these names (any path component, fnmatch patterns) are never shipped.
+SHIP_IGNORE = (".git", ".hg", ".svn", "__pycache__", "*.pyc", ".venv", "venv", ".tox", ".nox", ".pytest_cache")
+SHIP_IGNORE += (".mypy_cache", ".ruff_cache", "node_modules", "*.egg-info", ".dtf-up", "*.duckdb", "*.duckdb.wal")
+# One upload or fetch message carries at most this many bytes of an archive: far below
+# MSGPACK_MAX_BIN_LEN and MAX_MESSAGE_BYTES, and small enough that reading one from disk (the
+# broker answers fetches on its loop) costs about a millisecond.
+SHIP_CHUNK_BYTES = 2 * 1024 * 1024
+# Fetch requests a worker keeps in flight at once (a window, as the zguide's file transfer does):
+# one round trip per window instead of per chunk.
+SHIP_FETCH_WINDOW = 4
+# The broker's archives (<db>.ship/) in all. Past it, archives unused for SHIP_STORE_MIN_IDLE
+# seconds are evicted, least recently used first; when that is not enough the upload is refused.
+SHIP_STORE_BYTES = 4 * 1024 * 1024 * 1024
+SHIP_STORE_MIN_IDLE = 3600.0
+# An upload nobody continued for this long is dropped (its partial file deleted).
+SHIP_UPLOAD_IDLE = 600.0
+# A worker's cache of unpacked trees and venvs (dtf-worker --ship-cache, --ship-cache-bytes):
+# least recently used entries no task is using are deleted once it holds more.
+SHIP_CACHE_DIR_ENV = "DTF_SHIP_CACHE"
+SHIP_CACHE_BYTES = 8 * 1024 * 1024 * 1024
+# ... and none used within this many seconds: longer than a pytest session idles in its tree.
+SHIP_CACHE_MIN_IDLE = 2 * PYTEST_SESSION_IDLE
+# A fetch request unanswered this long reconnects and continues from the chunks already on disk;
+# a fetch that makes no progress for SHIP_FETCH_PATIENCE seconds fails its task.
+SHIP_FETCH_TIMEOUT = 10.0
+SHIP_FETCH_PATIENCE = 60.0
+# Seconds a task may take to build its --ship-requirements venv (python -m venv, pip install).
+SHIP_VENV_TIMEOUT = 900.0
+# Requirements text travels in the task's params: at most this many bytes.
+SHIP_REQUIREMENTS_BYTES = 64 * 1024

@@ -56,6 +56,11 @@ class TaskContext:
     cancel_reason: str | None = None
     progress: Callable[[dict[str, Any]], None] | None = None  # set by the worker
     devices: dict[str, list[str]] = field(default_factory=dict)  # resource -> the ids this task holds
+    # Shipped code (dtf_bus/ship_worker.py): the unpacked tree the task runs in, the directory it
+    # was packed from on the submitting machine, and the venv of its requirements.
+    ship_dir: str | None = None
+    ship_root: str | None = None
+    ship_venv: str | None = None
 
     def report_progress(self, data: dict[str, Any]) -> None:
         """Show what the task has so far (a finished test's reports) before it ends: sent to the
@@ -76,6 +81,8 @@ class TaskContext:
             "DTF_ATTEMPT": str(self.attempt),
             "DTF_WORKER_ID": self.worker_id,
             **resources.gpu_environment(self.devices),  # its own GPUs, no one else's
+            **({"DTF_SHIP_DIR": self.ship_dir} if self.ship_dir else {}),
+            **({"VIRTUAL_ENV": self.ship_venv} if self.ship_venv else {}),
         }
 
 
@@ -155,7 +162,10 @@ def task_environ(env: dict[str, str] | None = None, ctx: TaskContext | None = No
     """The environment a task's command runs with: the worker's own, less its secrets, then the
     task's ``env`` param, then the ``DTF_TASK_ID``/``DTF_ATTEMPT``/``DTF_WORKER_ID`` of ``ctx``."""
     inherited = {name: value for name, value in os.environ.items() if not is_secret_variable(name)}
-    return {**inherited, **(env or {}), **(ctx.env if ctx is not None else {})}
+    full = {**inherited, **(env or {}), **(ctx.env if ctx is not None else {})}
+    if ctx is not None and ctx.ship_venv:  # the shipped requirements' venv comes first on PATH
+        full["PATH"] = os.path.join(ctx.ship_venv, "bin") + os.pathsep + full.get("PATH", os.defpath)
+    return full
 
 
 def _tail(fh: Any, limit: int) -> str:
@@ -189,7 +199,7 @@ def run_process(
         proc = subprocess.Popen(
             argv,
             shell=isinstance(argv, str),
-            cwd=cwd,
+            cwd=cwd or ctx.ship_dir,  # a shipped task runs in its tree unless told otherwise
             env=full_env,
             stdout=out,
             stderr=err,

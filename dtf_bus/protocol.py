@@ -54,6 +54,11 @@ TEST_HISTORY = "test_history"  # earlier runs' outcomes and durations of a pytes
 DRAIN_WORKER = "drain_worker"
 BALANCER_STATS = "balancer_stats"
 PING = "ping"
+# Shipped code (dtf_bus/ship_store.py): a client asks whether the broker holds an archive and
+# uploads it in chunks; a worker fetches it in chunks. Every reply is a REPLY or an ERROR.
+SHIP_HAVE = "ship_have"
+SHIP_PUT = "ship_put"
+SHIP_GET = "ship_get"
 # Broker -> client, and broker -> anyone on a bad message
 REPLY = "reply"
 ERROR = "error"
@@ -121,6 +126,15 @@ SCHEMAS: dict[str, Schema] = {
     DRAIN_WORKER: {"req": (_INT, True), "worker_id": (_STR, True)},
     BALANCER_STATS: {"req": (_INT, True)},
     PING: {"req": (_INT, True)},
+    SHIP_HAVE: {"req": (_INT, True), "code": (_STR, True)},
+    SHIP_PUT: {
+        "req": (_INT, True),
+        "code": (_STR, True),
+        "size": (_INT, True),
+        "offset": (_INT, True),
+        "data": ((bytes,), True),
+    },
+    SHIP_GET: {"req": (_INT, True), "code": (_STR, True), "offset": (_INT, True), "worker_id": (_STR, False)},
     REPLY: {"req": (_INT, True), "data": ((dict, list), True)},
     ERROR: {"req": ((int, type(None)), False), "error": (_STR, True)},
 }
@@ -310,6 +324,9 @@ _LIMITS: dict[str, _Limits] = {
     FOLLOW: (*_JOB, ("since", _count), ("progress_since", _count), ("wait", _wait)),
     TEST_HISTORY: (("rootdir", _path),),
     DRAIN_WORKER: (("worker_id", _id),),
+    SHIP_HAVE: (("code", _id),),
+    SHIP_PUT: (("code", _id), ("size", _count), ("offset", _count)),
+    SHIP_GET: (("code", _id), ("offset", _count), ("worker_id", _id)),
 }
 # Batched types: the list field, and the schema and limits every entry of it must meet.
 ITEMS: dict[str, tuple[str, Schema, _Limits]] = {

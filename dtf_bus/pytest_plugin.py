@@ -102,6 +102,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="S",
         help="seconds the broker has to answer (default %(default)s)",
     )
+    group.addoption("--dtf-ship", action="store_true", help="ship the project (rootdir's git checkout) to the workers")
+    group.addoption("--dtf-ship-requirements", metavar="FILE", help="with --dtf-ship: tests run in a venv of FILE")
+    group.addoption(
+        "--dtf-ship-max-bytes", type=int, default=defaults.SHIP_MAX_BYTES, metavar="N", help="ship at most N bytes"
+    )
     parser.addini(
         "dtf_markers",
         "dtf: marker name = worker requirements (K=V ...), one per line, e.g. 'gpu = hardware=cuda'",
@@ -139,7 +144,7 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     if option.help or option.version or option.markers or option.showfixtures or option.show_fixtures_per_test:
         return None
     from dtf_bus import config as dtf_config
-    from dtf_bus import pytest_dist, security
+    from dtf_bus import pytest_dist, security, ship_client
     from dtf_bus.client import BrokerUnreachable, Client, ClientError, default_endpoint
 
     try:
@@ -152,6 +157,7 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     client = Client(endpoint, timeout=option.dtf_connect_timeout, curve=curve)
     try:
         workers = client.workers()
+        settings.ship = ship_client.for_pytest(client, config.rootpath, option)  # --dtf-ship: packed, uploaded
     except BrokerUnreachable as exc:
         client.close()
         sys.stderr.write(f"dtf: {exc}\n")
@@ -177,6 +183,7 @@ class Settings:
     placement_timeout: float
     marker_requires: dict[str, dict[str, Any]]
     args: list[str] = field(default_factory=list)
+    ship: Any = None  # dtf_bus.ship_client.Shipped with --dtf-ship
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -333,7 +340,8 @@ class Controller:
         live = [w for w in self.workers if w.get("state") in ("idle", "busy")]
         able = [w for w in live if PLUGIN_NAME in w.get("plugins", [])]
         slots = sum(int(w.get("slots") or 1) for w in able)
-        return f"dtf: {self.client.endpoint}: {len(able)} worker(s) with {PLUGIN_NAME}, {slots} slot(s)"
+        shipped = f"\ndtf: {self.settings.ship.describe()}" if self.settings.ship is not None else ""
+        return f"dtf: {self.client.endpoint}: {len(able)} worker(s) with {PLUGIN_NAME}, {slots} slot(s){shipped}"
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection(self, session: pytest.Session) -> bool:
@@ -510,6 +518,8 @@ class Controller:
         }
         if self.settings.python:
             params["python"] = self.settings.python
+        if self.settings.ship is not None:
+            params["ship"] = self.settings.ship.params
         if params["mode"] == "run":
             params["nodeids"] = unit.nodeids
         if unit.rerun:

@@ -5,10 +5,12 @@ With CURVE on, every key in the broker's authorized-keys directory carries a rol
 messages that act on the fleet:
 
 - ``worker`` registers and then speaks the worker's side of the protocol (heartbeats,
-  results); it can ping, and nothing else: a stolen worker key cannot submit a shell task.
-- ``client`` submits jobs, watches them, reads results and the worker list, and cancels the
-  jobs it submitted itself. It cannot register (a client key posing as a 64-slot worker would
-  receive other people's tasks and forge their results) or drain workers.
+  results); it can ping and fetch shipped code by hash, and nothing else: a stolen worker key
+  cannot submit a shell task (nor upload code for one).
+- ``client`` submits jobs (and uploads the code they ship), watches them, reads results and
+  the worker list, and cancels the jobs it submitted itself. It cannot register (a client key
+  posing as a 64-slot worker would receive other people's tasks and forge their results), fetch
+  shipped code or drain workers.
 - ``admin`` may do everything, including cancelling anyone's job and draining workers.
 
 Messages of the worker's session (heartbeat, task_started, task_result, ...) need no check of
@@ -40,6 +42,10 @@ ALLOWED: dict[str, frozenset[str]] = {
     protocol.TEST_HISTORY: _CLIENTS,
     protocol.DRAIN_WORKER: frozenset((ADMIN,)),
     protocol.PING: frozenset(ROLES),
+    # Shipped code: clients ask for and upload archives, workers fetch them (by hash only).
+    protocol.SHIP_HAVE: _CLIENTS,
+    protocol.SHIP_PUT: _CLIENTS,
+    protocol.SHIP_GET: frozenset((WORKER, ADMIN)),
 }
 
 

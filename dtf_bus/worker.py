@@ -38,6 +38,7 @@ import zmq
 from dtf_bus import config, defaults, hardware, liveness, logs, protocol, security, utilisation
 from dtf_bus.plugins import Executor, PluginError, TaskContext, TaskFailed, is_secret_variable, load_executors
 from dtf_bus.resources import Pool, ResourceError, check, worker_totals
+from dtf_bus.ship_worker import Shipping
 
 log = logging.getLogger("dtf.worker")
 
@@ -69,8 +70,10 @@ class Worker:
         resources: dict[str, int] | None = None,
         devices: dict[str, list[str]] | None = None,
         alive_file: str | None = None,
+        shipping: Shipping | None = None,
     ) -> None:
         self.broker = broker
+        self.shipping = shipping or Shipping.for_worker(broker, worker_id, curve)  # tasks with params.ship
         self.resources = resources or {}  # consumable totals advertised (dtf_bus.resources)
         self.pool = Pool(self.resources, devices or {})
         self.alive = liveness.AliveFile(alive_file)  # touched from the main loop: a liveness probe reads it
@@ -455,7 +458,7 @@ class Worker:
         try:
             if executor is None:
                 raise TaskFailed(f"plugin {plugin!r} is not loaded on worker {self.worker_id}")
-            result = executor.run(ctx)
+            result = self.shipping.run(executor, ctx, plugin)  # in its shipped tree, if it has one
             outcome = "succeeded"
         except TaskFailed as exc:
             outcome, error, result = "failed", str(exc), exc.result
@@ -639,6 +642,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--curve-secret", metavar="FILE", help="this worker's keypair (default $DTF_CURVE_SECRET)")
     parser.add_argument("--broker-key", metavar="FILE", help="the broker's public key (default $DTF_BROKER_KEY)")
     parser.add_argument("--alive-file", metavar="FILE", help="touch FILE while alive (dtf ping --alive-file FILE)")
+    parser.add_argument("--ship-cache", metavar="DIR", help="shipped trees and venvs (default ~/.cache/dtf/ship)")
+    parser.add_argument("--ship-cache-bytes", type=int, metavar="N", help="the ship cache's bound (LRU beyond it)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logs.configure(args.log_level)
@@ -681,9 +686,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     capabilities = hardware.merge(hardware.detect(), declared)
     totals, devices = worker_totals(declared_resources, os.environ, int(capabilities.get("gpu_count") or 0))
+    worker_id = args.worker_id or wcfg.get("id") or f"{socket.gethostname()}-{os.getpid()}"
+    cache_bytes = args.ship_cache_bytes
+    cache_bytes = wcfg.get("ship_cache_bytes", defaults.SHIP_CACHE_BYTES) if cache_bytes is None else cache_bytes
+    if not isinstance(cache_bytes, int) or cache_bytes < 1:
+        print(f"dtf-worker: ship_cache_bytes must be a positive integer, got {cache_bytes!r}", file=sys.stderr)
+        return 2
     worker = Worker(
         broker=broker,
-        worker_id=args.worker_id or wcfg.get("id") or f"{socket.gethostname()}-{os.getpid()}",
+        worker_id=worker_id,
         executors=executors,
         capabilities=capabilities,
         resources=totals,
@@ -693,6 +704,7 @@ def main(argv: list[str] | None = None) -> int:
         heartbeat_liveness=liveness,
         curve=curve,
         alive_file=args.alive_file or os.environ.get(defaults.ALIVE_FILE_ENV),
+        shipping=Shipping.for_worker(broker, worker_id, curve, args.ship_cache or wcfg.get("ship_cache"), cache_bytes),
     )
     worker.install_signal_handlers()
     log.info("worker %s connecting to %s with plugins %s", worker.worker_id, broker, ", ".join(sorted(executors)))

@@ -100,7 +100,8 @@ def _map_arg(arg: str, pairs: list[tuple[str, str]]) -> str:
 
 def rootdir_pairs(ctx: TaskContext) -> list[tuple[str, str]]:
     """The worker's mapping: its ``rootdir_map`` capability, then ``$DTF_ROOTDIR_MAP``."""
-    pairs = parse_rootdir_map(ctx.capabilities.get("rootdir_map"))
+    pairs = [(ctx.ship_root.rstrip("/") or "/", ctx.ship_dir)] if ctx.ship_root and ctx.ship_dir else []  # shipped
+    pairs += parse_rootdir_map(ctx.capabilities.get("rootdir_map"))
     pairs += parse_rootdir_map(os.environ.get(defaults.ROOTDIR_MAP_ENV, ""))
     return sorted(pairs, key=lambda p: -len(p[0]))
 
