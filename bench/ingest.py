@@ -27,7 +27,7 @@ from typing import Any
 import benchlib
 import duckdb
 
-from dtf_bus.store import SCHEMA, TABLES, Store, Table
+from dtf_bus.store import MIGRATIONS, SCHEMA, TABLES, Store, Table
 
 TARGET_ROWS_PER_S = 50_000
 
@@ -66,6 +66,8 @@ def make_rows(n: int) -> dict[str, list[tuple[Any, ...]]]:
     out: dict[str, list[tuple[Any, ...]]] = {}
     schema = duckdb.connect()  # in memory: only to read the column types
     schema.execute(SCHEMA)
+    for statement in MIGRATIONS:  # the columns later versions added, as a store opening a file has
+        schema.execute(statement)
     for table in ("attempts", "tasks"):
         spec = Table.create(schema, table, TABLES[table])
         columns = spec.columns
