@@ -470,6 +470,11 @@ class Broker:
         for task_id, attempt in reported:
             if worker.inflight.get(task_id) != attempt:
                 self._send(peer, protocol.CANCEL, {"task_id": task_id, "attempt": attempt, "reason": "superseded"})
+                task = self.tasks.get(task_id)
+                if task is not None and isinstance(attempt, int) and attempt > task.reported_attempt:
+                    task.reported_attempt = attempt  # never handed out again (see Task.reported_attempt)
+                    if task.state is TaskState.QUEUED and task.attempt <= attempt:
+                        task.attempt = attempt + 1
         self.scheduler.strategy.add_worker(worker)
         registered = {"heartbeat_interval": interval, "heartbeat_liveness": self.health.liveness}
         if self.guard is not None and new_binding:
@@ -730,7 +735,7 @@ class Broker:
             self._hook("on_task_state", task)
 
     def _requeue(self, task: Task, enqueue: bool = True) -> None:
-        task.attempt += 1
+        task.attempt = max(task.attempt, task.reported_attempt) + 1
         task.worker_id = None
         task.started_at = None
         self._move(task, TaskState.QUEUED)

@@ -86,6 +86,10 @@ class Task:
     lost_workers: int = 0  # attempts that ended because the worker died running them (poison evidence)
     placement_timeout: float | None = None  # fail if no live worker can take it this long after submit
     lost_on: list[str] = field(default_factory=list)  # "worker (how)" for each of those, for the error
+    # The highest attempt a worker reported holding that this broker never handed out: its previous
+    # incarnation did, and died before storing it. An attempt number is a fencing token, so the
+    # task's next attempt comes after it (reused, a superseded run's result would count).
+    reported_attempt: int = 0
     history: list[Attempt] = field(default_factory=list)
     depends_on: list[str] = field(default_factory=list)  # task ids that must succeed first
     waiting_on: set[str] = field(default_factory=set)  # those of them not succeeded yet
