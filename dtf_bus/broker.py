@@ -459,9 +459,12 @@ class Broker:
         held.update(self._orphans.pop(worker_id, {}))
         if old is not None:
             self.scheduler.strategy.remove_worker(old.worker_id)
+        # Over the connection it is registered on (a worker answers each REREGISTER of a burst)
+        # it is the same process: what it did not report was sent after its REGISTER left.
+        same_connection = old is not None and old.peer == peer
         for task_id, attempt in held.items():
-            if (task_id, attempt) in reported:
-                worker.inflight[task_id] = attempt  # still there: keep it
+            if (task_id, attempt) in reported or same_connection:
+                worker.inflight[task_id] = attempt  # still there (or on its way): keep it
             else:
                 # Its process restarted under the task: evidence, as a death is.
                 self._attempt_lost(
@@ -652,7 +655,10 @@ class Broker:
         if outcome == "succeeded":
             self._finish(task, TaskState.SUCCEEDED, record)
         elif outcome == "cancelled":
-            self._finish(task, TaskState.CANCELLED, record)
+            # Workers cancel only when told: a job cancel or refused row, already final here, or a
+            # superseded attempt. Still current, it was superseded by a broker that died before
+            # storing that: no verdict on the task, which runs again.
+            self._requeue(task)
         elif task.failures < task.retries:
             task.failures += 1
             self._retry_later(task, outcome)

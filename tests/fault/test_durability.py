@@ -175,6 +175,62 @@ def test_a_requeued_task_skips_the_attempts_workers_reported(make_cluster):
     assert [(t["task_id"], t["attempt"]) for t in assignments] == [(task_id, 3)]
 
 
+def test_a_cancelled_result_of_a_restored_attempt_is_no_verdict(make_cluster):
+    """The dead broker had superseded attempt 1 (its worker went missing) and told the worker to
+    cancel it, but died before storing that: the database still says attempt 1 on the worker,
+    which registers holding the cancelled run's unacknowledged result. A worker cancels only when
+    told, so the result says nothing about the task: it runs again instead of ending cancelled."""
+    cluster = make_cluster()
+    worker = RawWorker(cluster.endpoint, "w")
+    try:
+        worker.register([])
+        with cluster.client() as client:
+            job = client.submit([{"name": "t", "plugin": "sim"}])
+        task_id = f"{job}.0"
+        wait_for(lambda: worker.received(protocol.ASSIGN), 10, "attempt 1")
+        cluster.stop_broker()  # stored: the database says attempt 1 on w
+        cluster.start_broker()
+        worker.got.clear()
+        worker.register([[task_id, 1]])
+        worker.result(task_id, 1, "cancelled")
+        with cluster.client() as client:
+            heard = task_where(client, job, lambda t: t["history"][0]["outcome"] == "cancelled", what="the result")
+        assert heard["state"] != "cancelled", heard
+        again = wait_for(lambda: worker.received(protocol.ASSIGN), 10, "the task to run again")["tasks"][0]
+        worker.result(task_id, again["attempt"], "succeeded")
+        with cluster.client() as client:
+            status = client.wait(job, timeout=20)
+            [task] = client.results(job)
+    finally:
+        worker.sock.close()
+    assert status["counts"] == {"succeeded": 1}, task
+    assert [(h["attempt"], h["outcome"]) for h in task["history"]] == [(1, "cancelled"), (2, "succeeded")]
+
+
+def test_a_second_register_on_the_same_connection_keeps_what_crossed_it(make_cluster):
+    """A worker answers each REREGISTER of a burst (one per message it had sent a restarted
+    broker). A REGISTER it built before an ASSIGN reached it does not list that task; over the
+    same connection that is no restart: the attempt is kept, not lost against the task."""
+    cluster = make_cluster()
+    worker = RawWorker(cluster.endpoint, "w")
+    try:
+        worker.register([])
+        with cluster.client() as client:
+            job = client.submit([{"name": "t", "plugin": "sim"}])
+            task_id = f"{job}.0"
+            wait_for(lambda: worker.received(protocol.ASSIGN), 10, "attempt 1")
+            worker.got.clear()
+            worker.register([])  # built before the ASSIGN arrived
+            [held] = client.results(job)
+            assert [(h["attempt"], h["outcome"]) for h in held["history"]] == [(1, "assigned")], held
+            worker.result(task_id, 1, "succeeded")
+            status = client.wait(job, timeout=20)
+            [task] = client.results(job)
+    finally:
+        worker.sock.close()
+    assert status["counts"] == {"succeeded": 1} and task["attempts"] == 1
+
+
 def test_dtf_drain_finishes_current_task_and_exits(make_cluster):
     cluster = make_cluster(workers={"w1": {}, "w2": {}})
     with cluster.client() as client:
