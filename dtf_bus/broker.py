@@ -459,8 +459,7 @@ class Broker:
         held.update(self._orphans.pop(worker_id, {}))
         if old is not None:
             self.scheduler.strategy.remove_worker(old.worker_id)
-        # Over the connection it is registered on (a worker answers each REREGISTER of a burst)
-        # it is the same process: what it did not report was sent after its REGISTER left.
+        # Its own connection (it answers each REREGISTER of a burst): what it omits crossed it.
         same_connection = old is not None and old.peer == peer
         for task_id, attempt in held.items():
             if (task_id, attempt) in reported or same_connection:
@@ -473,11 +472,8 @@ class Broker:
         for task_id, attempt in reported:
             if worker.inflight.get(task_id) != attempt:
                 self._send(peer, protocol.CANCEL, {"task_id": task_id, "attempt": attempt, "reason": "superseded"})
-                task = self.tasks.get(task_id)
-                if task is not None and isinstance(attempt, int) and attempt > task.reported_attempt:
-                    task.reported_attempt = attempt  # never handed out again (see Task.reported_attempt)
-                    if task.state is TaskState.QUEUED and task.attempt <= attempt:
-                        task.attempt = attempt + 1
+                if task_id in self.tasks and isinstance(attempt, int):
+                    self.tasks[task_id].skip_reported(attempt)  # a number never handed out again
         self.scheduler.strategy.add_worker(worker)
         registered = {"heartbeat_interval": interval, "heartbeat_liveness": self.health.liveness}
         if self.guard is not None and new_binding:
@@ -655,9 +651,8 @@ class Broker:
         if outcome == "succeeded":
             self._finish(task, TaskState.SUCCEEDED, record)
         elif outcome == "cancelled":
-            # Workers cancel only when told: a job cancel or refused row, already final here, or a
-            # superseded attempt. Still current, it was superseded by a broker that died before
-            # storing that: no verdict on the task, which runs again.
+            # Workers cancel only when told; still current, this attempt was superseded by a broker
+            # that died before storing that (job cancels are final here already): no verdict.
             self._requeue(task)
         elif task.failures < task.retries:
             task.failures += 1

@@ -105,6 +105,14 @@ class Task:
                 return record
         return None
 
+    def skip_reported(self, attempt: int) -> None:
+        """A worker registered holding ``attempt``, which this broker did not hand it: the next
+        attempt comes after it (see ``reported_attempt``)."""
+        if attempt > self.reported_attempt:
+            self.reported_attempt = attempt
+            if self.state is TaskState.QUEUED and self.attempt <= attempt:
+                self.attempt = attempt + 1
+
     def move(self, new: TaskState) -> None:
         allowed = _TRANSITIONS.get(self.state, frozenset())
         if new not in allowed:
