@@ -475,9 +475,11 @@ class Broker:
         held.update(self._orphans.pop(worker_id, {}))
         if old is not None:
             self.scheduler.strategy.remove_worker(old.worker_id)
+        # Its own connection (it answers each REREGISTER of a burst): what it omits crossed it.
+        same_connection = old is not None and old.peer == peer
         for task_id, attempt in held.items():
-            if (task_id, attempt) in reported:
-                task = self.tasks.get(task_id)  # still there: keep it, and what it holds
+            if (task_id, attempt) in reported or same_connection:
+                task = self.tasks.get(task_id)  # still there (or on its way): keep it, and what it holds
                 worker.take(task_id, attempt, task.resources if task is not None else {})
             else:
                 # Its process restarted under the task: evidence, as a death is.
@@ -487,6 +489,8 @@ class Broker:
         for task_id, attempt in reported:
             if worker.inflight.get(task_id) != attempt:
                 self._send(peer, protocol.CANCEL, {"task_id": task_id, "attempt": attempt, "reason": "superseded"})
+                if task_id in self.tasks and isinstance(attempt, int):
+                    self.tasks[task_id].skip_reported(attempt)  # a number never handed out again
         self.scheduler.strategy.add_worker(worker)
         registered = {"heartbeat_interval": interval, "heartbeat_liveness": self.health.liveness}
         if self.guard is not None and new_binding:
@@ -666,7 +670,9 @@ class Broker:
         if outcome == "succeeded":
             self._finish(task, TaskState.SUCCEEDED, record)
         elif outcome == "cancelled":
-            self._finish(task, TaskState.CANCELLED, record)
+            # Workers cancel only when told; still current, this attempt was superseded by a broker
+            # that died before storing that (job cancels are final here already): no verdict.
+            self._requeue(task)
         elif task.failures < task.retries:
             task.failures += 1
             self._retry_later(task, outcome)
@@ -751,7 +757,7 @@ class Broker:
             self._hook("on_task_state", task)
 
     def _requeue(self, task: Task, enqueue: bool = True) -> None:
-        task.attempt += 1
+        task.attempt = max(task.attempt, task.reported_attempt) + 1
         task.worker_id = None
         task.started_at = None
         self._move(task, TaskState.QUEUED)

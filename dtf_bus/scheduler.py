@@ -219,6 +219,7 @@ class Scheduler:
             if (
                 task.state is not TaskState.ASSIGNED
                 or task.task_id in self._stealing
+                or task.attempt <= task.reported_attempt  # a thief may hold this number from a dead broker
                 or not matching.can_run(task.plugin, task.requires, thief, task.resources)
                 or (task.resources and not resources.fits(task.resources, thief.free_resources()))
             ):

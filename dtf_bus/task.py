@@ -87,6 +87,10 @@ class Task:
     placement_timeout: float | None = None  # fail if no live worker can take it this long after submit
     resources: dict[str, int] = field(default_factory=dict)  # consumable amounts it holds while assigned
     lost_on: list[str] = field(default_factory=list)  # "worker (how)" for each of those, for the error
+    # The highest attempt a worker reported holding that this broker never handed out: its previous
+    # incarnation did, and died before storing it. An attempt number is a fencing token, so the
+    # task's next attempt comes after it (reused, a superseded run's result would count).
+    reported_attempt: int = 0
     history: list[Attempt] = field(default_factory=list)
     depends_on: list[str] = field(default_factory=list)  # task ids that must succeed first
     waiting_on: set[str] = field(default_factory=set)  # those of them not succeeded yet
@@ -101,6 +105,14 @@ class Task:
             if record.number == number:
                 return record
         return None
+
+    def skip_reported(self, attempt: int) -> None:
+        """A worker registered holding ``attempt``, which this broker did not hand it: the next
+        attempt comes after it (see ``reported_attempt``)."""
+        if attempt > self.reported_attempt:
+            self.reported_attempt = attempt
+            if self.state is TaskState.QUEUED and self.attempt <= attempt:
+                self.attempt = attempt + 1
 
     def move(self, new: TaskState) -> None:
         allowed = _TRANSITIONS.get(self.state, frozenset())

@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 
 import duckdb
 import pytest
+import zmq
 
+from dtf_bus import protocol
 from dtf_bus.cluster import wait_for
 from tests.conftest import task_where
 from tests.integration.test_cli import dtf
@@ -84,6 +87,148 @@ def test_unreturned_workers_tasks_are_requeued_after_restart(make_cluster):
     assert status["succeeded"] == 1
     assert task["history"][0]["outcome"] == "lost" and "did not return" in task["history"][0]["error"]
     assert task["attempts"] == 2 and task["worker_id"] == "new"
+
+
+class RawWorker:
+    """A worker's socket driven by the test: it registers holding what the test says (what a
+    broker that died had sent it) and shows what the broker sends back."""
+
+    def __init__(self, endpoint: str, worker_id: str) -> None:
+        self.worker_id = worker_id
+        self.sock = zmq.Context.instance().socket(zmq.DEALER)
+        self.sock.linger = 0
+        self.sock.connect(endpoint)
+        self.got: list[tuple[str, dict]] = []
+
+    def register(self, running: list[list]) -> None:
+        body = {"worker_id": self.worker_id, "capabilities": {"hardware": ["cpu"]}, "slots": 1, "plugins": ["sim"]}
+        self.sock.send(protocol.encode(protocol.REGISTER, {**body, "running": running}))
+        wait_for(lambda: self.received(protocol.REGISTERED), 10, f"{self.worker_id} to be registered")
+
+    def received(self, kind: str) -> dict | None:
+        """The first message of this kind so far (heartbeating while it looks)."""
+        self.sock.send(protocol.encode(protocol.HEARTBEAT, {}))
+        while self.sock.poll(20):
+            self.got.append(protocol.decode(self.sock.recv()))
+        return next((body for k, body in self.got if k == kind), None)
+
+    def result(self, task_id: str, attempt: int, outcome: str) -> None:
+        result = {"task_id": task_id, "attempt": attempt, "outcome": outcome, "error": None, "ended_at": time.time()}
+        self.sock.send(protocol.encode(protocol.TASK_RESULT, {"results": [result]}))
+
+
+def test_a_restarted_broker_never_reissues_an_attempt_a_worker_holds(make_cluster):
+    """The previous broker sent attempt 1 of a task to a worker and died before storing it (an
+    ASSIGN goes out before its row is committed): the database says queued, attempt 1. The
+    worker registers holding attempt 1 and is told to cancel it. The task must run as attempt 2:
+    were 1 handed out again, the cancelled run's result would carry the live (task, attempt) and
+    end the task cancelled (the chaos bench's 'lost' task)."""
+    cluster = make_cluster()
+    with cluster.client() as client:
+        job = client.submit([{"name": "t", "plugin": "sim"}])
+    cluster.kill_broker(signal.SIGKILL)
+    cluster.start_broker()
+    task_id = f"{job}.0"
+    worker = RawWorker(cluster.endpoint, "w")
+    try:
+        worker.register([[task_id, 1]])
+        assignment = wait_for(lambda: worker.received(protocol.ASSIGN), 10, "the task to be assigned")["tasks"][0]
+        assert (protocol.CANCEL, {"task_id": task_id, "attempt": 1, "reason": "superseded"}) in worker.got
+        worker.result(task_id, 1, "cancelled")  # what the cancelled run reports
+        worker.result(task_id, assignment["attempt"], "succeeded")
+        with cluster.client() as client:
+            status = client.wait(job, timeout=20)
+            [task] = client.results(job)
+    finally:
+        worker.sock.close()
+    assert status["counts"] == {"succeeded": 1}, task
+    # Attempt 1 was never stored (nor is it now): history holds only what this broker handed out.
+    assert assignment["attempt"] == 2 and [h["attempt"] for h in task["history"]] == [2]
+
+
+def test_a_requeued_task_skips_the_attempts_workers_reported(make_cluster):
+    """The database two steps behind: it says attempt 1 on worker a, while the dead broker had
+    lost a and sent attempt 2 to b. b registers first, holding 2; a comes back without 1. The
+    task is requeued as attempt 3, not 2, whichever of them it goes to."""
+    cluster = make_cluster()
+    a = RawWorker(cluster.endpoint, "a")
+    b = None
+    try:
+        a.register([])
+        with cluster.client() as client:
+            job = client.submit([{"name": "t", "plugin": "sim"}])
+        task_id = f"{job}.0"
+        wait_for(lambda: a.received(protocol.ASSIGN), 10, "attempt 1 on a")
+        cluster.stop_broker()  # stored: the database says attempt 1 on a
+        cluster.start_broker()
+        b = RawWorker(cluster.endpoint, "b")
+        b.register([[task_id, 2]])
+        a.got.clear()
+        a.register([])
+        assignments = []
+        for worker in wait_for(lambda: [w for w in (a, b) if w.received(protocol.ASSIGN)], 10, "the requeue"):
+            assignments += [t for k, body in worker.got if k == protocol.ASSIGN for t in body["tasks"]]
+    finally:
+        for worker in (a, b):
+            if worker is not None:
+                worker.sock.close()
+    assert [(t["task_id"], t["attempt"]) for t in assignments] == [(task_id, 3)]
+
+
+def test_a_cancelled_result_of_a_restored_attempt_is_no_verdict(make_cluster):
+    """The dead broker had superseded attempt 1 (its worker went missing) and told the worker to
+    cancel it, but died before storing that: the database still says attempt 1 on the worker,
+    which registers holding the cancelled run's unacknowledged result. A worker cancels only when
+    told, so the result says nothing about the task: it runs again instead of ending cancelled."""
+    cluster = make_cluster()
+    worker = RawWorker(cluster.endpoint, "w")
+    try:
+        worker.register([])
+        with cluster.client() as client:
+            job = client.submit([{"name": "t", "plugin": "sim"}])
+        task_id = f"{job}.0"
+        wait_for(lambda: worker.received(protocol.ASSIGN), 10, "attempt 1")
+        cluster.stop_broker()  # stored: the database says attempt 1 on w
+        cluster.start_broker()
+        worker.got.clear()
+        worker.register([[task_id, 1]])
+        worker.result(task_id, 1, "cancelled")
+        with cluster.client() as client:
+            heard = task_where(client, job, lambda t: t["history"][0]["outcome"] == "cancelled", what="the result")
+        assert heard["state"] != "cancelled", heard
+        again = wait_for(lambda: worker.received(protocol.ASSIGN), 10, "the task to run again")["tasks"][0]
+        worker.result(task_id, again["attempt"], "succeeded")
+        with cluster.client() as client:
+            status = client.wait(job, timeout=20)
+            [task] = client.results(job)
+    finally:
+        worker.sock.close()
+    assert status["counts"] == {"succeeded": 1}, task
+    assert [(h["attempt"], h["outcome"]) for h in task["history"]] == [(1, "cancelled"), (2, "succeeded")]
+
+
+def test_a_second_register_on_the_same_connection_keeps_what_crossed_it(make_cluster):
+    """A worker answers each REREGISTER of a burst (one per message it had sent a restarted
+    broker). A REGISTER it built before an ASSIGN reached it does not list that task; over the
+    same connection that is no restart: the attempt is kept, not lost against the task."""
+    cluster = make_cluster()
+    worker = RawWorker(cluster.endpoint, "w")
+    try:
+        worker.register([])
+        with cluster.client() as client:
+            job = client.submit([{"name": "t", "plugin": "sim"}])
+            task_id = f"{job}.0"
+            wait_for(lambda: worker.received(protocol.ASSIGN), 10, "attempt 1")
+            worker.got.clear()
+            worker.register([])  # built before the ASSIGN arrived
+            [held] = client.results(job)
+            assert [(h["attempt"], h["outcome"]) for h in held["history"]] == [(1, "assigned")], held
+            worker.result(task_id, 1, "succeeded")
+            status = client.wait(job, timeout=20)
+            [task] = client.results(job)
+    finally:
+        worker.sock.close()
+    assert status["counts"] == {"succeeded": 1} and task["attempts"] == 1
 
 
 def test_dtf_drain_finishes_current_task_and_exits(make_cluster):

@@ -112,6 +112,30 @@ def test_steal_moves_a_prefetched_task_to_an_idle_faster_worker():
     assert sched.stats()["steals"] == 1
 
 
+def test_steal_leaves_a_task_whose_attempt_a_worker_reported():
+    """After a broker restart a worker may still hold (cancelled, winding down) the attempt
+    number a task runs under here, handed out by the dead broker: moved to that worker under the
+    same number, the cancelled run's result would count. Such a task stays with its holder."""
+    registry = Registry()
+    h = History()
+    sched = Scheduler(registry, PerformanceBased(history=h), h)
+    busy = worker("busy", slots=1, prefetch=1)
+    registry.add(busy)
+    tasks = {}
+    for i in range(2):
+        t = task(f"t{i}", i, seconds=2)
+        sched.enqueue(t)
+        tasks[t.task_id] = t
+    for t, _ in sched.place():
+        t.state = TaskState.ASSIGNED
+    tasks["j.0"].state = TaskState.RUNNING
+    registry.add(worker("idle", speed=2))
+    tasks["j.1"].reported_attempt = tasks["j.1"].attempt
+    assert sched.steals(tasks) == []
+    tasks["j.1"].reported_attempt = 0
+    assert [t.task_id for t, _, _ in sched.steals(tasks)] == ["j.1"]
+
+
 def test_auto_prefetch_follows_task_durations():
     registry = Registry()
     auto = Scheduler(registry, load("least_loaded"), prefetch=None)

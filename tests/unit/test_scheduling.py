@@ -151,6 +151,20 @@ def test_state_machine_rejects_illegal_moves():
         t.move(TaskState.QUEUED)
 
 
+def test_an_attempt_a_worker_reported_is_never_handed_out_again():
+    """Attempt numbers fence results: one a restarted broker's predecessor handed out (a worker
+    reports it) is skipped, at once while queued, at the next requeue while in flight."""
+    queued = task("q", 0)
+    queued.skip_reported(1)
+    assert (queued.attempt, queued.reported_attempt) == (2, 1)
+    queued.skip_reported(1)  # the same report again (a burst of REGISTERs): no second skip
+    assert queued.attempt == 2
+    running = task("r", 1)
+    running.move(TaskState.ASSIGNED)
+    running.skip_reported(3)
+    assert (running.attempt, running.reported_attempt) == (1, 3)  # the live attempt keeps its number
+
+
 def test_registry_replaces_same_worker_id():
     registry = Registry()
     first = worker("w")
