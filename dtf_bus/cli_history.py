@@ -100,10 +100,10 @@ def cmd_jobs(client: Client, args: argparse.Namespace) -> int:
     if not found:
         print("no jobs recorded" + (" matching the filters" if labels or args.branch or args.commit else ""))
         return EXIT_OK
-    rows = [("JOB", "SUBMITTED", "NAME", "PROGRESS", "STATES", "COMMIT")]
+    rows = [("JOB", "SUBMITTED", "NAME", "PROGRESS", "TASKS", "TESTS", "COMMIT")]
     for job in found:
-        counts = job.get("counts") or {}
-        states = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        states = ", ".join(f"{n} {s}" for s, n in sorted((job.get("counts") or {}).items()))
+        tests = ", ".join(f"{n} {s}" for s, n in sorted((job.get("tests") or {}).items()))
         rows.append(
             (
                 job["job_id"],
@@ -111,6 +111,7 @@ def cmd_jobs(client: Client, args: argparse.Namespace) -> int:
                 (job["name"] or "")[:40],
                 f"{job.get('finished', 0)}/{job['total']}" + (" done" if job.get("done") else ""),
                 states,
+                tests,
                 describe_run(job),
             )
         )

@@ -118,7 +118,8 @@ def jobs(
 
 
 def add_counts(cursor: Cursor, found: list[dict[str, Any]]) -> None:
-    """Each job's tasks per state, ``finished`` (final ones), ``done`` and ``ended_at``."""
+    """Each job's tasks per state (``counts``), ``finished`` (final ones), ``done``, ``ended_at``,
+    and its tests per outcome (``tests``)."""
     if found:
         by_id = {j["job_id"]: j for j in found}
         for job in found:
@@ -134,6 +135,16 @@ def add_counts(cursor: Cursor, found: list[dict[str, Any]]) -> None:
             job["counts"][state] = n
             if ended is not None:
                 job["ended_at"] = max(job["ended_at"] or 0.0, ended)
+        for job in found:
+            job["tests"] = {}
+        for job_id, outcome, n in cursor.execute(
+            # Each test's run outcome, as outcomes.final_outcomes decides it: its last row, flaky if a rerun passed.
+            "SELECT job_id, outcome, count(*) FROM (SELECT job_id, nodeid, CASE WHEN bool_or(outcome = 'flaky') "
+            "THEN 'flaky' ELSE arg_max(outcome, recorded_at) END AS outcome FROM test_results "
+            "WHERE job_id IN (SELECT unnest($1)) GROUP BY job_id, nodeid) GROUP BY job_id, outcome",
+            [list(by_id)],
+        ).fetchall():
+            by_id[job_id]["tests"][outcome] = n
         for job in found:
             c = job["counts"]
             job["done"] = bool(c) and not any(c.get(s) for s in _UNFINISHED)
