@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from dtf_bus import runmeta
-from dtf_bus.cluster import LocalCluster
+from dtf_bus.cluster import LocalCluster, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -148,7 +148,12 @@ def test_two_runs_on_two_commits_are_two_jobs_with_their_commit(repo):
     assert "1 failed, 5 passed, 2 rerun" in second.stdout  # test_breaks failed its rerun too
     repo.jobs.append(job_of(second.stdout))
 
-    jobs = repo.json("jobs", "--label", "suite=tiny")
+    # The store has a run's last rows within a flush of its end (and the tasks cancelled at its close).
+    jobs = wait_for(
+        lambda: (found := repo.json("jobs", "--label", "suite=tiny")) and all(j["done"] for j in found) and found,
+        10,
+        "both runs done in the store",
+    )
     assert [j["job_id"] for j in jobs] == repo.jobs[::-1]  # newest first
     for job, sha in zip(jobs, repo.commits[::-1], strict=True):
         assert job["commit"] == sha and len(sha) == 40
