@@ -19,9 +19,10 @@ from bokeh.models import ColumnDataSource, DataTable, Div, HTMLTemplateFormatter
 
 from . import api
 from .pages import BOX, Event, Page, esc, labels_text, run_label, when
-from .tables import fit, show
+from .tables import show
 
 LIMIT = 50
+HEIGHT = 600
 # A template, not a model per row: green for succeeded, red for failed or timed out, grey cancelled.
 PROGRESS = (
     '<div data-job="<%= job_id %>" data-done="<%= done %>" data-finished="<%= finished %>" '
@@ -136,7 +137,7 @@ class JobsPage(Page):
         self.table = DataTable(
             source=self.source,
             columns=columns,
-            height=fit(0, 600),
+            height=HEIGHT,  # fixed: the page's last element, and a height change re-lays out the whole page
             index_position=None,
             reorderable=False,
             sizing_mode="stretch_width",
@@ -184,7 +185,7 @@ class JobsPage(Page):
         merged = merge(self.jobs, self.submitted, self.done)
         data = rows(merged)
         if data != self.source.data:
-            show(self.table, data, 600)
+            show(self.table, data)
         self.status.text = self._status(len(merged), None)
 
     @staticmethod
