@@ -118,21 +118,21 @@ class JobsPage(Page):
         self.open_job = open_job
         self.source = ColumnDataSource({f: [] for f in FIELDS})
         columns = [
-            TableColumn(field="job_id", title="job", width=110),
-            TableColumn(field="submitted", title="submitted", width=140),
-            TableColumn(field="name", title="name", width=200),
+            TableColumn(field="job_id", title="job", width=100),
+            TableColumn(field="submitted", title="submitted", width=150),
+            TableColumn(field="name", title="name", width=120),
             TableColumn(
-                field="pct_ok", title="progress", formatter=HTMLTemplateFormatter(template=PROGRESS), width=160
+                field="pct_ok", title="progress", formatter=HTMLTemplateFormatter(template=PROGRESS), width=120
             ),
-            TableColumn(field="progress", title="final/total", width=90),
-            TableColumn(field="succeeded", title="ok", width=50),
-            TableColumn(field="failed", title="failed", width=55),
-            TableColumn(field="running", title="running", width=60),
-            TableColumn(field="queued", title="queued", width=60),
-            TableColumn(field="cancelled", title="cancelled", width=65),
-            TableColumn(field="tests", title="tests", formatter=HTMLTemplateFormatter(template=TESTS), width=200),
-            TableColumn(field="commit", title="commit", width=170),
-            TableColumn(field="labels", title="labels", width=200),
+            TableColumn(field="progress", title="final/total", width=75),
+            TableColumn(field="succeeded", title="ok", width=35),
+            TableColumn(field="failed", title="failed", width=40),
+            TableColumn(field="running", title="running", width=50),
+            TableColumn(field="queued", title="queued", width=50),
+            TableColumn(field="cancelled", title="cancelled", width=60),
+            TableColumn(field="tests", title="tests", formatter=HTMLTemplateFormatter(template=TESTS), width=230),
+            TableColumn(field="commit", title="commit", width=160),
+            TableColumn(field="labels", title="labels", width=150),
         ]
         self.table = DataTable(
             source=self.source,
