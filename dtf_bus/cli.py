@@ -575,7 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dashboard", action="store_true", help="serve the live Bokeh dashboard too")
     p.add_argument("--dashboard-port", type=int, default=defaults.DASHBOARD_PORT, help="the dashboard's port (0: any)")
     p.add_argument("--open-browser", action="store_true", help="open the dashboard in a browser (implies --dashboard)")
-    cli_history.label_option(p, "the suite's job")
+    cli_history.label_option(p, "a label stored on the suite's job, for dtf jobs/compare --label (repeatable)")
     p.set_defaults(func=None)
     cli_history.add_parsers(sub, with_broker)
     return parser

@@ -28,13 +28,13 @@ _SINCE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
-def label_option(parser: argparse.ArgumentParser, what: str = "the job") -> None:
+def label_option(parser: argparse.ArgumentParser, help: str = "") -> None:
     parser.add_argument(
         "--label",
         action="append",
         default=[],
         metavar="K=V",
-        help=f"a label stored on {what}, for dtf jobs/compare --label (repeatable)",
+        help=help or "a label stored on the job, for dtf jobs/compare --label (repeatable)",
     )
 
 
@@ -229,7 +229,7 @@ def add_parsers(sub: Any, with_broker: Callable[[argparse.ArgumentParser], argpa
     """Register the history commands on ``dtf``'s subparsers."""
     p = with_broker(sub.add_parser("jobs", help="recent jobs with their commit, labels and progress"))
     p.add_argument("--json", action="store_true")
-    label_option(p, "jobs to list (all must match)")
+    label_option(p, "only jobs with this label (repeatable: all must match)")
     p.add_argument("--branch", help="only jobs submitted from this git branch")
     p.add_argument("--commit", help="only jobs of this commit (a prefix will do)")
     p.add_argument("--limit", type=int, default=defaults.JOBS_LIMIT, help="at most N jobs (default %(default)s)")
@@ -244,7 +244,7 @@ def add_parsers(sub: Any, with_broker: Callable[[argparse.ArgumentParser], argpa
         "newest matching run before it; none: the newest two matching runs",
     )
     p.add_argument("--json", action="store_true")
-    label_option(p, "the runs to pick")
+    label_option(p, "pick runs with this label (repeatable: all must match)")
     p.add_argument("--branch", help="pick runs of this git branch")
     p.add_argument("--slower-spreads", type=float, metavar="K", help=f"default {defaults.SLOWER_SPREADS:g}")
     p.add_argument("--slower-relative", type=float, metavar="R", help=f"default {defaults.SLOWER_RELATIVE:g}")
