@@ -8,7 +8,7 @@ from typing import Any
 from bokeh.layouts import column
 from bokeh.models import ColumnDataSource, DataTable, Div, HTMLTemplateFormatter, TableColumn
 
-from .tables import show
+from .tables import fit, show
 
 KEEP = 200
 # A template, not a model: Bokeh models belong to one document, and each session has its own.
@@ -32,12 +32,12 @@ class AnomalyList:
                 TableColumn(field="subject", title="subject", width=120),
                 TableColumn(field="explanation", title="explanation", width=600),
             ],
-            height=200,
+            height=fit(0, 200),
             index_position=None,
             reorderable=False,
             sizing_mode="stretch_width",
         )
-        self.layout = column(self.title, self.table, sizing_mode="stretch_width")
+        self.layout = column(self.title, self.table, sizing_mode="stretch_width", css_classes=["dtf-anomalies"])
         self._render()
 
     def update(self, events: list[tuple[int, str, dict[str, Any]]]) -> None:
@@ -53,5 +53,6 @@ class AnomalyList:
                 "time": [time.strftime("%H:%M:%S", time.localtime(a["ts"])) for a in self.items],
                 **{f: [a.get(f, "") for a in self.items] for f in FIELDS[1:]},
             },
+            200,
         )
         self.title.text = f"<b>Anomalies</b>: {len(self.items)} shown"

@@ -37,13 +37,30 @@ def _headers() -> dict[str, str]:
 
 def get(base: str | None, path: str, **params: Any) -> Any:
     """``data`` of the API's envelope, or None if the API is not there or refused."""
+    return call(base, path, **params)[0]
+
+
+def call(base: str | None, path: str, **params: Any) -> tuple[Any, str | None]:
+    """``(data, None)``, or ``(None, why)``: the API's own message for a refusal (an unknown job
+    is a 404 that says so), else what went wrong. A list value repeats its parameter."""
     if not base:
-        return None
-    url = base.rstrip("/") + path + ("?" + urllib.parse.urlencode(params) if params else "")
+        return None, "no --http: the broker's API is needed for history"
+    query = {k: v for k, v in params.items() if v is not None}
+    url = base.rstrip("/") + path + ("?" + urllib.parse.urlencode(query, doseq=True) if query else "")
     try:
         with urllib.request.urlopen(urllib.request.Request(url, headers=_headers()), timeout=TIMEOUT) as response:
             body = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            why = json.loads(exc.read())["error"]["message"]
+        except (OSError, ValueError, KeyError, TypeError):
+            why = f"HTTP {exc.code}"
+        if exc.code >= 500 or exc.code in (401, 403):
+            log.warning("dashboard: GET %s failed: %s", path, why)
+        return None, why
     except (OSError, ValueError, urllib.error.URLError) as exc:
-        log.warning("dashboard: GET %s failed: %s", url, exc)
-        return None
-    return body.get("data") if body.get("ok") else None
+        log.warning("dashboard: GET %s failed: %s", path, exc)
+        return None, f"the broker's API did not answer: {exc}"
+    if not body.get("ok"):
+        return None, str((body.get("error") or {}).get("message") or "refused")
+    return body.get("data"), None

@@ -1,8 +1,12 @@
-"""The dashboard page: one Bokeh document per browser session, refreshed every 200 ms.
+"""The dashboard: one Bokeh document per browser session, refreshed every 200 ms, in tabs.
 
 ``bokeh serve bokeh_app --args --broker EP --http URL [--events EP]``. The events endpoint (the
 broker's PUB socket) is asked of the HTTP API when not given. Each refresh takes what the
-shared :mod:`feed` received since the last one and hands it to every component's ``update``.
+shared :mod:`feed` received since the last one and hands it to every live component's
+``update``, and tells the history page on show (Jobs, Job, Flaky & slow, Benchmarks: read from
+the broker's HTTP API, see :mod:`pages`) whether that news calls for a fresh read.
+
+``?tab=live|jobs|job|flaky|benchmarks`` opens a tab, ``?job=ID`` a job on the Job tab.
 """
 
 from __future__ import annotations
@@ -10,17 +14,23 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
+from typing import Any
 
 from bokeh.io import curdoc
 from bokeh.layouts import column, row
-from bokeh.models import Div
+from bokeh.models import Div, TabPanel, Tabs
 
 from dtf_bus import defaults
 
 from . import api
 from .anomalies import AnomalyList
+from .bench_page import BenchPage
 from .blocked import BlockedList
 from .feed import shared
+from .flaky_page import FlakyPage
+from .job_page import JobPage
+from .jobs_page import JobsPage
 from .queue_depth import SERIES, QueueThroughput
 from .summary import Summary
 from .task_stream import TaskStream
@@ -44,6 +54,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+TABS = ("live", "jobs", "job", "flaky", "benchmarks")
+
+
+def _argument(doc: Any, name: str) -> str:
+    """A query argument of the page's URL ('' when absent)."""
+    request = getattr(doc.session_context, "request", None) if doc.session_context else None
+    values = (getattr(request, "arguments", None) or {}).get(name) or [b""]
+    value = values[0]
+    return (value.decode(errors="replace") if isinstance(value, bytes) else str(value)).strip()
+
+
 def build(doc, args: argparse.Namespace) -> None:
     doc.title = "dtf dashboard"
     if args.api_key_file:
@@ -51,7 +72,7 @@ def build(doc, args: argparse.Namespace) -> None:
     status = api.get(args.http, "/api/status") or {}
     endpoint = args.events or status.get("metrics_endpoint")
     broker = args.broker or status.get("endpoint", "")
-    header = Div(text='<h2 style="margin:4px 0;font-family:sans-serif">dtf — live cluster</h2>')
+    header = Div(text='<h2 style="margin:4px 0;font-family:sans-serif">dtf</h2>')
     if not endpoint:
         doc.add_root(
             column(
@@ -75,6 +96,39 @@ def build(doc, args: argparse.Namespace) -> None:
     summary.update([(0, "metrics.system", feed.system)] if feed.system else [])
     workers.update(feed.workers(), force=True)
     position = {"seq": feed.seq}
+    live = column(
+        summary.div,
+        blocked.div,
+        row(queue.depth, queue.throughput, sizing_mode="stretch_width"),
+        stream.layout,
+        workers.layout,
+        anomalies.layout,
+        sizing_mode="stretch_width",
+    )
+    job_id = _argument(doc, "job")
+    job_page = JobPage(doc, args.http, job_id)
+    pages = [JobsPage(doc, args.http, lambda chosen: open_job(chosen)), job_page, FlakyPage(doc, args.http)]
+    pages.append(BenchPage(doc, args.http))
+    wanted = _argument(doc, "tab") or ("job" if job_id else "live")
+    tabs = Tabs(
+        tabs=[TabPanel(child=live, title="Live"), *(TabPanel(child=p.layout, title=p.title) for p in pages)],
+        active=TABS.index(wanted) if wanted in TABS else 0,
+        sizing_mode="stretch_width",
+    )
+    due = {"at": 0.0}
+
+    def shown() -> Any:
+        return pages[tabs.active - 1] if tabs.active > 0 else None
+
+    def open_job(chosen: str) -> None:
+        job_page.open(chosen)
+        tabs.active = TABS.index("job")
+
+    def on_tab(attr: str, old: int, new: int) -> None:
+        page = shown()
+        if page is not None:
+            page.refresh()
+            due["at"] = time.monotonic() + defaults.DASHBOARD_HISTORY_REFRESH
 
     def refresh() -> None:
         position["seq"], events = feed.since(position["seq"])
@@ -84,20 +138,19 @@ def build(doc, args: argparse.Namespace) -> None:
         stream.update(events)
         anomalies.update(events)
         workers.update(feed.workers())
+        for each in pages:
+            each.absorb(events)
+        page = shown()
+        if page is not None:
+            now = time.monotonic()
+            news = page.wants(events)
+            if news or now >= due["at"]:
+                page.refresh(follow_up=news)
+                due["at"] = now + defaults.DASHBOARD_HISTORY_REFRESH
 
+    tabs.on_change("active", on_tab)
     doc.add_periodic_callback(refresh, args.refresh_ms)
-    doc.add_root(
-        column(
-            header,
-            summary.div,
-            blocked.div,
-            row(queue.depth, queue.throughput, sizing_mode="stretch_width"),
-            stream.figure,
-            workers.layout,
-            anomalies.layout,
-            sizing_mode="stretch_width",
-        )
-    )
+    doc.add_root(column(header, tabs, sizing_mode="stretch_width"))
 
 
 build(curdoc(), parse(sys.argv[1:]))

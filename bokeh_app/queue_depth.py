@@ -1,14 +1,14 @@
 """Queue depth and throughput over time: two linked time-series plots streamed with rollover.
 
 History from the HTTP API fills them when a session opens; after that each ``metrics.system``
-snapshot from the PUB channel appends one point.
+snapshot from the PUB channel appends one point. Legends sit above the plots, never on the lines.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from bokeh.models import ColumnDataSource, HoverTool
+from bokeh.models import ColumnDataSource, HoverTool, Legend, LegendItem
 from bokeh.plotting import figure
 
 from dtf_bus import defaults
@@ -16,6 +16,20 @@ from dtf_bus import defaults
 from .timeaxis import formatter, local_ms
 
 SERIES = ("queued", "running", "throughput", "utilisation")
+
+
+def legend_above(fig: Any, items: list[tuple[str, Any]]) -> Legend:
+    """A one-line legend in the panel above the plot: inside it, a legend hides the lines it names."""
+    legend = Legend(
+        items=[LegendItem(label=label, renderers=[renderer]) for label, renderer in items],
+        orientation="horizontal",
+        location="top_left",
+        border_line_alpha=0,
+        padding=2,
+        margin=2,
+    )
+    fig.add_layout(legend, "above")
+    return legend
 
 
 class QueueThroughput:
@@ -30,9 +44,9 @@ class QueueThroughput:
             tools="xpan,xwheel_zoom,reset,save",
             toolbar_location="above",
         )
-        self.depth.line("time", "queued", source=self.source, color="#1f77b4", line_width=2, legend_label="queued")
-        self.depth.line("time", "running", source=self.source, color="#ff7f0e", line_width=2, legend_label="running")
-        self.depth.legend.location = "top_left"
+        queued = self.depth.line("time", "queued", source=self.source, color="#1f77b4", line_width=2)
+        running = self.depth.line("time", "running", source=self.source, color="#ff7f0e", line_width=2)
+        legend_above(self.depth, [("queued", queued), ("running", running)])
         self.depth.add_tools(HoverTool(tooltips=[("queued", "@queued"), ("running", "@running")], mode="vline"))
         self.throughput = figure(
             title="Throughput (tasks/s) and utilisation",
@@ -43,18 +57,9 @@ class QueueThroughput:
             tools="xpan,xwheel_zoom,reset,save",
             toolbar_location="above",
         )
-        self.throughput.line(
-            "time", "throughput", source=self.source, color="#2ca02c", line_width=2, legend_label="tasks/s"
-        )
-        self.throughput.line(
-            "time",
-            "utilisation",
-            source=self.source,
-            color="#9467bd",
-            line_dash="dashed",
-            legend_label="slot utilisation (0-1)",
-        )
-        self.throughput.legend.location = "top_left"
+        rate = self.throughput.line("time", "throughput", source=self.source, color="#2ca02c", line_width=2)
+        used = self.throughput.line("time", "utilisation", source=self.source, color="#9467bd", line_dash="dashed")
+        legend_above(self.throughput, [("tasks/s", rate), ("slot utilisation (0-1)", used)])
         for fig in (self.depth, self.throughput):
             fig.xaxis.formatter = formatter()
         self._last = 0.0

@@ -3,7 +3,9 @@
 BokehJS redraws a DataTable when its CDSView changes, and replacing ``source.data`` with the
 same number of rows leaves the view's indices (and so the view) unchanged: the cells would
 keep showing old values. :func:`show` replaces the data and then touches the view's ``tags``,
-which redraws the rows without re-creating the table (the scroll position stays).
+which redraws the rows without re-creating the table (the scroll position stays). Given a
+``cap``, the table is as tall as its rows up to it (:func:`fit`), so a short table leaves no
+blank box below its rows.
 """
 
 from __future__ import annotations
@@ -30,7 +32,20 @@ def table(columns: tuple[tuple[str, str, str | None], ...], source: ColumnDataSo
     )
 
 
-def show(data_table: DataTable, data: dict[str, list[Any]]) -> None:
+ROW_PX = 25  # DataTable's row height
+HEADER_PX = 30  # its header row and borders
+
+
+def fit(rows: int, cap: int) -> int:
+    """The height showing ``rows`` rows (at least one, an empty table's), at most ``cap``."""
+    return min(cap, HEADER_PX + ROW_PX * max(rows, 1))
+
+
+def show(data_table: DataTable, data: dict[str, list[Any]], cap: int | None = None) -> None:
     data_table.source.data = data
+    if cap is not None:
+        height = fit(len(next(iter(data.values()), [])), cap)
+        if data_table.height != height:
+            data_table.height = height
     generation = data_table.view.tags[0] + 1 if data_table.view.tags else 1
     data_table.view.tags = [generation]

@@ -2,14 +2,17 @@
 
 Bars come from ``events.task``: a task's ``running`` event opens it, its final event closes
 it. Colour is by task kind; failures are red. Old bars roll over, so a long run keeps a
-bounded page.
+bounded page. Until the first task ends the plot would be a large empty box: a one-line
+placeholder stands in for it, and the plot grows with its rows of workers (up to a cap) rather
+than starting at full height with two rows in it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from bokeh.models import ColumnDataSource, FixedTicker, HoverTool
+from bokeh.layouts import column
+from bokeh.models import ColumnDataSource, Div, FixedTicker, HoverTool
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
@@ -20,6 +23,12 @@ from .timeaxis import formatter, local_ms
 FINAL = ("succeeded", "failed", "timed_out", "cancelled")
 STATE_COLOURS = {"failed": "#d62728", "timed_out": "#8c0000", "cancelled": "#aaaaaa"}
 MAX_LABELLED_ROWS = 20  # beyond this, worker names on the axis would overlap: hover tells
+ROW_PX, BASE_PX, MIN_PX, MAX_PX = 28, 90, 150, 300  # the plot's height: BASE_PX + ROW_PX per worker row, bounded
+PLACEHOLDER = (
+    '<div data-placeholder="task-stream" style="font-family:sans-serif;color:#666;border:1px dashed #ccc;'
+    'border-radius:6px;padding:8px 10px"><b>Task stream</b>: idle, no task has finished since this page '
+    "opened; each task will show as a bar on its worker's row.</div>"
+)
 
 
 class TaskStream:
@@ -31,11 +40,14 @@ class TaskStream:
         self.figure = figure(
             title="Task stream",
             x_axis_type="datetime",
-            height=300,
+            height=MIN_PX,
             sizing_mode="stretch_width",
             tools="xpan,xwheel_zoom,reset,save",
             toolbar_location="above",
+            visible=False,
         )
+        self.placeholder = Div(text=PLACEHOLDER, sizing_mode="stretch_width")
+        self.layout = column(self.placeholder, self.figure, sizing_mode="stretch_width")
         self.figure.hbar(
             y="y", left="start", right="end", height=0.8, fill_color="colour", line_color=None, source=self.source
         )
@@ -61,6 +73,7 @@ class TaskStream:
         row = self.rows.get(worker)
         if row is None:
             row = self.rows[worker] = len(self.rows)
+            self.figure.height = max(MIN_PX, min(MAX_PX, BASE_PX + ROW_PX * len(self.rows)))
             if len(self.rows) <= MAX_LABELLED_ROWS:
                 self.ticker.ticks = list(self.rows.values())
                 self.figure.yaxis.major_label_overrides = {v: k for k, v in self.rows.items()}
@@ -103,3 +116,5 @@ class TaskStream:
                 self._open.pop(task_id, None)
         if bars["start"]:
             self.source.stream(bars, rollover=self.rollover)
+            if not self.figure.visible:
+                self.figure.visible, self.placeholder.visible = True, False

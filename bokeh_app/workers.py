@@ -3,6 +3,8 @@
 It refreshes once a second from the feed's latest ``metrics.worker.<id>`` of each worker.
 DataTable renders only the rows in view, so hundreds of workers scroll smoothly; the
 aggregate table above it (one row per profile or hardware set) keeps a big fleet readable.
+Both are as tall as their rows (up to a cap, then they scroll): a fixed height left a blank
+box under a small fleet's two rows.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from bokeh.layouts import column
 from bokeh.models import ColumnDataSource, Div
 
-from .tables import show, table
+from .tables import fit, show, table
 
 COLUMNS = (
     ("worker_id", "worker", None),
@@ -58,9 +60,11 @@ class WorkerTable:
         self.source = ColumnDataSource({f: [] for f, _, _ in COLUMNS})
         self.groups = ColumnDataSource({f: [] for f, _, _ in GROUP_COLUMNS})
         self.title = Div(text="<b>Workers</b>")
-        self.group_table = table(GROUP_COLUMNS, self.groups, 120)
-        self.table = table(COLUMNS, self.source, 300)
-        self.layout = column(self.title, self.group_table, self.table, sizing_mode="stretch_width")
+        self.group_table = table(GROUP_COLUMNS, self.groups, fit(0, 120))
+        self.table = table(COLUMNS, self.source, fit(0, 300))
+        self.layout = column(
+            self.title, self.group_table, self.table, sizing_mode="stretch_width", css_classes=["dtf-workers"]
+        )
         self._next = 0.0
 
     def update(self, workers: dict[str, dict[str, Any]], force: bool = False) -> None:
@@ -77,7 +81,7 @@ class WorkerTable:
                 value = hardware if f == "hardware" else w.get(f)
                 data[f].append(_nan(value) if fmt else ("" if value is None else value))
             groups.setdefault(w.get("profile") or hardware or "?", []).append(w)
-        show(self.table, data)
+        show(self.table, data, 300)
         agg: dict[str, list[Any]] = {f: [] for f, _, _ in GROUP_COLUMNS}
         for name in sorted(groups):
             members = groups[name]
@@ -91,6 +95,6 @@ class WorkerTable:
             agg["cpu_percent"].append(statistics.fmean(cpus) if cpus else float("nan"))
             agg["score"].append(statistics.fmean(scores) if scores else float("nan"))
             agg["completed"].append(sum(m.get("completed") or 0 for m in members))
-        show(self.group_table, agg)
+        show(self.group_table, agg, 120)
         busy = sum(1 for w in rows if w.get("running"))
         self.title.text = f"<b>Workers</b>: {len(rows)} ({busy} busy) in {len(groups)} group(s)"

@@ -30,11 +30,8 @@ import asyncio
 import collections
 import json
 import logging
-import math
-import re
 import threading
 import time
-import tomllib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -49,7 +46,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from tornado.ioloop import IOLoop
 
-from dtf_bus import apikeys, defaults, httpserver, queue_gauges, score, spec, webauth
+from dtf_bus import api_jobs, apikeys, defaults, httpserver, queue_gauges, score, spec, webauth
+from dtf_bus.apihandler import ApiError, Handler, parse_duration  # noqa: F401 (parse_duration: its old home)
 from dtf_bus.client import BrokerUnreachable, Client, ClientError
 from dtf_bus.hooks import BrokerHook
 from dtf_bus.monitor import SYSTEM_METRICS, WORKER_METRICS, Monitor
@@ -62,18 +60,6 @@ log = logging.getLogger("dtf.api")
 CHANNELS = ("system_metrics", "workers", "tasks", "anomalies")
 MAX_HISTORY_POINTS = 10_000
 MAX_BODY_BYTES = 16 * 1024 * 1024
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(text: str, name: str) -> float:
-    """``500ms``, ``1s``, ``5m``, ``2h``, ``1d`` or plain seconds, as seconds > 0."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h|d)?\s*", text or "")
-    if not match:
-        raise ValueError(f"{name}: expected a duration like 500ms, 1s, 5m, 2h or 1d, got {text!r}")
-    value = float(match.group(1)) * _UNITS[match.group(2) or "s"]
-    if value <= 0:
-        raise ValueError(f"{name}: must be greater than zero, got {text!r}")
-    return value
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -103,96 +89,6 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
             webauth.redact_uri(request.uri or ""),
             request.remote_ip,
         )
-
-
-class ApiError(tornado.web.HTTPError):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(status, reason=message.splitlines()[0][:200] if message else None)
-        self.message = message
-        self.headers = headers or {}  # sent with the error (tornado clears headers set before it)
-
-
-def _envelope_error(status: int, message: str) -> str:
-    return json.dumps({"ok": False, "error": {"status": status, "message": message}, "ts": time.time()})
-
-
-class Handler(tornado.web.RequestHandler):
-    def initialize(self, api: HttpApi) -> None:
-        self.api = api
-        self.monitor = api.monitor
-        self.who = ""  # "api:token" or "api:<key id>", once authorised
-
-    def prepare(self) -> None:
-        self.who = self.api.guard(self, "read" if self.request.method in webauth.SAFE_METHODS else "admin")
-
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        """Tornado's own logs the request's full URI (a ``?token=`` included); ours masks it."""
-        if isinstance(value, tornado.web.HTTPError):
-            return  # answered with its status; _log_request has the line
-        log.error(
-            "uncaught exception answering %s %s",
-            self.request.method,
-            webauth.redact_uri(self.request.uri or ""),
-            exc_info=(typ, value, tb),
-        )
-
-    def set_default_headers(self) -> None:
-        self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.set_header("Cache-Control", "no-store")
-
-    def reply(self, data: Any, status: int = 200, **meta: Any) -> None:
-        self.set_status(status)
-        self.finish(json.dumps({"ok": True, "data": data, "meta": meta, "ts": time.time()}, default=str))
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        message = getattr(exc, "message", None) or self._reason
-        self.set_header("Content-Type", "application/json; charset=utf-8")
-        for name, value in getattr(exc, "headers", {}).items():
-            self.set_header(name, value)
-        self.finish(_envelope_error(status_code, message))
-
-    def number(self, name: str, default: float | None, minimum: float = 0, maximum: float = 1e15) -> float | None:
-        """A finite query number in [minimum, maximum] (``inf``, ``nan`` and ``1e300`` are 400s)."""
-        raw = self.get_query_argument(name, None)
-        if raw is None:
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ApiError(400, f"{name}: expected a number, got {raw[:40]!r}") from None
-        if not math.isfinite(value):
-            raise ApiError(400, f"{name}: expected a finite number, got {raw[:40]!r}")
-        if value < minimum:
-            raise ApiError(400, f"{name}: must be at least {minimum:g}, got {raw[:40]!r}")
-        if value > maximum:
-            raise ApiError(400, f"{name}: must be at most {maximum:g}, got {raw[:40]!r}")
-        return value
-
-    def page(self, default_limit: int | None) -> tuple[int, int | None]:
-        """``offset`` and ``limit`` of a listing, bounded."""
-        offset = int(self.number("offset", 0, maximum=defaults.API_MAX_OFFSET) or 0)
-        limit = self.number("limit", default_limit, minimum=1, maximum=defaults.API_MAX_PAGE)
-        return offset, None if limit is None else int(limit)
-
-    def duration(self, name: str, default: str) -> float:
-        try:
-            return parse_duration(self.get_query_argument(name, default), name)
-        except ValueError as exc:
-            raise ApiError(400, str(exc)) from None
-
-    async def query(self, sql: str, params: list[Any]) -> list[tuple]:
-        """Read the results store on the reader pool (never on the IOLoop: a slow query would
-        hold up every WebSocket's delivery), on that thread's own cursor."""
-
-        def read() -> list[tuple]:
-            cursor = self.monitor.store.cursor()
-            try:
-                return cursor.execute(sql, params).fetchall()
-            finally:
-                cursor.close()
-
-        return await self.api.read(read)
 
 
 class HealthHandler(tornado.web.RequestHandler):
@@ -409,63 +305,6 @@ class AnomaliesHandler(Handler):
         self.reply(list(reversed(found[-limit:])), total=len(found))
 
 
-class JobsHandler(Handler):
-    async def post(self) -> None:
-        doc = self.parse_body()
-        if _depth(doc, defaults.MAX_NESTING_DEPTH) > defaults.MAX_NESTING_DEPTH:
-            raise ApiError(400, f"request body nests deeper than {defaults.MAX_NESTING_DEPTH} levels")
-        if isinstance(doc, list):
-            doc = {"tasks": doc}
-        if not isinstance(doc, dict) or "tasks" not in doc:
-            raise ApiError(400, 'spec: expected {"name": ..., "tasks": [...]} or a list of tasks')
-        name = doc.get("name", "api")
-        if not isinstance(name, str):
-            raise ApiError(400, "spec: 'name' must be a string")
-        try:
-            tasks = spec.validate(doc["tasks"])
-        except spec.SpecError as exc:
-            raise ApiError(400, f"invalid spec: {exc}") from None
-        except RecursionError:
-            raise ApiError(400, "invalid spec: nested too deeply") from None
-        who = self.who
-        job_id = await self.api.call(lambda client: client.submit(tasks, name=name, submitter=who))
-        self.set_header("Location", f"/api/jobs/{job_id}")
-        self.reply({"job_id": job_id, "total": len(tasks)}, status=201)
-
-    def parse_body(self) -> Any:
-        """The body as JSON or TOML (its Content-Type says which; webauth refused any other).
-        Deep nesting, bad UTF-8 and syntax errors are 400s, never 500s."""
-        toml = (self.request.headers.get("Content-Type") or "").split(";")[0].strip().lower() == "application/toml"
-        kind = "TOML" if toml else "JSON"
-        try:
-            text = self.request.body.decode("utf-8")
-            return tomllib.loads(text) if toml else json.loads(text or "null")
-        except UnicodeDecodeError:
-            raise ApiError(400, f"request body is not valid {kind}: not UTF-8") from None
-        except RecursionError:
-            raise ApiError(400, f"request body is not valid {kind}: nested too deeply") from None
-        except ValueError as exc:
-            raise ApiError(400, f"request body is not valid {kind}: {str(exc)[:200]}") from None
-
-
-def _depth(doc: Any, limit: int) -> int:
-    """Nesting depth of a parsed body, counted without recursion and stopped past ``limit``."""
-    deepest, stack = 0, [(doc, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict | list):
-            deepest = max(deepest, depth)
-            if deepest > limit:
-                return deepest
-            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
-    return deepest
-
-
-class JobHandler(Handler):
-    async def get(self, job_id: str) -> None:
-        self.reply(await self.api.call(lambda client: client.status(job_id)))
-
-
 class PrometheusHandler(Handler):
     def get(self) -> None:
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
@@ -607,8 +446,7 @@ ROUTES: list[tuple[str, type]] = [
     ("/api/workers/performance", PerformanceHandler),
     ("/api/tasks", TasksHandler),
     ("/api/tasks/([^/]+)", TaskHandler),
-    ("/api/jobs", JobsHandler),
-    ("/api/jobs/([^/]+)", JobHandler),
+    *api_jobs.ROUTES,  # /api/jobs[/ID], /api/compare, /api/flaky, /api/tests/history, /api/benchmarks
     ("/api/metrics/system", SystemMetricsHandler),
     ("/api/metrics/workers", WorkerMetricsHandler),
     ("/api/metrics/load_balancer", LoadBalancerHandler),

@@ -25,6 +25,11 @@ from dtf_bus.task import Job, Task
 log = logging.getLogger(__name__)
 
 
+class Refused(LookupError):
+    """A read's answer is a refusal the requester should hear (a job or test the store does not
+    hold): its message goes back as the error, where any other failure is logged and hidden."""
+
+
 @dataclass(slots=True)
 class Loaded:
     """A deferred request and what DuckDB holds of its job (nothing: an unknown job)."""
@@ -81,6 +86,8 @@ class Archive:
                 loaded.reply = read(cursor)
             finally:
                 cursor.close()
+        except Refused as exc:
+            loaded.error = str(exc)
         except Exception as exc:  # a broken or closing database: the request fails, the loop goes on
             log.warning("reading %s from the results store failed: %s", what, exc)
             loaded.error = f"cannot read {what} from the results store: {type(exc).__name__}"

@@ -31,12 +31,14 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from dtf_bus import balancer, defaults, events, logs, matching, memory, protocol, recovery, roles, rows, security, spec
+from dtf_bus.analysis import requests
 from dtf_bus.archive import Archive
 from dtf_bus.balancer.history import History
 from dtf_bus.health import Health
 from dtf_bus.hooks import BrokerHook
 from dtf_bus.registry import Registry, WorkerInfo
 from dtf_bus.results import ResultRows, test_history
+from dtf_bus.runmeta import MetaError, validate_meta
 from dtf_bus.scheduler import Scheduler
 from dtf_bus.ship_store import ShipStore
 from dtf_bus.store import Store, StoreFailure
@@ -202,6 +204,7 @@ class Broker:
             protocol.CLOSE_JOB: self._on_close_job,
             protocol.FOLLOW: self._on_follow,
             protocol.TEST_HISTORY: self._on_test_history,
+            protocol.QUERY: self._on_query,
             protocol.DRAIN_WORKER: self._on_drain_worker,
             protocol.BALANCER_STATS: lambda peer, body: self._reply(peer, body, self.scheduler.stats()),
             protocol.PING: self._on_ping,
@@ -922,6 +925,10 @@ class Broker:
             specs = spec.validate(body["tasks"])
         except spec.SpecError as exc:
             raise _ClientError(f"invalid spec: {exc}") from None
+        try:
+            meta = validate_meta(body.get("meta"))
+        except MetaError as exc:
+            raise _ClientError(f"invalid metadata: {exc}") from None
         submitter = self._submitter(body)
         if (unshipped := self.ships.missing(specs)) is not None:
             raise _ClientError(f"invalid spec: {unshipped}")
@@ -929,12 +936,12 @@ class Broker:
         if body.get("job_id"):
             job = self._open_job(body, specs)
         else:
-            job = Job(job_id=uuid.uuid4().hex[:12], name=body.get("name") or "job", task_ids=[], submitter=submitter)
+            job = Job(uuid.uuid4().hex[:12], body.get("name") or "job", [], submitter=submitter, meta=meta)
             self.jobs[job.job_id] = job
         job.open = bool(body.get("keep_open"))
         self._live_by_submitter[job.submitter] += len(specs)
         first = len(job.task_ids)
-        self.store.put("jobs", (job.job_id, job.name, job.submitted_at, first + len(specs), job.submitter))
+        self.store.put("jobs", rows.job_row(job, first + len(specs)))
         ids = {s["name"]: f"{job.job_id}.{first + index}" for index, s in enumerate(specs)}
         for index, s in enumerate(specs, first):
             task = Task(
@@ -1086,6 +1093,14 @@ class Broker:
         if not self.archive.query(peer, body, lambda cursor: test_history(cursor, rootdir), "the test history"):
             raise _ClientError("the broker is busy reading its results store; try again")
 
+    def _on_query(self, peer: bytes, body: dict[str, Any]) -> None:
+        try:
+            read = requests.reader(body["what"], body.get("args") or {})
+        except requests.QueryError as exc:
+            raise _ClientError(str(exc)) from None
+        if not self.archive.query(peer, body, read, f"the {body['what']} query"):
+            raise _ClientError("the broker is busy reading its results store; try again")
+
     def _job_status(self, job: Job) -> dict[str, Any]:
         counts: Counter[str] = Counter()
         blocked: dict[tuple[str, ...], list[str]] = {}
@@ -1107,6 +1122,7 @@ class Broker:
             "job_id": job.job_id,
             "name": job.name,
             "submitter": job.submitter,
+            "meta": job.meta,
             "total": len(job.task_ids),
             "done": job.done,
             "open": job.open,

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from dtf_bus import (
+    cli_history,
     config,
     defaults,
     hardware,
@@ -78,6 +79,7 @@ def _summary(status: dict[str, Any]) -> dict[str, Any]:
         "job_id": status["job_id"],
         "name": status["name"],
         "submitter": status.get("submitter"),
+        "meta": status.get("meta") or {},
         "total": status["total"],
         "succeeded": status["succeeded"],
         "failed": counts.get("failed", 0) + counts.get("timed_out", 0),
@@ -198,10 +200,13 @@ def watch(
     return None
 
 
-def _submit(client: Client, tasks: list[dict[str, Any]], name: str, command: str) -> tuple[str, list[str]]:
-    """Submit and print the broker's warnings (a plugin or capability no worker offers): a job
-    that may never run says so at once. Returns the job id and the warnings."""
-    reply = client.submit_job(tasks, name=name)
+def _submit(
+    client: Client, tasks: list[dict[str, Any]], name: str, command: str, labels: list[str]
+) -> tuple[str, list[str]]:
+    """Submit, with the run's git facts and labels, and print the broker's warnings (a plugin or
+    capability no worker offers): a job that may never run says so at once. Returns the job id
+    and the warnings."""
+    reply = client.submit_job(tasks, name=name, meta=cli_history.run_meta(labels))
     job_id, warnings = reply["job_id"], [str(w) for w in reply.get("warnings") or []]
     for warning in warnings:
         print(f"dtf {command}: warning: {warning}", file=sys.stderr)
@@ -217,7 +222,7 @@ def cmd_submit(client: Client, args: argparse.Namespace) -> int:
             if task.get("placement_timeout") is None:
                 task["placement_timeout"] = args.placement_timeout
     ship_client.for_submit(client, tasks, args)  # --ship DIR: the tasks run in its packed tree
-    job_id, warnings = _submit(client, tasks, name, "submit")
+    job_id, warnings = _submit(client, tasks, name, "submit", args.label)
     extra = {"warnings": warnings} if warnings else {}
     if not args.wait:
         if args.json:
@@ -416,6 +421,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     suite = None
     if args.suite:
         suite = spec.load(args.suite)
+        cli_history.labels_of(args.label)  # a bad label fails before anything starts
     cluster = LocalCluster(
         args.workdir,
         db=args.db,
@@ -476,7 +482,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         else:
             name, tasks = suite
             with cluster.client() as client:
-                job_id, _ = _submit(client, tasks, name, "up")
+                job_id, _ = _submit(client, tasks, name, "up", args.label)
                 print(f"suite    {name}: job {job_id}, {len(tasks)} task(s)", flush=True)
                 status = watch(client, job_id, stop=lambda: stopping, on_progress=_progress_printer())
                 if status is not None:
@@ -535,6 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="fail tasks no live worker can take within S seconds (spec field placement_timeout)",
     )
     ship_client.add_submit_options(p)
+    cli_history.label_option(p)
     p.set_defaults(func=cmd_submit)
 
     p = with_broker(sub.add_parser("status", help="a job's progress and why tasks wait"))
@@ -591,7 +598,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dashboard", action="store_true", help="serve the live Bokeh dashboard too")
     p.add_argument("--dashboard-port", type=int, default=defaults.DASHBOARD_PORT, help="the dashboard's port (0: any)")
     p.add_argument("--open-browser", action="store_true", help="open the dashboard in a browser (implies --dashboard)")
+    cli_history.label_option(p, "a label stored on the suite's job, for dtf jobs/compare --label (repeatable)")
     p.set_defaults(func=None)
+    cli_history.add_parsers(sub, with_broker)
     return parser
 
 

@@ -96,12 +96,14 @@ class Client:
         submitter: str | None = None,
         job_id: str | None = None,
         keep_open: bool = False,
+        meta: dict[str, Any] | None = None,
     ) -> str:
         """Queue tasks (validated here first); returns the job id. ``submitter`` is recorded
         only where the broker cannot tell who we are (no CURVE) or from its own HTTP API.
         ``job_id`` adds the tasks to that open job; ``keep_open`` keeps the job taking tasks
-        (and not done) until :meth:`close_job`."""
-        return self.submit_job(tasks, name, submitter, job_id, keep_open)["job_id"]
+        (and not done) until :meth:`close_job`. ``meta``: the run's git facts and labels
+        (:func:`dtf_bus.runmeta.collect`), stored on a new job."""
+        return self.submit_job(tasks, name, submitter, job_id, keep_open, meta)["job_id"]
 
     def submit_job(
         self,
@@ -110,6 +112,7 @@ class Client:
         submitter: str | None = None,
         job_id: str | None = None,
         keep_open: bool = False,
+        meta: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """:meth:`submit`, answering the broker's whole reply: ``job_id``, ``total`` and, for
         tasks no live worker can run, ``warnings`` (with did-you-mean hints for typos)."""
@@ -120,6 +123,8 @@ class Client:
             body["job_id"] = job_id
         if keep_open:
             body["keep_open"] = True
+        if meta:
+            body["meta"] = meta
         return self.request(protocol.SUBMIT, body)
 
     def close_job(self, job_id: str) -> dict[str, Any]:
@@ -149,6 +154,13 @@ class Client:
     def test_history(self, rootdir: str) -> dict[str, Any]:
         """Earlier runs of a pytest rootdir: ``{"last_failed": [nodeid...], "durations": {nodeid: s}}``."""
         return self.request(protocol.TEST_HISTORY, {"rootdir": rootdir})
+
+    def query(self, what: str, **args: Any) -> Any:
+        """A question about run history (``jobs``, ``job``, ``compare``, ``flaky``, ``history``,
+        ``benchmarks``; arguments in :mod:`dtf_bus.analysis.requests`), read off the broker's loop."""
+        body = {"what": what, "args": {k: v for k, v in args.items() if v is not None}}
+        self.ping()  # an absent broker is told within the usual timeout, not the query's
+        return self.request(protocol.QUERY, body, timeout=max(self.timeout, defaults.QUERY_TIMEOUT))
 
     def status(self, job_id: str) -> dict[str, Any]:
         return self.request(protocol.STATUS, {"job_id": job_id})

@@ -369,3 +369,33 @@ SHIP_FETCH_PATIENCE = 60.0
 SHIP_VENV_TIMEOUT = 900.0
 # Requirements text travels in the task's params: at most this many bytes.
 SHIP_REQUIREMENTS_BYTES = 64 * 1024
+# Run history (dtf_bus/runmeta.py, dtf_bus/analysis/): what a job records of where it came from,
+# and how `dtf compare` / `dtf flaky` judge runs against their history.
+GIT_TIMEOUT = 2.0  # seconds each `git` call gets at submit; a slow or absent git means no metadata
+MAX_JOB_LABELS = 32  # --label K=V pairs per job
+MAX_LABEL_KEY_CHARS = 64
+MAX_LABEL_VALUE_CHARS = 256
+MAX_BRANCH_CHARS = 256
+# A test is "slower" when its new duration passes its median over its last HISTORY_RUNS passing
+# runs (up to the base run) by more than the largest of SLOWER_SPREADS robust standard deviations
+# (1.4826 x MAD), SLOWER_RELATIVE of that median and SLOWER_ABSOLUTE_S seconds.
+HISTORY_RUNS = 20
+SLOWER_SPREADS = 3.0
+SLOWER_RELATIVE = 0.25
+SLOWER_ABSOLUTE_S = 0.1
+# A benchmark regressed when it got worse by more than the larger of BENCH_REGRESSION_RELATIVE
+# and BENCH_REGRESSION_SPREADS times its relative spread (stored runs and the repeats of each run).
+BENCH_REGRESSION_RELATIVE = 0.05
+BENCH_REGRESSION_SPREADS = 3.0
+# Listings: `dtf jobs` shows this many jobs by default; `dtf history` this many runs of a test;
+# `dtf flaky` looks this far back (seconds) unless --since says otherwise. A query answers at most
+# HISTORY_MAX_ROWS rows of any list.
+JOBS_LIMIT = 20
+TEST_HISTORY_LIMIT = 50
+FLAKY_SINCE = 30 * 86400.0
+HISTORY_MAX_ROWS = 10_000
+# The dashboard's history pages re-read the API this often (seconds) while open, and at once
+# (within one refresh) after a job's events.
+DASHBOARD_HISTORY_REFRESH = 5.0
+# A history query (dtf jobs|compare|flaky|history) may scan the whole store: the client waits this long.
+QUERY_TIMEOUT = 60.0

@@ -51,6 +51,7 @@ CANCEL_JOB = "cancel_job"
 CLOSE_JOB = "close_job"  # an open job (submitted with keep_open) takes no more tasks
 FOLLOW = "follow"  # the tasks of a job finished since a cursor (a long poll)
 TEST_HISTORY = "test_history"  # earlier runs' outcomes and durations of a pytest rootdir
+QUERY = "query"  # a question about run history: jobs, compare, flaky, history (dtf_bus/analysis/requests.py)
 DRAIN_WORKER = "drain_worker"
 BALANCER_STATS = "balancer_stats"
 PING = "ping"
@@ -107,6 +108,7 @@ SCHEMAS: dict[str, Schema] = {
         "submitter": (_STR, False),
         "job_id": (_STR, False),  # add the tasks to this open job
         "keep_open": ((bool,), False),  # the job takes more tasks later (until close_job)
+        "meta": (_MAP, False),  # git commit, branch, dirty, commit_time, labels (dtf_bus/runmeta.py)
     },
     STATUS: {"req": (_INT, True), "job_id": (_STR, True)},
     WAIT: {"req": (_INT, True), "job_id": (_STR, True)},
@@ -123,6 +125,7 @@ SCHEMAS: dict[str, Schema] = {
         "status": ((bool,), False),
     },
     TEST_HISTORY: {"req": (_INT, True), "rootdir": (_STR, True)},
+    QUERY: {"req": (_INT, True), "what": (_STR, True), "args": (_MAP, False)},
     DRAIN_WORKER: {"req": (_INT, True), "worker_id": (_STR, True)},
     BALANCER_STATS: {"req": (_INT, True)},
     PING: {"req": (_INT, True)},
@@ -315,7 +318,7 @@ _LIMITS: dict[str, _Limits] = {
     ),
     HEARTBEAT: (("running", _nesting), ("metrics", _nesting)),
     TASK_STARTED: (("task_id", _id), ("started_at", _time)),
-    SUBMIT: (("tasks", _nesting), ("name", _id), ("submitter", _id), ("job_id", _id)),
+    SUBMIT: (("tasks", _nesting), ("name", _id), ("submitter", _id), ("job_id", _id), ("meta", _nesting)),
     STATUS: _JOB,
     WAIT: _JOB,
     RESULTS: _JOB,
@@ -323,6 +326,7 @@ _LIMITS: dict[str, _Limits] = {
     CLOSE_JOB: _JOB,
     FOLLOW: (*_JOB, ("since", _count), ("progress_since", _count), ("wait", _wait)),
     TEST_HISTORY: (("rootdir", _path),),
+    QUERY: (("what", _id), ("args", _nesting)),
     DRAIN_WORKER: (("worker_id", _id),),
     SHIP_HAVE: (("code", _id),),
     SHIP_PUT: (("code", _id), ("size", _count), ("offset", _count)),

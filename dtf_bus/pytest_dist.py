@@ -12,7 +12,7 @@ socket and no pytest session, so each answer is unit-tested on plain data:
   durations DuckDB learned (longest first, as LPT scheduling does, so the tail stays short).
 
 ``dtf pytest ARGS...`` is ``pytest --dtf ARGS...`` run in this process (:func:`main`), taking
-``--broker``, ``--curve-secret`` and ``--broker-key`` anywhere among ARGS. Its exit codes are
+``--broker``, ``--curve-secret``, ``--broker-key`` and ``--label`` anywhere among ARGS. Its exit codes are
 pytest's (0 passed, 1 failed, 2 interrupted or collection errors, 4 usage, 5 no tests) and 3 for
 an unreachable broker.
 """
@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dtf_bus import config, defaults
+from dtf_bus import config, defaults, runmeta
 
 DIST_MODES = ("load", "loadfile", "loadscope", "loadgroup")
 COLLECT_TASK = "collect"
@@ -99,6 +99,20 @@ def parse_requires(items: Iterable[str] | None, flag: str = "--dtf-requires") ->
         else:
             requires[key] = value
     return requires
+
+
+def parse_labels(items: Iterable[str] | None) -> dict[str, str]:
+    """``--dtf-label K=V`` values (stored on the run's job, beside its git facts)."""
+    try:
+        return runmeta.parse_labels(items, "--dtf-label")
+    except runmeta.MetaError as exc:
+        raise PlanError(str(exc)) from None
+
+
+def run_meta(rootdir: str, labels: Mapping[str, str]) -> dict[str, Any]:
+    """What the run's job records of where it came from: the git facts of the suite's rootdir
+    (the checkout under test) and the labels. A run is one job, so this is sent once."""
+    return runmeta.collect(rootdir, dict(labels))
 
 
 def parse_marker_map(lines: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -396,7 +410,12 @@ def _chunk(
 # ---------------------------------------------------------------- dtf pytest
 
 
-SHORTHAND_FLAGS = {"--broker": "--dtf", "--curve-secret": "--dtf-curve-secret", "--broker-key": "--dtf-broker-key"}
+SHORTHAND_FLAGS = {
+    "--broker": "--dtf",
+    "--curve-secret": "--dtf-curve-secret",
+    "--broker-key": "--dtf-broker-key",
+    "--label": "--dtf-label",
+}
 SHORTHAND_HIDDEN = {"--timeout-connect": "--dtf-connect-timeout"}
 
 

@@ -77,6 +77,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="load",
         help="scheduling units, as xdist's --dist: load (default), loadfile, loadscope, loadgroup",
     )
+    group.addoption("--dtf-label", action="append", default=[], metavar="K=V", help="a label stored on the run's job")
     group.addoption("--dtf-max-workers", type=int, default=None, metavar="N", help="use at most N sessions at once")
     group.addoption("--dtf-python", default=None, metavar="PATH", help="the interpreter the workers run pytest with")
     group.addoption(
@@ -184,6 +185,7 @@ class Settings:
     marker_requires: dict[str, dict[str, Any]]
     args: list[str] = field(default_factory=list)
     ship: Any = None  # dtf_bus.ship_client.Shipped with --dtf-ship
+    labels: dict[str, str] = field(default_factory=dict)  # --dtf-label, stored on the job with its git facts
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -207,6 +209,7 @@ class Settings:
             placement_timeout=option.dtf_placement_timeout,
             marker_requires=pytest_dist.parse_marker_map(config.getini("dtf_markers")),
             args=session_args_of(config),
+            labels=pytest_dist.parse_labels(option.dtf_label),
         )
 
 
@@ -540,12 +543,15 @@ class Controller:
         return task
 
     def _submit(self, units: list[Unit], first: bool = False) -> str:
+        from dtf_bus import pytest_dist
+
         name = "pytest " + " ".join(self.settings.args)
         step = defaults.PYTEST_SUBMIT_BATCH
         for start in range(0, len(units), step):
             batch = units[start : start + step]
+            meta = None if self.job else pytest_dist.run_meta(self.rootdir, self.settings.labels)
             self.job = self.client.submit(
-                [self._task(u) for u in batch], name=name[:200], job_id=self.job, keep_open=True
+                [self._task(u) for u in batch], name=name[:200], job_id=self.job, keep_open=True, meta=meta
             )
             for unit in batch:
                 self.units[unit.name] = unit

@@ -19,6 +19,7 @@ from typing import Any
 
 import duckdb
 
+from dtf_bus import runmeta
 from dtf_bus.spec import env_redacted
 from dtf_bus.task import FINAL_STATES, Attempt, Job, Task, TaskState
 
@@ -44,10 +45,17 @@ def load_jobs(cursor: duckdb.DuckDBPyConnection, where: str, params: list[Any]) 
     """Jobs matching ``where`` (SQL over the jobs table) with all their tasks and attempts."""
     jobs = {
         row[0]: Job(
-            job_id=row[0], name=row[1], task_ids=[], submitted_at=row[2] or 0.0, submitter=row[3] or "anonymous"
+            job_id=row[0],
+            name=row[1],
+            task_ids=[],
+            submitted_at=row[2] or 0.0,
+            submitter=row[3] or "anonymous",
+            meta=runmeta.from_columns(*row[4:]),
         )
         for row in cursor.execute(
-            f"SELECT job_id, name, epoch(submitted_at), submitter FROM jobs WHERE {where}", params
+            "SELECT job_id, name, epoch(submitted_at), submitter, git_commit, git_branch, git_dirty, "
+            f"epoch(git_commit_time), labels FROM jobs WHERE {where}",
+            params,
         ).fetchall()
     }
     if not jobs:

@@ -40,6 +40,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     protocol.CLOSE_JOB: _CLIENTS,  # likewise
     protocol.FOLLOW: _CLIENTS,
     protocol.TEST_HISTORY: _CLIENTS,
+    protocol.QUERY: _CLIENTS,
     protocol.DRAIN_WORKER: frozenset((ADMIN,)),
     protocol.PING: frozenset(ROLES),
     # Shipped code: clients ask for and upload archives, workers fetch them (by hash only).

@@ -10,9 +10,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from dtf_bus import runmeta
 from dtf_bus.registry import WorkerInfo
 from dtf_bus.spec import redact_env
-from dtf_bus.task import Attempt, Task
+from dtf_bus.task import Attempt, Job, Task
+
+
+def job_row(j: Job, total: int) -> tuple[Any, ...]:
+    return (j.job_id, j.name, j.submitted_at, total, j.submitter, *runmeta.columns(j.meta))
 
 
 def task_row(t: Task) -> tuple[Any, ...]:

@@ -39,7 +39,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     name VARCHAR,
     submitted_at TIMESTAMP,
     total INTEGER,
-    submitter VARCHAR
+    submitter VARCHAR,
+    git_commit VARCHAR,
+    git_branch VARCHAR,
+    git_dirty BOOLEAN,
+    git_commit_time TIMESTAMP,
+    labels JSON
 );
 CREATE TABLE IF NOT EXISTS tasks (
     task_id VARCHAR PRIMARY KEY,
@@ -121,6 +126,12 @@ MIGRATIONS: list[str] = [
     "ALTER TABLE tasks ADD COLUMN IF NOT EXISTS resources JSON",
     # Kept so a restarted broker still fails what no worker takes in time.
     "ALTER TABLE tasks ADD COLUMN IF NOT EXISTS placement_timeout DOUBLE",
+    # Where each run came from (dtf_bus/runmeta.py): the commit, branch, dirty flag and labels.
+    "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS git_commit VARCHAR",
+    "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS git_branch VARCHAR",
+    "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS git_dirty BOOLEAN",
+    "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS git_commit_time TIMESTAMP",
+    "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS labels JSON",
 ]
 
 # table -> number of leading columns forming its key (0: append-only, every row inserted and

@@ -164,6 +164,7 @@ class Job:
     submitted_at: float = field(default_factory=time.time)
     unfinished: int = 0
     submitter: str = "anonymous"  # the CURVE key's name, the API key's id, or what a plaintext client claimed
+    meta: dict[str, Any] = field(default_factory=dict)  # git commit, branch, dirty, labels (dtf_bus.runmeta)
     waiters: list[tuple[bytes, int]] = field(default_factory=list)  # (peer, req)
     open: bool = False  # takes more tasks (submit with keep_open) until closed
     finished: list[str] = field(default_factory=list)  # task ids in the order they finished

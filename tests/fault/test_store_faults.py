@@ -30,7 +30,7 @@ def _refusing_schema(path) -> None:
     schema = SCHEMA.replace(
         "PRIMARY KEY (task_id, attempt)",
         f"PRIMARY KEY (task_id, attempt), CHECK (result IS NULL OR NOT contains(CAST(result AS VARCHAR), '{POISON}'))",
-    ).replace("    submitter VARCHAR\n);", f"    submitter VARCHAR,\n    CHECK (name <> '{POISON}')\n);")
+    ).replace("    labels JSON\n);", f"    labels JSON,\n    CHECK (name <> '{POISON}')\n);")
     assert schema.count("CHECK") == 2
     con = duckdb.connect(str(path))
     con.execute(schema)

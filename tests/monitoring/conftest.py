@@ -1,11 +1,13 @@
-"""Helpers for the monitoring suite: clusters with the HTTP API on, and a tiny JSON client."""
+"""Helpers for the monitoring suite: clusters with the HTTP API on, a tiny JSON client, headless Chromium."""
 
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,33 @@ import pytest
 from dtf_bus.cluster import wait_for
 
 HTTP = "127.0.0.1:0"  # the broker's API on an ephemeral port
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's; bin/_bootstrap.sh installs it. Never `playwright install`.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture
+def browser():
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("DTF_SKIP_BROWSER_TESTS"):
+            pytest.skip("DTF_SKIP_BROWSER_TESTS is set and /usr/bin/chromium is missing")
+        pytest.fail("Debian's chromium is missing at /usr/bin/chromium: apt-get install chromium (bin/_bootstrap.sh)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
 
 
 @pytest.fixture

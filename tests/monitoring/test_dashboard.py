@@ -3,11 +3,9 @@ console errors, and updated when tasks run. Saves a screenshot in the test's tmp
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 import zmq
@@ -17,32 +15,11 @@ from dtf_bus.cluster import wait_for
 
 pytestmark = pytest.mark.monitoring
 
-CHROMIUM = "/usr/bin/chromium"  # Debian's; bin/_bootstrap.sh installs it. Never `playwright install`.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
-
-@pytest.fixture
-def browser():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("DTF_SKIP_BROWSER_TESTS"):
-            pytest.skip("DTF_SKIP_BROWSER_TESTS is set and /usr/bin/chromium is missing")
-        pytest.fail("Debian's chromium is missing at /usr/bin/chromium: apt-get install chromium (bin/_bootstrap.sh)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+def sized_canvases(page) -> list[dict]:
+    """The bounding boxes of the plots drawn with a real size (a hidden tab's or plot's have none)."""
+    boxes = [page.locator("canvas").nth(i).bounding_box() for i in range(page.locator("canvas").count())]
+    return [b for b in boxes if b and b["width"] > 100 and b["height"] > 100]
 
 
 def test_10_dashboard_is_served_and_renders_live_data(monitored, browser, tmp_path):
@@ -61,11 +38,15 @@ def test_10_dashboard_is_served_and_renders_live_data(monitored, browser, tmp_pa
     succeeded.wait_for(timeout=30_000)
     workers = page.locator('[data-metric="workers_total"]')
     wait_for(lambda: workers.inner_text() == "2", 10, "the page to count 2 workers")
-    # The plots render: a canvas per plot, laid out with a real size.
-    wait_for(lambda: page.locator("canvas").count() >= 3, 10, "three plot canvases")
-    sizes = [page.locator("canvas").nth(i).bounding_box() for i in range(page.locator("canvas").count())]
-    assert sum(1 for s in sizes if s and s["width"] > 100 and s["height"] > 100) >= 3
+    # The plots render: a canvas per plot, laid out with a real size; the task stream, idle, is a placeholder.
+    wait_for(lambda: len(sized_canvases(page)) >= 2, 10, "the queue and throughput plots")
+    placeholder = page.locator('[data-placeholder="task-stream"]')
+    assert placeholder.is_visible() and (placeholder.bounding_box() or {}).get("height", 999) < 80
     assert wait_for(lambda: page.locator(".slick-row").count() >= 2, 10, "worker rows in the table")
+    # No blank box under the tables: as tall as their rows, the anomaly list right below.
+    tables, below = page.locator(".dtf-workers").bounding_box(), page.locator(".dtf-anomalies").bounding_box()
+    assert tables and below and 0 <= below["y"] - (tables["y"] + tables["height"]) < 30, (tables, below)
+    assert tables["height"] < 250, tables  # a title, 2 group rows and 2 worker rows, not 300 px of table
 
     before = int(succeeded.inner_text().replace("-", "0"))
     with cluster.client() as client:
@@ -83,6 +64,9 @@ def test_10_dashboard_is_served_and_renders_live_data(monitored, browser, tmp_pa
         return {r[0]: int(r[-2]) for r in rows if len(r) > 2 and r[1] in ("idle", "busy")}
 
     wait_for(lambda: sum(done_per_worker().values()) == before + 7, 10, "the worker table to count the tasks")
+    # Tasks ran: the task stream replaces its placeholder, one row per worker.
+    wait_for(lambda: len(sized_canvases(page)) >= 3, 10, "the task stream plot")
+    assert not placeholder.is_visible()
 
     # How long from a task's final event on the PUB socket to the number on the page (reported, not asserted:
     # speed claims belong in bench/).

@@ -78,9 +78,15 @@ class FakeClient:
         return self.fleet.history
 
     def submit(
-        self, tasks: list[dict[str, Any]], name: str = "job", job_id: str | None = None, keep_open: bool = False
+        self,
+        tasks: list[dict[str, Any]],
+        name: str = "job",
+        job_id: str | None = None,
+        keep_open: bool = False,
+        meta: dict[str, Any] | None = None,
     ) -> str:
         assert keep_open
+        assert job_id is None or meta is None, "a run's metadata goes with its first submit only"
         self.fleet.submitted += tasks
         self.fleet.queue += tasks
         return "job1"
