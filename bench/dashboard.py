@@ -25,6 +25,27 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 
 
+def _next_event(sub: zmq.Socket) -> str | None:
+    return sub.poll(50) and events.decode(sub.recv_multipart())[1].get("event")
+
+
+def jobs_page(page: Any, client: Any, sub: zmq.Socket, probes: int) -> tuple[list[float], list[float]]:
+    """The Jobs tab: from a job's job_submitted event to its row, and from its last task's
+    succeeded event to the row showing it done."""
+    appear, done = [], []
+    for i in range(probes):
+        job = client.submit([{"name": f"jobprobe{i}", "plugin": "sim", "params": {"seconds": 0.3}}])
+        wait_for(lambda: _next_event(sub) == "job_submitted", 10, "the job_submitted event")
+        seen = time.monotonic()
+        wait_for(lambda j=job: page.locator(f'[data-job="{j}"]').count(), 10, "the job's row", 0.005)
+        appear.append(time.monotonic() - seen)
+        wait_for(lambda: _next_event(sub) == "succeeded", 10, "the job's task to succeed")
+        seen = time.monotonic()
+        wait_for(lambda j=job: page.locator(f'[data-job="{j}"][data-done="true"]').count(), 10, "done", 0.005)
+        done.append(time.monotonic() - seen)
+    return appear, done
+
+
 def measure(workers: int, probes: int) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
@@ -65,13 +86,23 @@ def measure(workers: int, probes: int) -> dict[str, Any]:
                             seen = time.monotonic()
                             wait_for(lambda b=before: succeeded.inner_text() != b, 10, "the page to change", 0.005)
                             latencies.append(time.monotonic() - seen)
+                        jobs = browser.new_page(viewport={"width": 1400, "height": 1200})
+                        jobs.goto(url + "&tab=jobs")
+                        jobs.locator("[data-job]").first.wait_for(timeout=30_000)
+                        appear, done = jobs_page(jobs, client, sub, probes)
                 finally:
                     browser.close()
             sub.close()
         finally:
             fleet.stop()
     latencies.sort()
+    appear.sort()
+    done.sort()
     return {
+        "jobs_page_row_median_ms": round(benchlib.median(appear) * 1000, 1),
+        "jobs_page_row_max_ms": round(appear[-1] * 1000, 1),
+        "jobs_page_done_median_ms": round(benchlib.median(done) * 1000, 1),
+        "jobs_page_done_max_ms": round(done[-1] * 1000, 1),
         "workers": workers,
         "page_ready_s": round(load, 3),
         "latency_median_ms": round(benchlib.median(latencies) * 1000, 1),
@@ -96,6 +127,9 @@ def main() -> None:
             (f"{n} workers: event to page, median (ms)", run["latency_median_ms"]),
             (f"{n} workers: event to page, p90 (ms)", run["latency_p90_ms"]),
             (f"{n} workers: event to page, max (ms)", run["latency_max_ms"]),
+            (f"{n} workers: Jobs tab, submitted to row, median (ms)", run["jobs_page_row_median_ms"]),
+            (f"{n} workers: Jobs tab, finished to done, median (ms)", run["jobs_page_done_median_ms"]),
+            (f"{n} workers: Jobs tab, worst (ms)", max(run["jobs_page_row_max_ms"], run["jobs_page_done_max_ms"])),
         ]
     benchlib.emit(
         "Dashboard latency (PUB event -> browser DOM)",

@@ -35,3 +35,5 @@ def test_dashboard_bench_smoke():
     assert summary["baseline"]["workers"] == 2 and summary["fleet"]["workers"] == 12
     for run in (summary["baseline"], summary["fleet"]):
         assert run["page_ready_s"] > 0 and 0 < run["latency_median_ms"] <= run["latency_max_ms"]
+        assert 0 < run["jobs_page_row_median_ms"] <= run["jobs_page_row_max_ms"]
+        assert 0 < run["jobs_page_done_median_ms"] <= run["jobs_page_done_max_ms"]
