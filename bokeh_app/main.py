@@ -125,6 +125,8 @@ def build(doc, args: argparse.Namespace) -> None:
         tabs.active = TABS.index("job")
 
     def on_tab(attr: str, old: int, new: int) -> None:
+        if new == 0:  # back on the live page: its worker tables catch up at once
+            workers.update(feed.workers(), force=True)
         page = shown()
         if page is not None:
             page.refresh()
@@ -137,7 +139,8 @@ def build(doc, args: argparse.Namespace) -> None:
         queue.update(events)
         stream.update(events)
         anomalies.update(events)
-        workers.update(feed.workers())
+        if tabs.active == 0:  # hundreds of worker rows: not re-sent to the browser while another tab is shown
+            workers.update(feed.workers())
         for each in pages:
             each.absorb(events)
         page = shown()
