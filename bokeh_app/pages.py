@@ -8,9 +8,11 @@ read on a small shared thread pool and hands the answer back with ``add_next_tic
 request while one runs is remembered and answered by one more read when it ends.
 
 A page refreshes when it is shown, every ``DASHBOARD_HISTORY_REFRESH`` seconds while shown, and
-at once when the feed brings news it cares about (:meth:`Page.wants`): a job submitted or a task
-ended. DuckDB lags the broker by up to one store flush, so such news also schedules reads within
-a flush later (:data:`FOLLOW_UPS_MS`).
+when the feed brings news it cares about (:meth:`Page.wants`: a job submitted or done; the Job
+page, any event of its job), at most once per ``DASHBOARD_NEWS_INTERVAL``: the reads run in the
+broker's process, and a busy run must not turn one open tab into a stream of store scans. DuckDB
+lags the broker by up to one store flush, so such news also schedules reads within a flush later
+(:data:`FOLLOW_UPS_MS`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from dtf_bus import defaults
 log = logging.getLogger("dtf.dashboard")
 
 POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dtf-dashboard-api")
-FINAL = frozenset(("succeeded", "failed", "timed_out", "cancelled"))
 # Reads after news, by when DuckDB has it: the store commits every STORE_FLUSH_INTERVAL, so the
 # last of these is past a flush whenever the news came.
 FOLLOW_UPS_MS = (100, int(defaults.STORE_FLUSH_INTERVAL * 1000) + 50)
@@ -45,6 +46,7 @@ OUTCOME_COLOURS = {
 BOX = "font-family:sans-serif;font-size:13px"
 
 Event = tuple[int, str, dict[str, Any]]
+JOB_NEWS = ("job_submitted", "job_done")
 
 
 class Fetcher:
@@ -98,6 +100,7 @@ class Page:
     def __init__(self, doc: Any, http: str | None) -> None:
         self.http = http
         self.fetcher = Fetcher(doc, self.read, self.show)
+        self._news_at = -float("inf")  # when news last caused a read
 
     def read(self) -> Any:
         raise NotImplementedError
@@ -109,13 +112,18 @@ class Page:
         """Take what the feed says directly, before any read (every page, shown or not; default: nothing)."""
 
     def wants(self, events: Sequence[Event]) -> bool:
-        """Whether news from the feed calls for a fresh read (default: a job submitted or a task ended)."""
-        return any(
-            topic == "events.task" and (p.get("event") == "job_submitted" or p.get("event") in FINAL)
-            for _, topic, p in events
-        )
+        """Whether news from the feed calls for a fresh read (default: a job submitted or done;
+        each task's end would re-read the store continuously during a busy run)."""
+        return any(topic == "events.task" and p.get("event") in JOB_NEWS for _, topic, p in events)
 
     def refresh(self, follow_up: bool = False) -> None:
+        """A read now; news-driven ones (``follow_up``, with their later re-reads) at most once per
+        DASHBOARD_NEWS_INTERVAL: the reads run in the broker's process."""
+        if follow_up:
+            now = time.monotonic()
+            if now - self._news_at < defaults.DASHBOARD_NEWS_INTERVAL:
+                return
+            self._news_at = now
         self.fetcher.request()
         if follow_up:
             self.fetcher.later()

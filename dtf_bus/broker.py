@@ -30,7 +30,21 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from dtf_bus import balancer, defaults, events, logs, matching, memory, protocol, recovery, roles, rows, security, spec
+from dtf_bus import (
+    balancer,
+    defaults,
+    events,
+    logs,
+    matching,
+    memory,
+    protocol,
+    recovery,
+    resources,
+    roles,
+    rows,
+    security,
+    spec,
+)
 from dtf_bus.analysis import requests
 from dtf_bus.archive import Archive
 from dtf_bus.balancer.history import History
@@ -127,6 +141,7 @@ class Broker:
         # (release due, job id, store mark): released once due and its rows are all committed,
         # so a request that reads it back from DuckDB sees its final state.
         self._finished_jobs: collections.deque[tuple[float, str, int]] = collections.deque()
+        self._durable_seen = 0  # the store's durable mark as of the last _release_durable
         self._summaries: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()  # released jobs
         self._backlog_since: float | None = None  # frames waited unread since then (see _check_health)
         self._follow_due: set[str] = set()  # jobs whose followers have news, answered once per loop turn
@@ -412,6 +427,7 @@ class Broker:
         durable, refused = self.store.durable()  # refused rows first: never acknowledged
         if refused:
             self._unstored(refused)
+        self._durable_seen = durable  # what finished jobs may be released against (refusals handled)
         while self._unreleased and self._unreleased[0][0] <= durable:
             _, replies, acks = self._unreleased.popleft()
             for peer, kind, body in replies:
@@ -1212,9 +1228,15 @@ class Broker:
             self.scheduler.steal_done(task, None)
             return
         holder.inflight.pop(task.task_id, None)
-        if thief is None or thief.state != "alive":
+        if (
+            thief is None
+            or thief.state != "alive"
+            or (task.resources and not resources.fits(task.resources, thief.free_resources()))
+        ):
             self.scheduler.steal_done(task, None)
-            self._requeue(task)  # the thief left meanwhile; the attempt never started anywhere
+            # The thief left, or what the task needs was taken on it meanwhile (a placement or
+            # another steal since the ask): the attempt never started anywhere.
+            self._requeue(task)
             return
         now = time.time()
         task.worker_id = thief.worker_id
@@ -1369,7 +1391,7 @@ class Broker:
         """Forget jobs finished over finished_job_ttl ago: DuckDB holds them, and a job of
         100,000 tasks must not pin its memory for the broker's life."""
         released = 0
-        durable = self.store.durable_seq
+        durable = self._durable_seen
         while self._finished_jobs and self._finished_jobs[0][0] <= now and self._finished_jobs[0][2] <= durable:
             job = self.jobs.pop(self._finished_jobs.popleft()[1], None)
             if job is None:

@@ -201,12 +201,12 @@ def watch(
 
 
 def _submit(
-    client: Client, tasks: list[dict[str, Any]], name: str, command: str, labels: list[str]
+    client: Client, tasks: list[dict[str, Any]], name: str, command: str, meta: dict[str, Any]
 ) -> tuple[str, list[str]]:
-    """Submit, with the run's git facts and labels, and print the broker's warnings (a plugin or
-    capability no worker offers): a job that may never run says so at once. Returns the job id
-    and the warnings."""
-    reply = client.submit_job(tasks, name=name, meta=cli_history.run_meta(labels))
+    """Submit, with the run's git facts and labels (``meta``), and print the broker's warnings (a
+    plugin or capability no worker offers): a job that may never run says so at once. Returns the
+    job id and the warnings."""
+    reply = client.submit_job(tasks, name=name, meta=meta)
     job_id, warnings = reply["job_id"], [str(w) for w in reply.get("warnings") or []]
     for warning in warnings:
         print(f"dtf {command}: warning: {warning}", file=sys.stderr)
@@ -221,8 +221,11 @@ def cmd_submit(client: Client, args: argparse.Namespace) -> int:
         for task in tasks:
             if task.get("placement_timeout") is None:
                 task["placement_timeout"] = args.placement_timeout
+    # The git facts of the code that runs: the shipped directory's, else the current one's (labels
+    # checked before anything is uploaded).
+    meta = cli_history.run_meta(args.label, args.ship or ".")
     ship_client.for_submit(client, tasks, args)  # --ship DIR: the tasks run in its packed tree
-    job_id, warnings = _submit(client, tasks, name, "submit", args.label)
+    job_id, warnings = _submit(client, tasks, name, "submit", meta)
     extra = {"warnings": warnings} if warnings else {}
     if not args.wait:
         if args.json:
@@ -482,7 +485,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         else:
             name, tasks = suite
             with cluster.client() as client:
-                job_id, _ = _submit(client, tasks, name, "up", args.label)
+                job_id, _ = _submit(client, tasks, name, "up", cli_history.run_meta(args.label))
                 print(f"suite    {name}: job {job_id}, {len(tasks)} task(s)", flush=True)
                 status = watch(client, job_id, stop=lambda: stopping, on_progress=_progress_printer())
                 if status is not None:

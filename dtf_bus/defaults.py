@@ -355,6 +355,8 @@ SHIP_STORE_BYTES = 4 * 1024 * 1024 * 1024
 SHIP_STORE_MIN_IDLE = 3600.0
 # An upload nobody continued for this long is dropped (its partial file deleted).
 SHIP_UPLOAD_IDLE = 600.0
+# Uploads in progress at once (each holds an open file and its announced size reserved).
+SHIP_UPLOADS_AT_ONCE = 16
 # A worker's cache of unpacked trees and venvs (dtf-worker --ship-cache, --ship-cache-bytes):
 # least recently used entries no task is using are deleted once it holds more.
 SHIP_CACHE_DIR_ENV = "DTF_SHIP_CACHE"
@@ -397,5 +399,6 @@ HISTORY_MAX_ROWS = 10_000
 # The dashboard's history pages re-read the API this often (seconds) while open, and at once
 # (within one refresh) after a job's events.
 DASHBOARD_HISTORY_REFRESH = 5.0
+DASHBOARD_NEWS_INTERVAL = 2.0  # news (a job's events) re-reads a history page at most this often
 # A history query (dtf jobs|compare|flaky|history) may scan the whole store: the client waits this long.
 QUERY_TIMEOUT = 60.0

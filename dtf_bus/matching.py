@@ -22,6 +22,15 @@ def requirement_key(plugin: str, requires: dict[str, Any], wanted: Mapping[str, 
     return key + "|" + json.dumps(wanted, sort_keys=True) if wanted else key
 
 
+def parse_key(key: str) -> tuple[str, dict[str, Any], dict[str, int]]:
+    """(plugin, requires, resources) back from :func:`requirement_key`."""
+    plugin, _, rest = key.partition("|")
+    decoder = json.JSONDecoder()
+    requires, end = decoder.raw_decode(rest or "{}")
+    wanted = decoder.raw_decode(rest, end + 1)[0] if rest[end : end + 1] == "|" else {}
+    return plugin, requires, wanted
+
+
 def _hardware_wanted(requires: dict[str, Any]) -> list[str]:
     hw = requires.get("hardware")
     if hw is None:

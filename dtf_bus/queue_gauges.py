@@ -17,24 +17,23 @@ Tasks waiting on a dependency or a retry back-off are not in the queue yet and a
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 
-from dtf_bus import defaults
+from dtf_bus import defaults, matching
 from dtf_bus.queue import TaskQueue
 
 
 def labels(key: str) -> tuple[str, str]:
     """(requirement, hardware) of a queue key (:func:`dtf_bus.matching.requirement_key`)."""
-    requires: dict[str, Any] = json.loads(key.partition("|")[2] or "{}")
+    _, requires, wanted = matching.parse_key(key)
     pairs = []
     for name, want in sorted(requires.items()):
         text = "|".join(map(str, want)) if isinstance(want, list) else str(want)
         pairs.append(f"{name}={text}")
+    pairs += [f"resources.{name}={count}" for name, count in sorted(wanted.items())]
     hardware = requires.get("hardware")
     if isinstance(hardware, list):
         hardware = "|".join(map(str, hardware))

@@ -84,6 +84,8 @@ class Scheduler:
                     candidates = room[key] = [w for w in self.capable(key, task) if w.free_slots > 0]
                 if candidates and task.resources:  # what they hold changes with each placement
                     candidates = [w for w in candidates if resources.fits(task.resources, w.free_resources())]
+                    if not candidates:  # nothing frees up within a round: not looked at again in it
+                        deferred.add(key)
                 if candidates:
                     break
             else:

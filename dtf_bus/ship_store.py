@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -126,6 +127,12 @@ class ShipStore:
         if upload is None:
             if offset != 0:
                 return {"offset": 0, "stored": False}
+            # Checked before anything is reserved or opened: an empty or oversized first chunk
+            # must not hold a file and its announced size for SHIP_UPLOAD_IDLE.
+            if len(data) > size or (not data and size > 0):
+                raise ShipError(f"upload of {ship.short(hexdigest)}: {len(data)} bytes at 0 do not fit {size}")
+            if len(self.uploads) >= defaults.SHIP_UPLOADS_AT_ONCE:
+                raise ShipError(f"{len(self.uploads)} uploads are in progress already; try again shortly")
             upload = self._begin(hexdigest, size)
         if size != upload.size:
             raise ShipError(f"upload of {ship.short(hexdigest)} announced {upload.size} bytes, now {size}")
@@ -173,12 +180,15 @@ class ShipStore:
     def missing(self, specs: list[dict[str, Any]]) -> str | None:
         """Why these tasks cannot be queued (a malformed ``params.ship``, or code this broker
         does not hold), or None; the archives they name count as used now."""
-        seen: set[int] = set()
+        seen: set[str] = set()
+        touched: set[str] = set()
         for task in specs:
             value = task["params"].get("ship")
-            if value is None or id(value) in seen:  # one client's tasks share one table
+            # Decoded apart for every task, but most tasks of a job name the same code: checked once.
+            key = json.dumps(value, sort_keys=True, default=str)
+            if value is None or key in seen:
                 continue
-            seen.add(id(value))
+            seen.add(key)
             try:
                 reference = ship.Reference.of(value)
             except ShipError as exc:
@@ -189,7 +199,9 @@ class ShipStore:
                         f"task {task['name']!r}: shipped code {ship.short(hexdigest)} is not stored on this broker; "
                         "upload it first (dtf submit --ship, pytest --dtf-ship)"
                     )
-                self._touch(hexdigest)
+                touched.add(hexdigest)
+        for hexdigest in touched:  # one touch (a file's mtime) per archive, not per task
+            self._touch(hexdigest)
         return None
 
     def stats(self) -> dict[str, Any]:

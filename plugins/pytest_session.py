@@ -155,7 +155,11 @@ class SessionSpec:
         self.marker_requires = marker_requires
         # The task's GPUs are the session's: CUDA picks its devices once per process, so a
         # session serves only tasks handed the same devices (they are part of its key).
-        self.env = {**{str(k): str(v) for k, v in env.items()}, **resources.gpu_environment(ctx.devices)}
+        devices = resources.gpu_environment(ctx.devices)
+        self.env = {**{str(k): str(v) for k, v in env.items()}, **devices}
+        # A session that may have put work on its devices ends with its task: idle, it would
+        # still hold their memory while the worker hands them to the next task.
+        self.holds_devices = bool(devices)
         self.key = (
             session,
             self.python,
@@ -408,6 +412,11 @@ class SessionPool:
         return session
 
     def release(self, session: Session) -> None:
+        if session.spec.holds_devices and not session.closed and session.proc.poll() is None:
+            with self.lock:
+                self.live.discard(session)
+            session.shutdown()  # before the task ends: its devices are free once it has returned
+            return
         with self.lock:
             if session.closed or session.proc.poll() is not None or self.closing:
                 alive = False

@@ -41,3 +41,10 @@ def test_past_the_limit_the_smallest_series_are_summed_per_hardware():
     assert got[("other", "cuda")] == 10 + 11
     assert got[("other", "any")] == 1 + 2
     assert sum(got.values()) == sum(depths.values())
+
+
+def test_a_key_with_resources_is_labelled_not_refused():
+    """A queued GPU task's key has a third part; reading it failed every /metrics scrape."""
+    key = matching.requirement_key("sim", {"hardware": "cuda"}, {"gpus": 2})
+    assert queue_gauges.labels(key) == ("hardware=cuda,resources.gpus=2", "cuda")
+    assert matching.parse_key(key) == ("sim", {"hardware": "cuda"}, {"gpus": 2})

@@ -200,6 +200,19 @@ def test_an_upload_resumes_where_it_stands_and_a_wrong_hash_is_dropped(tmp_path)
     assert not store.have({"code": bad})["have"] and not (tmp_path / "db.ship" / ("0" * 64)).exists()
 
 
+def test_a_bogus_first_chunk_reserves_nothing_and_uploads_at_once_are_capped(tmp_path, monkeypatch):
+    store = ShipStore(tmp_path / "db.ship")
+    for i in range(50):  # empty chunks announcing 10 MB each held a file and the size for 10 minutes
+        with pytest.raises(ShipError, match="do not fit"):
+            store.put({"code": "sha256:" + f"{i:064x}", "size": 10_000_000, "offset": 0, "data": b""})
+    assert store.uploads == {}
+    monkeypatch.setattr("dtf_bus.defaults.SHIP_UPLOADS_AT_ONCE", 2)
+    for i in range(2):
+        store.put({"code": "sha256:" + f"{i:064x}", "size": 4, "offset": 0, "data": b"ab"})
+    with pytest.raises(ShipError, match="2 uploads are in progress already"):
+        store.put({"code": "sha256:" + f"{9:064x}", "size": 4, "offset": 0, "data": b"ab"})
+
+
 def test_the_store_is_bounded_evicting_idle_archives_and_refusing_when_all_are_in_use(tmp_path):
     store = ShipStore(tmp_path / "s", max_bytes=25, min_idle=3600)
     upload(store, b"a" * 10)
