@@ -74,6 +74,7 @@ _SESSION_KINDS = frozenset(
     )
 )
 CONNECTION_CLOSED = "connection closed"  # how a worker whose process or socket died is lost
+SEND_QUEUE_FULL = "not reading its messages"  # a send to it hit the high-water mark
 # Plain ints: pyzmq's flag enums cost an enum operation per frame on the hottest path.
 _MORE = int(zmq.SNDMORE | zmq.NOBLOCK)
 _LAST = int(zmq.NOBLOCK)
@@ -142,6 +143,7 @@ class Broker:
         # so a request that reads it back from DuckDB sees its final state.
         self._finished_jobs: collections.deque[tuple[float, str, int]] = collections.deque()
         self._durable_seen = 0  # the store's durable mark as of the last _release_durable
+        self._unwritable: set[bytes] = set()  # worker peers a send found full (_drop_unwritable)
         self._summaries: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()  # released jobs
         self._backlog_since: float | None = None  # frames waited unread since then (see _check_health)
         self._follow_due: set[str] = set()  # jobs whose followers have news, answered once per loop turn
@@ -274,6 +276,8 @@ class Broker:
                 if self._placement_due:
                     self._placement_due = False
                     self._place()
+                if self._unwritable:
+                    self._drop_unwritable()
                 if self._awaiting or self._acks:
                     self._unreleased.append((self.store.mark(self._awaiting_urgent), self._awaiting, self._acks))
                     self._awaiting, self._acks, self._awaiting_urgent = [], {}, False
@@ -411,9 +415,24 @@ class Broker:
                 worker = self.registry.by_peer(peer)
                 if worker is not None:
                     self._worker_lost(worker, CONNECTION_CLOSED)
+            elif exc.errno == zmq.EAGAIN and self.registry.by_peer(peer) is not None:
+                # A worker not reading its messages (the pipe is at its high-water mark): what was
+                # not sent (an ASSIGN, a REGISTERED) must not be believed delivered, so its tasks go
+                # elsewhere and it registers afresh; after the current message (see _drop_unwritable).
+                self._unwritable.add(peer)
+                self._send_failed(peer, "send %s to %s failed: %s", kind, peer.hex(), exc)
             else:
                 self._send_failed(peer, "send %s to %s failed: %s", kind, peer.hex(), exc)
             return False
+
+    def _drop_unwritable(self) -> None:
+        """Workers a send found full: lost (not as evidence against their tasks: they were only
+        slow), so nothing stays assigned on the word of a message that was never sent."""
+        for peer in self._unwritable:
+            worker = self.registry.by_peer(peer)
+            if worker is not None:
+                self._worker_lost(worker, SEND_QUEUE_FULL)
+        self._unwritable.clear()
 
     def _reply(self, peer: bytes, body: dict[str, Any], data: dict[str, Any] | list[Any]) -> None:
         self._send(peer, protocol.REPLY, {"req": body["req"], "data": data})
@@ -488,8 +507,11 @@ class Broker:
             self._by_fd[worker.fd] = worker
             if previous is not None and previous is not old and self.registry.get(previous.worker_id) is previous:
                 self._send(previous.peer, protocol.HEARTBEAT, {})  # its connection must be gone: probe
-        # Attempts this worker says it holds (running, or finished and not yet acknowledged).
-        reported = {tuple(r) for r in body.get("running", []) if isinstance(r, list | tuple) and len(r) == 2}
+        # Attempts this worker says it holds: running or queued on it, and finished with the result
+        # not yet acknowledged (``finished``: those are coming, never cancelled; an older worker
+        # lists them under ``running``).
+        running = {tuple(r) for r in body.get("running", []) if isinstance(r, list | tuple) and len(r) == 2}
+        reported = running | {tuple(r) for r in body.get("finished", []) if isinstance(r, list | tuple) and len(r) == 2}
         held = dict(old.inflight) if old is not None else {}
         held.update(self._orphans.pop(worker_id, {}))
         if old is not None:
@@ -507,7 +529,8 @@ class Broker:
                 )
         for task_id, attempt in reported:
             if worker.inflight.get(task_id) != attempt:
-                self._send(peer, protocol.CANCEL, {"task_id": task_id, "attempt": attempt, "reason": "superseded"})
+                if (task_id, attempt) in running:  # at most slots + prefetch of them: a finished one needs none
+                    self._send(peer, protocol.CANCEL, {"task_id": task_id, "attempt": attempt, "reason": "superseded"})
                 if task_id in self.tasks and isinstance(attempt, int):
                     self.tasks[task_id].skip_reported(attempt)  # a number never handed out again
         self.scheduler.strategy.add_worker(worker)

@@ -84,6 +84,7 @@ SCHEMAS: dict[str, Schema] = {
         "slots": (_INT, True),
         "plugins": (_LIST, True),
         "running": (_LIST, False),
+        "finished": (_LIST, False),
         "resources": (_MAP, False),
     },
     # From a worker: its metrics. From the broker: the interval the worker should use now
@@ -314,6 +315,7 @@ _LIMITS: dict[str, _Limits] = {
         ("capabilities", _nesting),
         ("plugins", _nesting),
         ("running", _nesting),
+        ("finished", _nesting),
         ("resources", _resources),
     ),
     HEARTBEAT: (("running", _nesting), ("metrics", _nesting)),

@@ -239,7 +239,9 @@ class Worker:
         sock.connect(self.broker)
         self._socket = sock
         was_registered = False
+        self._registered = False  # until this connection's REGISTERED: nothing else is sent on it
         self._register()
+        register_due = time.monotonic() + self.interval * self.liveness
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
@@ -269,6 +271,9 @@ class Worker:
                 if now >= heartbeat_due:
                     if self._registered:
                         self._send(protocol.HEARTBEAT, {"metrics": _metrics()})
+                    elif now >= register_due:  # the broker answers, but not our REGISTER: ask again
+                        self._register()
+                        register_due = now + self.interval * self.liveness
                     heartbeat_due = now + self.interval
                 if now - broker_seen > self.interval * self.liveness:
                     return was_registered
@@ -290,8 +295,10 @@ class Worker:
                 "slots": self.slots,
                 "resources": self.resources,
                 "plugins": sorted(self.executors),
-                # Attempts we hold: running, or finished with the result not yet acknowledged.
-                "running": held + [list(k) for k in self.unacked],
+                # Attempts we hold: running or queued here, and finished with the result not yet
+                # acknowledged (the broker cancels only the first kind it no longer wants).
+                "running": held,
+                "finished": [list(k) for k in self.unacked],
             },
         )
 

@@ -284,3 +284,24 @@ def test_retries_back_off_exponentially(make_cluster):
     gaps = [history[i + 1]["assigned_at"] - history[i]["ended_at"] for i in range(2)]
     # Jitter is in [0.5, 1.5) of 0.2 s, then of 0.4 s: these lower bounds hold by construction.
     assert gaps[0] >= 0.1 and gaps[1] >= 0.2
+
+
+def test_a_worker_back_with_thousands_of_unacknowledged_results_is_not_flooded_with_cancels(make_cluster):
+    """The soak's hang: a worker that reconnected under load listed its unacknowledged results
+    as held; the broker answered each one it no longer held with a CANCEL, thousands of them
+    filled the connection to its high-water mark, and the REGISTERED and ASSIGN behind them were
+    dropped: two tasks stayed assigned to a worker that never had them. Finished attempts are
+    reported apart and never cancelled; the worker's next task reaches it."""
+    cluster = make_cluster()
+    worker = RawWorker(cluster.endpoint, "w")
+    try:
+        finished = [[f"gone{i:05d}.0", 1] for i in range(5000)]  # a released job's results
+        body = {"worker_id": "w", "capabilities": {"hardware": ["cpu"]}, "slots": 1, "plugins": ["sim"]}
+        worker.sock.send(protocol.encode(protocol.REGISTER, {**body, "running": [], "finished": finished}))
+        wait_for(lambda: worker.received(protocol.REGISTERED), 10, "w to be registered")
+        with cluster.client() as client:
+            client.submit([{"name": "t", "plugin": "sim"}])
+        wait_for(lambda: worker.received(protocol.ASSIGN), 10, "the task to reach the worker")
+        assert not [body for kind, body in worker.got if kind == protocol.CANCEL]
+    finally:
+        worker.sock.close()
