@@ -357,6 +357,9 @@ SHIP_STORE_MIN_IDLE = 3600.0
 SHIP_UPLOAD_IDLE = 600.0
 # Uploads in progress at once (each holds an open file and its announced size reserved).
 SHIP_UPLOADS_AT_ONCE = 16
+# Seconds between a worker's tries to send what its full connection could not take yet (it keeps
+# those messages in order rather than drop them).
+WORKER_OUTBOX_RETRY = 0.01
 # A worker's cache of unpacked trees and venvs (dtf-worker --ship-cache, --ship-cache-bytes):
 # least recently used entries no task is using are deleted once it holds more.
 SHIP_CACHE_DIR_ENV = "DTF_SHIP_CACHE"

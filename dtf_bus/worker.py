@@ -20,6 +20,7 @@ keeps the worker disconnected (process alive, tasks still running) until SIGUSR2
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import logging
 import os
@@ -96,6 +97,7 @@ class Worker:
         self.unacked: dict[tuple[str, int], dict[str, Any]] = {}
         self._done: queue.SimpleQueue = queue.SimpleQueue()
         self._progress: queue.SimpleQueue = queue.SimpleQueue()  # (task id, attempt, data) to show
+        self._outbox: collections.deque[bytes] = collections.deque()  # frames the connection could not take yet
         self._wake_pending = False  # a result's wake-up byte is in the pipe, not yet read
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
@@ -211,6 +213,7 @@ class Worker:
             self._socket.close(linger=200 if self._stopping else 0)
             self._socket = None
         self._registered = False
+        self._outbox.clear()  # a new connection registers afresh and re-sends what is unacknowledged
 
     def _idle(self, until: float | None) -> None:
         """Without a connection: keep collecting results and enforcing timeouts."""
@@ -253,7 +256,10 @@ class Worker:
                     self._stopping = True
                     break
                 now = time.monotonic()
-                events = dict(poller.poll(self._next_deadline(now, heartbeat_due) * 1000))
+                wait = self._next_deadline(now, heartbeat_due)
+                events = dict(poller.poll((min(wait, defaults.WORKER_OUTBOX_RETRY) if self._outbox else wait) * 1000))
+                if self._outbox:
+                    self._flush_outbox()
                 if sock in events:
                     broker_seen = time.monotonic()
                     while True:
@@ -306,12 +312,29 @@ class Worker:
         self._send_frame(kind, protocol.encode(kind, body))
 
     def _send_frame(self, kind: str, frame: bytes) -> None:
+        """Send, or keep it in order behind what the connection could not take yet: a result or
+        a STEAL_ACK dropped on a live connection was never sent again (a task stayed assigned
+        to us for good). Heartbeats are the exception: the next one will do."""
         if self._socket is None:
             return
+        if not self._outbox and self._try_send(frame):
+            return
+        if kind == protocol.HEARTBEAT:
+            return
+        if not self._outbox:
+            log.warning("send queue to the broker full: holding messages until it reads them")
+        self._outbox.append(frame)
+
+    def _try_send(self, frame: bytes) -> bool:
         try:
             self._socket.send(frame, zmq.NOBLOCK)
+            return True
         except zmq.Again:
-            log.warning("send queue full; dropped %s", kind)
+            return False
+
+    def _flush_outbox(self) -> None:
+        while self._outbox and self._try_send(self._outbox[0]):
+            self._outbox.popleft()
 
     def _handle(self, frame: bytes) -> None:
         try:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import zmq
 
+from dtf_bus import protocol
 from dtf_bus.worker import Worker
 
 pytestmark = pytest.mark.unit
@@ -35,3 +37,35 @@ def test_a_repeated_or_older_delivery_is_ignored():
     assign(worker, 2)
     assign(worker, 1)
     assert worker.pending["j.1"]["attempt"] == 2 and len(worker.pending) == 1
+
+
+class FullSocket:
+    """A DEALER whose connection takes nothing until ``room`` is set (its high-water mark)."""
+
+    def __init__(self) -> None:
+        self.room = 0
+        self.sent: list[bytes] = []
+
+    def send(self, frame: bytes, flags: int = 0) -> None:
+        if self.room <= 0:
+            raise zmq.Again()
+        self.room -= 1
+        self.sent.append(frame)
+
+
+def test_a_full_connection_holds_results_and_steal_acks_in_order_and_drops_only_heartbeats():
+    """A result or STEAL_ACK dropped on a live connection was never sent again: the soak's hang
+    (33 tasks assigned to an idle worker whose results had been dropped)."""
+    worker = idle_worker()
+    worker._socket = sock = FullSocket()
+    result = {"task_id": "a", "attempt": 1, "outcome": "succeeded", "started_at": 1.0, "ended_at": 2.0}
+    worker._send(protocol.TASK_RESULT, {"results": [result]})
+    worker._send(protocol.HEARTBEAT, {})
+    worker._send(protocol.STEAL_ACK, {"task_id": "b", "attempt": 1, "ok": True})
+    assert sock.sent == [] and len(worker._outbox) == 2
+    sock.room = 5
+    worker._send(protocol.HEARTBEAT, {})  # never ahead of the held ones: dropped while they wait
+    assert sock.sent == []
+    worker._flush_outbox()
+    assert [protocol.decode(f)[0] for f in sock.sent] == [protocol.TASK_RESULT, protocol.STEAL_ACK]
+    assert not worker._outbox
