@@ -40,16 +40,9 @@ class HistoryQuery(Handler):
             read = requests.reader(what, {k: v for k, v in args.items() if v is not None})
         except requests.QueryError as exc:
             raise ApiError(400, str(exc)) from None
-
-        def run() -> Any:
-            cursor = self.monitor.store.cursor()
-            try:
-                return read(cursor)
-            finally:
-                cursor.close()
-
+        store = self.monitor.store
         try:
-            return await self.api.read(run)
+            return await self.api.read(lambda: store.read(read))
         except Refused as exc:
             raise ApiError(404, str(exc)) from None
 

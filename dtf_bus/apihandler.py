@@ -116,12 +116,5 @@ class Handler(tornado.web.RequestHandler):
     async def query(self, sql: str, params: list[Any]) -> list[tuple]:
         """Read the results store on the reader pool (never on the IOLoop: a slow query would
         hold up every WebSocket's delivery), on that thread's own cursor."""
-
-        def read() -> list[tuple]:
-            cursor = self.monitor.store.cursor()
-            try:
-                return cursor.execute(sql, params).fetchall()
-            finally:
-                cursor.close()
-
-        return await self.api.read(read)
+        store = self.monitor.store
+        return await self.api.read(lambda: store.read(lambda cursor: cursor.execute(sql, params).fetchall()))

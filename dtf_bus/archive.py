@@ -81,11 +81,7 @@ class Archive:
 
     def _run(self, loaded: Loaded, read: Callable[[Any], Any], what: str) -> None:
         try:
-            cursor = self.store.cursor()
-            try:
-                loaded.reply = read(cursor)
-            finally:
-                cursor.close()
+            loaded.reply = self.store.read(read)
         except Refused as exc:
             loaded.error = str(exc)
         except Exception as exc:  # a broken or closing database: the request fails, the loop goes on

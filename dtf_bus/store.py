@@ -23,15 +23,17 @@ import queue
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 
 from dtf_bus import defaults
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -298,6 +300,14 @@ class Store:
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A connection for reading from another thread (DuckDB allows one writing process)."""
         return self._con.cursor()
+
+    def read(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """``fn(cursor)`` on a cursor of its own, closed after: a reader thread's one read."""
+        cursor = self._con.cursor()
+        try:
+            return fn(cursor)
+        finally:
+            cursor.close()
 
     def put(self, table: str, row: tuple[Any, ...]) -> None:
         """Queue one row for ``table`` (its columns in the order of ``self.tables[table].columns``)."""

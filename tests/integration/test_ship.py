@@ -15,11 +15,12 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import zipfile
 from pathlib import Path
 
 import pytest
+
+from tests.integration.test_pytest_dist import make_project
 
 pytestmark = pytest.mark.integration
 
@@ -53,14 +54,6 @@ SUITE = {
     """,
     "sub/data.txt": "hello shipped\n",
 }
-
-
-def make_project(root: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-    return root
 
 
 def environ(**extra: str) -> dict[str, str]:
