@@ -32,7 +32,7 @@ from typing import Any
 
 import psutil
 
-from dtf_bus.cluster import LocalCluster
+from dtf_bus.testing.cluster import LocalCluster
 
 # Benchmarks are noisy on a small machine; rounds are interleaved and the median reported.
 DEFAULT_ROUNDS = 3

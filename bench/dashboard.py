@@ -19,7 +19,7 @@ import zmq
 from simfleet import Fleet
 
 from dtf_bus import events
-from dtf_bus.cluster import wait_for
+from dtf_bus.testing.cluster import wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]

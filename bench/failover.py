@@ -25,7 +25,7 @@ from pathlib import Path
 
 import benchlib
 
-from dtf_bus.cluster import wait_for
+from dtf_bus.testing.cluster import wait_for
 
 PEER = Path(__file__).resolve().parents[2] / "shared" / "peers" / "peer_dask_failover.py"
 

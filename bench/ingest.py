@@ -27,7 +27,7 @@ from typing import Any
 import benchlib
 import duckdb
 
-from dtf_bus.store import MIGRATIONS, SCHEMA, TABLES, Store, Table
+from dtf_bus.store.db import MIGRATIONS, SCHEMA, TABLES, Store, Table
 
 TARGET_ROWS_PER_S = 50_000
 

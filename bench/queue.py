@@ -9,7 +9,7 @@ of queue depth it records:
 - end-to-end placement: a few simulated workers (:mod:`simfleet`) that can run everything
   register and answer ``--sample`` tasks; time per placed task = (last result - first assign)
   / sample. Afterwards they unregister (the few tasks they held go back to the queue);
-- in-process placement: ``dtf_bus.scheduler.Scheduler.place`` on a queue of the same depth
+- in-process placement: ``dtf_bus.broker.scheduler.Scheduler.place`` on a queue of the same depth
   and mix, microseconds per placed task, without the network;
 - the broker's resident memory.
 
@@ -29,10 +29,10 @@ import benchlib
 import simfleet
 
 from dtf_bus.balancer import load as load_strategy
-from dtf_bus.cluster import wait_for
-from dtf_bus.registry import Registry, WorkerInfo
-from dtf_bus.scheduler import Scheduler
+from dtf_bus.broker.scheduler import Scheduler
+from dtf_bus.broker.workers import Registry, WorkerInfo
 from dtf_bus.task import Task
+from dtf_bus.testing.cluster import wait_for
 
 # The mix: what a mixed fleet's suites ask for. Every simulated worker can run all of them.
 REQUIREMENTS: list[dict[str, Any]] = [

@@ -22,7 +22,7 @@ import time
 import benchlib
 import simfleet
 
-from dtf_bus.cluster import wait_for
+from dtf_bus.testing.cluster import wait_for
 
 TARGET_IDLE_CPU_PCT = 20.0
 

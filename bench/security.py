@@ -63,7 +63,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from dtf_bus import defaults, protocol
 from dtf_bus.client import BrokerUnreachable, Client
-from dtf_bus.cluster import LocalCluster, wait_for
+from dtf_bus.testing.cluster import LocalCluster, wait_for
 
 MESSAGES: dict[str, bytes] = {
     "heartbeat": protocol.encode(

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import benchlib
 
-from dtf_bus import ship_client
+from dtf_bus.ship import client as ship_client
 
 
 def make_tree(root: Path, megabytes: float, files: int, seed: int = 1) -> int:

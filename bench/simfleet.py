@@ -2,7 +2,7 @@
 
 A real worker is a process with threads; thousands of them do not fit on a small machine. The
 broker cannot tell the difference, though: each simulated worker is one DEALER connection that
-registers, heartbeats at the interval the broker tells it (as :mod:`dtf_bus.worker` does, so
+registers, heartbeats at the interval the broker tells it (as :mod:`dtf_bus.worker.worker` does, so
 the fleet's heartbeat rate is the broker's default), and answers an ASSIGN at once with
 TASK_STARTED and a succeeded TASK_RESULT, as a ``sim`` task with ``seconds = 0`` would.
 

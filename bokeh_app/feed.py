@@ -17,7 +17,8 @@ from typing import Any
 
 import zmq
 
-from dtf_bus import defaults, events, security
+from dtf_bus import defaults, events
+from dtf_bus.security import curve as security
 
 log = logging.getLogger("dtf.dashboard")
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import zmq
 
-from dtf_bus import defaults, protocol, security, spec
+from dtf_bus import defaults, protocol, spec
+from dtf_bus.security import curve as security
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,9 @@ from bokeh.server.tornado import BokehTornado
 from tornado.httputil import HTTPHeaders, HTTPServerRequest
 from tornado.ioloop import IOLoop
 
-from dtf_bus import defaults, httpserver, logs, webauth
+from dtf_bus import defaults, logs
+from dtf_bus.http import auth as webauth
+from dtf_bus.http import server as httpserver
 
 APP_DIR = Path(__file__).resolve().parent.parent / "bokeh_app"
 log = logging.getLogger("dtf.dashboard")

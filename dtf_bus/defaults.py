@@ -145,7 +145,7 @@ WEBSOCKET_QUEUE = 10_000  # messages buffered for WebSocket clients between two 
 # stalls (or only answers pings) must not grow the broker's memory; a live dashboard stays far below.
 WEBSOCKET_MAX_PENDING_BYTES = 4 * 1024 * 1024
 WEBSOCKET_MAX_CLIENTS = 256  # WebSockets open at once per API (each holds a buffer of up to the above)
-# The HTTP server (dtf_bus/httpserver.py): slowloris clients are timed out and capped so that the
+# The HTTP server (dtf_bus/http/server.py): slowloris clients are timed out and capped so that the
 # process keeps the file descriptors its bus sockets need (512 leaves half of `ulimit -n 1024`).
 HTTP_MAX_CONNECTIONS = 512
 HTTP_IDLE_TIMEOUT = 60.0  # seconds a connection may sit without a complete request header
@@ -154,7 +154,7 @@ HTTP_MAX_HEADER_BYTES = 64 * 1024
 HTTP_ACCEPT_PAUSE = 0.1  # seconds without accepting after an accept error (EMFILE), instead of spinning
 API_MAX_PAGE = 10_000  # `limit` of a listing at most; `offset` at most API_MAX_OFFSET
 API_MAX_OFFSET = 1_000_000_000
-# The API token (dtf_bus/webauth.py) lives beside the DuckDB file: <db> + this suffix, mode 0600.
+# The API token (dtf_bus/http/auth.py) lives beside the DuckDB file: <db> + this suffix, mode 0600.
 API_TOKEN_SUFFIX = ".api-token"
 
 # Client request timeout (seconds) before the broker is called unreachable.
@@ -296,7 +296,7 @@ BROWSER_CLOSE_GRACE = 5.0
 BENCH_WARMUP = 3
 BENCH_ITERATIONS = 20
 
-# pytest --dtf (dtf_bus/pytest_plugin.py, plan in dtf_bus/pytest_dist.py).
+# pytest --dtf (dtf_bus/pytest_dist/plugin.py, plan in dtf_bus/pytest_dist/plan.py).
 # A `load` run is cut into chunks of about (work left) / (this x sessions) seconds: large chunks
 # first, smaller ones as the run drains, so every session stays busy to the end without paying a
 # task round trip per test (guided self-scheduling).
@@ -334,7 +334,7 @@ ALIVE_FILE_MAX_AGE = 60.0
 # the rest are summed into requirement="other", so a spec with a fresh requirement per task cannot
 # blow up the scraper's series count.
 QUEUE_GAUGE_MAX_SERIES = 100
-# Code shipped to workers (docs/shipping.md: dtf_bus/ship.py, ship_store.py, ship_client.py, ship_cache.py).
+# Code shipped to workers (docs/shipping.md: dtf_bus/ship/archive.py, ship_store.py, ship_client.py, ship_cache.py).
 # A project packed for shipping (the files' bytes, before tar headers) may be at most this large
 # (dtf submit --ship-max-bytes, pytest --dtf-ship-max-bytes): a checkout that grew a data set or a
 # build tree fails at once with its size, instead of filling the broker and every worker.

@@ -32,7 +32,7 @@ _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 # A cheap look before the substitutions: most lines hold none of these words.
 _HINT = re.compile(r"dtf_|token|api_key|apikey|bearer|secret-key|password|x-api-key", re.IGNORECASE)
 _SECRETS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # API keys (dtf_bus.apikeys): the id names the key in listings and stays; the secret goes.
+    # API keys (dtf_bus.security.apikeys): the id names the key in listings and stays; the secret goes.
     (re.compile(r"\b(dtf_[0-9a-f]{8}_)[A-Za-z0-9_\-]+"), rf"\g<1>{REDACTED}"),
     # Credentials in query strings and key=value text.
     (

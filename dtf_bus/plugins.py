@@ -56,7 +56,7 @@ class TaskContext:
     cancel_reason: str | None = None
     progress: Callable[[dict[str, Any]], None] | None = None  # set by the worker
     devices: dict[str, list[str]] = field(default_factory=dict)  # resource -> the ids this task holds
-    # Shipped code (dtf_bus/ship_worker.py): the unpacked tree the task runs in, the directory it
+    # Shipped code (dtf_bus/ship/worker.py): the unpacked tree the task runs in, the directory it
     # was packed from on the submitting machine, and the venv of its requirements.
     ship_dir: str | None = None
     ship_root: str | None = None

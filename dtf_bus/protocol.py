@@ -55,7 +55,7 @@ QUERY = "query"  # a question about run history: jobs, compare, flaky, history (
 DRAIN_WORKER = "drain_worker"
 BALANCER_STATS = "balancer_stats"
 PING = "ping"
-# Shipped code (dtf_bus/ship_store.py): a client asks whether the broker holds an archive and
+# Shipped code (dtf_bus/ship/store.py): a client asks whether the broker holds an archive and
 # uploads it in chunks; a worker fetches it in chunks. Every reply is a REPLY or an ERROR.
 SHIP_HAVE = "ship_have"
 SHIP_PUT = "ship_put"

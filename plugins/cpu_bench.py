@@ -122,7 +122,7 @@ def _interpreter(warmup: int, iterations: int) -> dict[str, Any]:
 
 
 def environment(use_numpy: bool) -> dict[str, Any]:
-    from dtf_bus.hardware import cpu_model
+    from dtf_bus.worker.hardware import cpu_model
 
     env = {**base_environment(), "device": cpu_model(), "cpu_count": os.cpu_count()}
     if use_numpy:

@@ -244,7 +244,7 @@ def environment(torch: Any, device: Any) -> dict[str, Any]:
             gpu_count=torch.cuda.device_count(),
             **_device_ids(device.index if device.index is not None else torch.cuda.current_device()),
         )
-        from dtf_bus.hardware import nvidia_gpus
+        from dtf_bus.worker.hardware import nvidia_gpus
 
         gpus = nvidia_gpus()
         if gpus:

@@ -21,8 +21,8 @@ import sys
 import tempfile
 from typing import Any
 
-from dtf_bus import junit
 from dtf_bus.plugins import TaskContext, TaskFailed, run_process
+from dtf_bus.pytest_dist import junit
 
 # pytest's exit codes (pytest.ExitCode), spelled out so the worker need not import pytest.
 EXIT_OK, EXIT_TESTS_FAILED, EXIT_INTERRUPTED, EXIT_INTERNAL, EXIT_USAGE, EXIT_NO_TESTS = 0, 1, 2, 3, 4, 5

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from dtf_bus.cluster import LocalCluster, wait_for
+from dtf_bus.testing.cluster import LocalCluster, wait_for
 
 # Fast liveness for tests: a silent worker goes missing after 1 s (5 x 0.2 s), with slack for a
 # loaded 2-core CI machine; the dead limit stays at its default of 10 intervals (2 s).

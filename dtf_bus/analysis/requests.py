@@ -15,7 +15,7 @@ from typing import Any
 from dtf_bus import defaults, runmeta
 from dtf_bus.analysis import queries, views
 from dtf_bus.analysis.stats import BenchRule, SlowerRule
-from dtf_bus.archive import Refused
+from dtf_bus.store.archive import Refused
 
 Read = Callable[[Any], Any]
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from dtf_bus.registry import WorkerInfo
+from dtf_bus.broker.workers import WorkerInfo
 from dtf_bus.task import Task
 
 if TYPE_CHECKING:

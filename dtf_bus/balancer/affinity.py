@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from dtf_bus.balancer.least_loaded import LeastLoaded
-from dtf_bus.registry import WorkerInfo
+from dtf_bus.broker.workers import WorkerInfo
 from dtf_bus.task import Task
 
 

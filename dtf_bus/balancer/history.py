@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from dtf_bus import defaults
-from dtf_bus.registry import WorkerInfo
+from dtf_bus.broker.workers import WorkerInfo
 from dtf_bus.task import Task
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
-from dtf_bus.registry import WorkerInfo
+from dtf_bus.broker.workers import WorkerInfo
 from dtf_bus.task import Task
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from dtf_bus import matching
-from dtf_bus.registry import WorkerInfo
+from dtf_bus.broker import matching
+from dtf_bus.broker.workers import WorkerInfo
 from dtf_bus.task import Task
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from dtf_bus.cluster import wait_for
+from dtf_bus.testing.cluster import wait_for
 from tests.deploy.conftest import ROOT
 
 pytestmark = pytest.mark.deploy

@@ -13,7 +13,9 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
-from dtf_bus import defaults, matching, queue_gauges
+from dtf_bus import defaults
+from dtf_bus.broker import matching
+from dtf_bus.monitor import gauges as queue_gauges
 from tests.deploy.conftest import KUSTOMIZATIONS, ROOT, by_kind, render
 
 pytestmark = pytest.mark.deploy

@@ -18,8 +18,8 @@ import pytest
 
 from dtf_bus import defaults
 from dtf_bus.client import Client
-from dtf_bus.cluster import wait_for
-from dtf_bus.security import client_curve
+from dtf_bus.security.curve import client_curve
+from dtf_bus.testing.cluster import wait_for
 from tests.deploy.conftest import ROOT
 
 pytestmark = pytest.mark.deploy

@@ -10,7 +10,7 @@ import pytest
 import zmq
 
 from dtf_bus import protocol
-from dtf_bus.cluster import wait_for
+from dtf_bus.testing.cluster import wait_for
 from tests.conftest import task_where
 
 pytestmark = pytest.mark.fault

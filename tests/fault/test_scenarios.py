@@ -12,7 +12,7 @@ import signal
 import duckdb
 import pytest
 
-from dtf_bus.cluster import wait_for
+from dtf_bus.testing.cluster import wait_for
 from tests.conftest import task_where
 
 pytestmark = pytest.mark.fault

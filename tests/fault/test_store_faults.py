@@ -18,8 +18,8 @@ import zmq
 
 from dtf_bus import events, protocol
 from dtf_bus.client import ClientError
-from dtf_bus.cluster import wait_for
-from dtf_bus.store import SCHEMA
+from dtf_bus.store.db import SCHEMA
+from dtf_bus.testing.cluster import wait_for
 
 pytestmark = pytest.mark.fault
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from dtf_bus.cluster import wait_for
+from dtf_bus.testing.cluster import wait_for
 from tests.conftest import task_where
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ import psutil
 import pytest
 
 from dtf_bus import defaults
-from dtf_bus.cluster import wait_for
+from dtf_bus.testing.cluster import wait_for
 from plugins.browser_host import BrowserHost, Cancelled
 from tests.integration.test_browser import CHROMIUM, require_chromium
 

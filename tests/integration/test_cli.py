@@ -133,7 +133,7 @@ def test_bad_broker_config_and_strategy_are_one_line_errors(tmp_path):
             [
                 sys.executable,
                 "-m",
-                "dtf_bus.broker_cli",
+                "dtf_bus.broker",
                 "--bind",
                 "tcp://127.0.0.1:0",
                 "--metrics-bind",

@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from dtf_bus.cluster import wait_for
+from dtf_bus.testing.cluster import wait_for
 
 pytestmark = [pytest.mark.api, pytest.mark.integration]
 

@@ -10,7 +10,7 @@ import zmq
 
 from dtf_bus import protocol
 from dtf_bus.client import ClientError
-from dtf_bus.cluster import wait_for
+from dtf_bus.testing.cluster import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.api]
 

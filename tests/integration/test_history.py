@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from dtf_bus import runmeta
-from dtf_bus.cluster import LocalCluster, wait_for
+from dtf_bus.testing.cluster import LocalCluster, wait_for
 
 pytestmark = pytest.mark.integration
 

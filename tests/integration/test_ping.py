@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from dtf_bus.cluster import wait_for
+from dtf_bus.testing.cluster import wait_for
 from tests.integration.test_cli import dtf
 
 pytestmark = [pytest.mark.api, pytest.mark.integration]

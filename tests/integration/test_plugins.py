@@ -18,8 +18,8 @@ import duckdb
 import psutil
 import pytest
 
-from dtf_bus import hardware
-from dtf_bus.cluster import wait_for
+from dtf_bus.testing.cluster import wait_for
+from dtf_bus.worker import hardware
 
 pytestmark = pytest.mark.integration
 

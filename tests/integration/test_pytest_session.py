@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from _pytest.reports import TestReport
 
-from dtf_bus.cluster import wait_for
 from dtf_bus.plugins import TaskContext, TaskFailed
+from dtf_bus.testing.cluster import wait_for
 from plugins.pytest_session import PytestSessionExecutor
 
 pytestmark = pytest.mark.integration

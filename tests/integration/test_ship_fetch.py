@@ -14,9 +14,9 @@ import pytest
 import zmq
 
 from dtf_bus import defaults, protocol
-from dtf_bus.ship import ShipError
-from dtf_bus.ship_fetch import Fetcher
-from dtf_bus.ship_store import ShipStore
+from dtf_bus.ship.archive import ShipError
+from dtf_bus.ship.fetch import Fetcher
+from dtf_bus.ship.store import ShipStore
 
 pytestmark = pytest.mark.integration
 

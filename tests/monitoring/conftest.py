@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from dtf_bus.cluster import wait_for
+from dtf_bus.testing.cluster import wait_for
 
 HTTP = "127.0.0.1:0"  # the broker's API on an ephemeral port
 

@@ -11,7 +11,7 @@ import pytest
 import zmq
 
 from dtf_bus import events
-from dtf_bus.cluster import wait_for
+from dtf_bus.testing.cluster import wait_for
 
 pytestmark = pytest.mark.monitoring
 

@@ -14,7 +14,7 @@ import pytest
 import zmq
 
 from dtf_bus import events
-from dtf_bus.cluster import wait_for
+from dtf_bus.testing.cluster import wait_for
 from tests.integration.test_history import BENCH, V1, V2, commit, git, run
 
 pytestmark = pytest.mark.monitoring

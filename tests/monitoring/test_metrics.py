@@ -7,7 +7,7 @@ import pytest
 import zmq
 
 from dtf_bus import events
-from dtf_bus.cluster import wait_for
+from dtf_bus.testing.cluster import wait_for
 from tests.monitoring.conftest import call, data, eventually
 
 pytestmark = pytest.mark.monitoring

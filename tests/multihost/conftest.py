@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dtf_bus.cluster import LocalCluster, Proc
+from dtf_bus.testing.cluster import LocalCluster, Proc
 from tests.multihost import netlab
 
 

@@ -13,7 +13,7 @@ import duckdb
 import pytest
 
 from dtf_bus.client import BrokerUnreachable
-from dtf_bus.cluster import wait_for
+from dtf_bus.testing.cluster import wait_for
 from tests.conftest import FAST_HEARTBEAT, task_where
 
 pytestmark = [pytest.mark.multihost, pytest.mark.fault, pytest.mark.timeout(180)]

@@ -17,7 +17,7 @@ import pytest
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
-from dtf_bus.cluster import wait_for
+from dtf_bus.testing.cluster import wait_for
 
 pytestmark = [pytest.mark.api, pytest.mark.security]
 

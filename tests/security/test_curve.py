@@ -16,9 +16,10 @@ from collections.abc import Iterator
 import pytest
 import zmq
 
-from dtf_bus import protocol, security
+from dtf_bus import protocol
 from dtf_bus.client import Client
-from dtf_bus.cluster import LocalCluster, wait_for
+from dtf_bus.security import curve as security
+from dtf_bus.testing.cluster import LocalCluster, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]
 

@@ -19,8 +19,9 @@ import psutil
 import pytest
 import zmq
 
-from dtf_bus import defaults, protocol, security
-from dtf_bus.cluster import LocalCluster, wait_for
+from dtf_bus import defaults, protocol
+from dtf_bus.security import curve as security
+from dtf_bus.testing.cluster import LocalCluster, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]
 

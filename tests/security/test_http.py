@@ -29,7 +29,7 @@ import pytest
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
-from dtf_bus.cluster import ClusterError, wait_for
+from dtf_bus.testing.cluster import ClusterError, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]
 

@@ -15,9 +15,10 @@ import psutil
 import pytest
 import zmq
 
-from dtf_bus import protocol, security
+from dtf_bus import protocol
 from dtf_bus.client import Client, ClientError
-from dtf_bus.cluster import LocalCluster, wait_for
+from dtf_bus.security import curve as security
+from dtf_bus.testing.cluster import LocalCluster, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]
 
@@ -183,7 +184,7 @@ def test_a_plaintext_bus_on_a_public_address_is_refused(tmp_path):
         [
             sys.executable,
             "-m",
-            "dtf_bus.broker_cli",
+            "dtf_bus.broker",
             "--bind",
             "tcp://0.0.0.0:0",
             "--metrics-bind",

@@ -12,7 +12,7 @@ import uuid
 import duckdb
 import pytest
 
-from dtf_bus.cluster import wait_for
+from dtf_bus.testing.cluster import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from dtf_bus import protocol, security, ship_client
+from dtf_bus import protocol
 from dtf_bus.client import Client, ClientError
+from dtf_bus.security import curve as security
+from dtf_bus.ship import client as ship_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]
 

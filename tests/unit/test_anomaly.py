@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dtf_bus.anomaly import AnomalyDetector, Ewma, task_kind
+from dtf_bus.monitor.anomaly import AnomalyDetector, Ewma, task_kind
 
 pytestmark = pytest.mark.unit
 

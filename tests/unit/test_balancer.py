@@ -7,8 +7,8 @@ from dtf_bus.balancer import load
 from dtf_bus.balancer.affinity import Affinity
 from dtf_bus.balancer.history import History
 from dtf_bus.balancer.performance_based import PerformanceBased
-from dtf_bus.registry import Registry, WorkerInfo
-from dtf_bus.scheduler import Scheduler
+from dtf_bus.broker.scheduler import Scheduler
+from dtf_bus.broker.workers import Registry, WorkerInfo
 from dtf_bus.task import Task, TaskState
 
 pytestmark = pytest.mark.unit

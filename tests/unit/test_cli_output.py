@@ -8,7 +8,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from dtf_bus import cli, config, junit
+from dtf_bus import config
+from dtf_bus.cli import main as cli
+from dtf_bus.pytest_dist import junit
 
 pytestmark = pytest.mark.unit
 

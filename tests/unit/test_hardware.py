@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from dtf_bus import hardware
+from dtf_bus.worker import hardware
 
 pytestmark = pytest.mark.unit
 

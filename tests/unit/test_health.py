@@ -2,8 +2,8 @@
 
 import pytest
 
-from dtf_bus.health import Health
-from dtf_bus.registry import Registry, WorkerInfo
+from dtf_bus.broker.health import Health
+from dtf_bus.broker.workers import Registry, WorkerInfo
 
 pytestmark = pytest.mark.unit
 

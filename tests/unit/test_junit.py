@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from dtf_bus import junit
+from dtf_bus.pytest_dist import junit
 
 pytestmark = pytest.mark.unit
 

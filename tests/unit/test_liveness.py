@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from dtf_bus import liveness
+from dtf_bus.worker import liveness
 
 pytestmark = pytest.mark.unit
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dtf_bus.monitor import Monitor
+from dtf_bus.monitor.monitor import Monitor
 from dtf_bus.task import Task, TaskState
 
 pytestmark = pytest.mark.unit

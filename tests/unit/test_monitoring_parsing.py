@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dtf_bus.api import parse_duration, parse_listen
-from dtf_bus.utilisation import parse_nvidia_smi
+from dtf_bus.http.api import parse_duration, parse_listen
+from dtf_bus.worker.utilisation import parse_nvidia_smi
 
 pytestmark = pytest.mark.unit
 

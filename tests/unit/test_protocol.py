@@ -4,7 +4,7 @@ import msgpack
 import pytest
 
 from dtf_bus import defaults, protocol
-from dtf_bus.worker import Worker
+from dtf_bus.worker.worker import Worker
 
 pytestmark = pytest.mark.unit
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from dtf_bus import defaults, pytest_dist
-from dtf_bus.pytest_dist import Option, PlanError
+from dtf_bus import defaults
+from dtf_bus.pytest_dist import plan as pytest_dist
+from dtf_bus.pytest_dist.plan import Option, PlanError
 
 pytestmark = pytest.mark.unit
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dtf_bus import matching, queue_gauges
+from dtf_bus.broker import matching
+from dtf_bus.monitor import gauges as queue_gauges
 
 pytestmark = pytest.mark.unit
 

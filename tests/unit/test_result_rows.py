@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import duckdb
 import pytest
 
-from dtf_bus.registry import Registry, WorkerInfo
-from dtf_bus.results import ResultRows, benchmark_records
-from dtf_bus.store import Store
+from dtf_bus.broker.workers import Registry, WorkerInfo
+from dtf_bus.store.db import Store
+from dtf_bus.store.results import ResultRows, benchmark_records
 from dtf_bus.task import Attempt, Task
 
 pytestmark = pytest.mark.unit

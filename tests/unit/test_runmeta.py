@@ -6,8 +6,9 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from dtf_bus import defaults, recovery, rows, runmeta
-from dtf_bus.store import Store
+from dtf_bus import defaults, runmeta
+from dtf_bus.store import recovery, rows
+from dtf_bus.store.db import Store
 from dtf_bus.task import Job
 
 pytestmark = pytest.mark.unit

@@ -2,12 +2,12 @@
 
 import pytest
 
-from dtf_bus import matching
 from dtf_bus.balancer import load
 from dtf_bus.balancer.least_loaded import LeastLoaded
 from dtf_bus.balancer.round_robin import RoundRobin
-from dtf_bus.registry import Registry, WorkerInfo
-from dtf_bus.scheduler import Scheduler
+from dtf_bus.broker import matching
+from dtf_bus.broker.scheduler import Scheduler
+from dtf_bus.broker.workers import Registry, WorkerInfo
 from dtf_bus.task import IllegalTransition, Task, TaskState
 
 pytestmark = pytest.mark.unit

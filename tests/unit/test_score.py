@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from dtf_bus.score import performance, speed_ratio
+from dtf_bus.monitor.score import performance, speed_ratio
 
 pytestmark = pytest.mark.unit
 

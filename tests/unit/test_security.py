@@ -15,7 +15,9 @@ import msgpack
 import pytest
 import zmq
 
-from dtf_bus import apikeys, defaults, logs, protocol, roles, security, spec
+from dtf_bus import defaults, logs, protocol, spec
+from dtf_bus.security import apikeys, roles
+from dtf_bus.security import curve as security
 
 pytestmark = [pytest.mark.unit, pytest.mark.security]
 
@@ -211,7 +213,7 @@ def test_guard_needs_both_halves(tmp_path):
 
 
 def test_keys_cli(tmp_path, capsys):
-    from dtf_bus import cli
+    from dtf_bus.cli import main as cli
 
     assert cli.main(["keys", "generate", str(tmp_path), "--name", "n1"]) == 0
     assert (tmp_path / "n1.key").exists() and (tmp_path / "n1.key_secret").exists()

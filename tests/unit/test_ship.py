@@ -15,11 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from dtf_bus import protocol, roles, ship
-from dtf_bus.ship import ShipError
-from dtf_bus.ship_cache import Cache
-from dtf_bus.ship_fetch import Download
-from dtf_bus.ship_store import ShipStore
+from dtf_bus import protocol
+from dtf_bus.security import roles
+from dtf_bus.ship import archive as ship
+from dtf_bus.ship.archive import ShipError
+from dtf_bus.ship.cache import Cache
+from dtf_bus.ship.fetch import Download
+from dtf_bus.ship.store import ShipStore
 
 pytestmark = pytest.mark.unit
 

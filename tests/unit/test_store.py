@@ -6,8 +6,8 @@ import select
 import duckdb
 import pytest
 
-from dtf_bus import recovery, rows
-from dtf_bus.store import SCHEMA, Store
+from dtf_bus.store import recovery, rows
+from dtf_bus.store.db import SCHEMA, Store
 from dtf_bus.task import Task, TaskState
 
 pytestmark = pytest.mark.unit
@@ -131,7 +131,7 @@ def test_a_row_that_cannot_be_stored_is_logged_by_key_alone(tmp_path, caplog):
     good = rows.task_row(_task("j.0", params=secret))
     bad = rows.task_row(_task("j.1", params=secret))
     bad = (*bad[:6], "not a number", *bad[7:])  # priority: fails the batch, then its own insert
-    with caplog.at_level(logging.WARNING, logger="dtf_bus.store"):
+    with caplog.at_level(logging.WARNING, logger="dtf_bus.store.db"):
         store.put("tasks", good)
         store.put("tasks", bad)
         assert store.flush(10)
@@ -239,7 +239,7 @@ def test_a_refused_row_is_isolated_by_bisection_and_reported_with_the_mark(tmp_p
 
     store._commit = counting
     secret = {"token": "s3cret-value"}
-    with caplog.at_level(logging.WARNING, logger="dtf_bus.store"):
+    with caplog.at_level(logging.WARNING, logger="dtf_bus.store.db"):
         for i in range(64):
             store.put("tasks", rows.task_row(_task(f"j.{i}", params=secret)))
             store.put("attempts", _attempt_row(f"j.{i}", {"out": "s3cret-value"}))
@@ -301,7 +301,7 @@ def test_an_invalidated_database_reports_the_batch_at_once(tmp_path, caplog):
         raise duckdb.FatalException("FATAL Error: database has been invalidated")
 
     store._write_table = broken
-    with caplog.at_level(logging.WARNING, logger="dtf_bus.store"):
+    with caplog.at_level(logging.WARNING, logger="dtf_bus.store.db"):
         for i in range(100):
             store.put("attempts", _attempt_row(f"j.{i}"))
         assert store.flush(10)
@@ -316,7 +316,7 @@ def test_an_invalidated_database_reports_the_batch_at_once(tmp_path, caplog):
 
 
 def test_a_memory_limit_that_is_no_size_is_a_usage_error(tmp_path, capsys):
-    from dtf_bus import broker_cli
+    from dtf_bus.broker import app as broker_cli
 
     assert broker_cli.main(["--db", str(tmp_path / "r.duckdb"), "--db-memory-limit", "lots"]) == 2
     assert "db_memory_limit must be a size such as 512MB or 2GB, got 'lots'" in capsys.readouterr().err

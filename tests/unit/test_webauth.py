@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
 
-from dtf_bus import webauth
+from dtf_bus.http import auth as webauth
 
 pytestmark = pytest.mark.unit
 

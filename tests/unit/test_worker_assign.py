@@ -6,7 +6,7 @@ import pytest
 import zmq
 
 from dtf_bus import protocol
-from dtf_bus.worker import Worker
+from dtf_bus.worker.worker import Worker
 
 pytestmark = pytest.mark.unit
 

@@ -1,0 +1,48 @@
+"""Broker lifecycle hooks: cross-cutting concerns as small pieces (dramatiq's middleware idea).
+
+The broker loop calls each hook at named points; a hook never owns broker state, it reacts
+to it (record metrics, extract result rows, serve an API). Hooks run on the broker's thread,
+so they must be quick: anything slow goes to a thread of the hook's own, or to the store's
+writer. An exception in a hook is logged and never reaches the loop.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dtf_bus.broker.server import Broker
+    from dtf_bus.broker.workers import WorkerInfo
+    from dtf_bus.task import Attempt, Job, Task
+
+
+class BrokerHook:
+    """Subclass and override the points you need; every method is a no-op here."""
+
+    def on_start(self, broker: Broker) -> None:
+        """The broker is bound and about to serve."""
+
+    def on_stop(self, broker: Broker) -> None:
+        """The loop ended; the store is still open."""
+
+    def on_tick(self, broker: Broker, now: float) -> None:
+        """Once per metrics interval (``now`` is monotonic)."""
+
+    def on_worker_registered(self, broker: Broker, worker: WorkerInfo) -> None: ...
+
+    def on_worker_lost(self, broker: Broker, worker: WorkerInfo, reason: str) -> None: ...
+
+    def on_job_submitted(self, broker: Broker, job: Job) -> None:
+        """A job's tasks were just queued (they enter ``queued`` without an ``on_task_state``)."""
+
+    def on_job_released(self, broker: Broker, job: Job) -> None:
+        """A finished job left the broker's memory (DuckDB serves it now): drop what refers to it."""
+
+    def on_heartbeat(self, broker: Broker, worker: WorkerInfo) -> None:
+        """A heartbeat arrived; ``worker.metrics`` holds what the worker reported."""
+
+    def on_task_state(self, broker: Broker, task: Task) -> None:
+        """``task.state`` just changed."""
+
+    def on_attempt_result(self, broker: Broker, task: Task, attempt: Attempt) -> None:
+        """A worker reported how an attempt ended (``attempt.stale`` marks a fenced-out one)."""

@@ -1,0 +1,1 @@
+"""The ``dtf`` command and its subcommands."""

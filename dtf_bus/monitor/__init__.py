@@ -1,0 +1,1 @@
+"""Monitoring: metrics, task views, anomalies and worker scores, fed by broker hooks."""

@@ -1,0 +1,1 @@
+"""Distributed pytest: ``pytest --dtf`` and ``dtf pytest``."""

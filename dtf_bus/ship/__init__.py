@@ -1,0 +1,1 @@
+"""Code shipping: the archive format and its client, broker and worker sides."""

@@ -1,0 +1,1 @@
+"""The embedded DuckDB file: schema, rows, the writer, recovery and the archive reader."""

@@ -1,0 +1,1 @@
+"""Helpers for tests and benchmarks: a local cluster of real processes."""

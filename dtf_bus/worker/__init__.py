@@ -1,0 +1,1 @@
+"""The worker: hardware, executors, task slots and its connection to the broker."""
