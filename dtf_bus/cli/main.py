@@ -46,7 +46,7 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a Ctrl-C'd comm
 # A wait asks the broker for news this often (a long poll: it answers at once when tasks finish).
 WATCH_POLL = 1.0
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 PROFILES = {
     "cpu": ["cpu-small"],
     "mixed": ["cpu-small", "cpu-large", "cuda", "browser"],
