@@ -66,8 +66,7 @@ class Controller:
     # ------------------------------------------------------------ hooks
 
     def pytest_report_header(self, config: pytest.Config) -> str:
-        live = [w for w in self.workers if w.get("state") in ("idle", "busy")]
-        able = [w for w in live if PLUGIN_NAME in w.get("plugins", [])]
+        able = self.schedule.session_workers()
         slots = sum(int(w.get("slots") or 1) for w in able)
         shipped = f"\ndtf: {self.settings.ship.describe()}" if self.settings.ship is not None else ""
         return f"dtf: {self.client.endpoint}: {len(able)} worker(s) with {PLUGIN_NAME}, {slots} slot(s){shipped}"

@@ -53,13 +53,13 @@ class Scheduler:
             self.planned += 1
         return units
 
+    def session_workers(self) -> list[dict[str, Any]]:
+        """The live workers that run pytest sessions."""
+        return [w for w in self.workers if w.get("state") in ("idle", "busy") and PLUGIN_NAME in w.get("plugins", [])]
+
     def sessions(self) -> int:
         """Sessions the fleet can run at once (its pytest-session slots), the chunking's divisor."""
-        slots = sum(
-            int(w.get("slots") or 1)
-            for w in self.workers
-            if w.get("state") in ("idle", "busy") and PLUGIN_NAME in w.get("plugins", [])
-        )
+        slots = sum(int(w.get("slots") or 1) for w in self.session_workers())
         if self.settings.max_workers:
             slots = min(slots, self.settings.max_workers) if slots else self.settings.max_workers
         return max(1, slots)
