@@ -19,8 +19,7 @@ import sys
 import time
 
 from dtf_bus import defaults
-from dtf_bus.security import apikeys, roles
-from dtf_bus.security import curve as security
+from dtf_bus.security import apikeys, keyfiles, roles
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
@@ -70,7 +69,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         return args.keys_func(args)
-    except (security.SecurityError, apikeys.ApiKeyError) as exc:
+    except (keyfiles.SecurityError, apikeys.ApiKeyError) as exc:
         print(f"dtf keys: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:
@@ -79,14 +78,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    public, secret = security.generate(args.dir, args.name, overwrite=args.force)
+    public, secret = keyfiles.generate(args.dir, args.name, overwrite=args.force)
     print(f"public key  {public}   (give to the broker's --authorized-keys dir, or to clients as --broker-key)")
     print(f"secret key  {secret}   (keep private: this node's --curve-secret)")
     return EXIT_OK
 
 
 def _authorize(args: argparse.Namespace) -> int:
-    target = security.authorize(args.public_key, args.dir, args.role)
+    target = keyfiles.authorize(args.public_key, args.dir, args.role)
     print(f"authorized {target} as {args.role}")
     return EXIT_OK
 

@@ -18,8 +18,8 @@ a public key, ``NAME.key_secret`` the keypair (``dtf keys generate``).
   binding in DuckDB, so a restart does not open a window for an id squatter): a REGISTER
   claiming an id bound to another key is refused. The binding ends when the worker leaves
   cleanly, is removed as dead, or its key is revoked.
-- Key files are written atomically, a secret one 0600 from its first byte, in 0700
-  directories; an authorized-keys directory others may write to is refused.
+- Key files (generated, authorized with a role, read and checked) are
+  :mod:`dtf_bus.security.keyfiles`'s.
 - Workers and clients are CURVE *clients*: ``--curve-secret FILE --broker-key FILE``, from a
   config file, or from ``$DTF_CURVE_SECRET`` / ``$DTF_BROKER_KEY``.
 
@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +45,15 @@ from zmq.utils import z85
 
 from dtf_bus import defaults, logs
 from dtf_bus.security import roles
+from dtf_bus.security.keyfiles import (
+    KEY_CHARS,
+    Keypair,
+    SecurityError,
+    load_keypair,
+    load_public,
+    role_in,
+    writable_by_others,
+)
 
 log = logging.getLogger("dtf.security")
 
@@ -55,17 +62,6 @@ ZAP_DOMAIN = b"dtf"
 HANDSHAKE_FAILED_EVENTS = (
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
 )
-_KEY_CHARS = 40  # a CURVE key in z85
-
-
-class SecurityError(ValueError):
-    """A key or key-directory problem a user can fix; the message names the file."""
-
-
-@dataclass(frozen=True, slots=True)
-class Keypair:
-    public: bytes  # z85
-    secret: bytes  # z85
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,120 +70,6 @@ class ClientCurve:
 
     keypair: Keypair
     server_public: bytes  # z85
-
-
-# ------------------------------------------------------------------- key files
-
-
-def _private_dir(directory: Path) -> Path:
-    """Create ``directory`` 0700, or refuse an existing one others may write to (they could
-    swap a key file under us)."""
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    writable_by_others(directory, "key directory")
-    return directory
-
-
-def writable_by_others(directory: Path, what: str) -> None:
-    """Refuse a directory that a group or other users may write to: whoever can write into an
-    authorized-keys directory can admit themselves."""
-    try:
-        mode = directory.stat().st_mode
-    except OSError as exc:
-        raise SecurityError(f"{directory}: {what} not readable: {exc.strerror}") from None
-    if mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise SecurityError(
-            f"{directory}: {what} is writable by group or others (mode {stat.S_IMODE(mode):o}); "
-            f"run: chmod go-w {directory}"
-        )
-
-
-def _write_cert(path: Path, public: bytes, secret: bytes | None = None, role: str | None = None) -> None:
-    """Write a zmq certificate file atomically; a secret one is 0600 from its first byte (an
-    os.open mode, never a chmod after the fact), so no reader can race it."""
-    lines = [
-        "#   dtf CURVE certificate (zmq format): "
-        + ("keep private, this node's --curve-secret" if secret else "public key"),
-        "metadata",
-        *([f'    role = "{role}"'] if role else []),
-        "curve",
-        f'    public-key = "{public.decode()}"',
-        *([f'    secret-key = "{secret.decode()}"'] if secret else []),
-    ]
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if secret else 0o644)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write("\n".join(lines) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def generate(directory: str | Path, name: str, overwrite: bool = False) -> tuple[Path, Path]:
-    """Write ``NAME.key`` (public) and ``NAME.key_secret`` (keypair, mode 0600) into ``directory``
-    (created 0700)."""
-    if not name or "/" in name or name.startswith("."):
-        raise SecurityError(f"key name {name!r}: must be a plain file name")
-    directory = _private_dir(Path(directory))
-    public, secret = directory / f"{name}.key", directory / f"{name}.key_secret"
-    if not overwrite:
-        for path in (public, secret):
-            if path.exists():
-                raise SecurityError(f"{path}: already exists; refusing to overwrite a key")
-    public_key, secret_key = zmq.curve_keypair()
-    _write_cert(secret, public_key, secret_key)
-    _write_cert(public, public_key)
-    return public, secret
-
-
-def authorize(public_key_file: str | Path, directory: str | Path, role: str) -> Path:
-    """Admit a public key with a role (the broker picks it up within a second)."""
-    if role not in roles.ROLES:
-        raise SecurityError(f"role must be one of {', '.join(roles.ROLES)}, got {role!r}")
-    public = load_public(public_key_file)  # refuse to authorize something that is not a key
-    target = _private_dir(Path(directory)) / Path(public_key_file).name
-    _write_cert(target, public, role=role)
-    return target
-
-
-_ROLE_LINE = re.compile(r'^\s+role\s*=\s*"?([A-Za-z_]+)"?\s*$', re.MULTILINE)
-
-
-def role_in(path: str | Path) -> str | None:
-    """The ``role`` in a certificate's metadata section (written by :func:`authorize`), or None."""
-    try:
-        text = Path(path).read_text(errors="replace")
-    except OSError:
-        return None
-    match = _ROLE_LINE.search(text.split("\ncurve", 1)[0])
-    return match.group(1) if match and match.group(1) in roles.ROLES else None
-
-
-def _read(path: str | Path) -> tuple[bytes, bytes | None]:
-    try:
-        public, secret = zmq.auth.load_certificate(path)
-    except OSError:
-        raise SecurityError(f"{path}: key file not found") from None
-    except ValueError as exc:
-        raise SecurityError(f"{path}: not a zmq certificate: {exc}") from None
-    for what, key in (("public", public), ("secret", secret)):
-        if key is not None and len(key) != _KEY_CHARS:
-            raise SecurityError(f"{path}: the {what} key is not a {_KEY_CHARS}-character z85 CURVE key")
-    return public, secret
-
-
-def load_keypair(path: str | Path) -> Keypair:
-    """A ``*.key_secret`` file: this node's own keypair."""
-    public, secret = _read(path)
-    if secret is None:
-        raise SecurityError(f"{path}: holds no secret key (pass the .key_secret file, not the .key)")
-    return Keypair(public, secret)
-
-
-def load_public(path: str | Path) -> bytes:
-    """Any certificate file's public key (the broker's ``.key`` for a client)."""
-    return _read(path)[0]
 
 
 def client_curve(curve_secret: str | Path | None, broker_key: str | Path | None) -> ClientCurve | None:
@@ -311,7 +193,7 @@ class KeyAuthenticator(ThreadAuthenticator):
                     keys = zmq.auth.load_certificates(self.directory)
                 except (OSError, ValueError):
                     return allowed, reason  # the broker's own reload reports a broken directory
-                self.set_keys({k for k in keys if len(k) == _KEY_CHARS})
+                self.set_keys({k for k in keys if len(k) == KEY_CHARS})
                 allowed, reason = await super()._authenticate_curve(domain, client_key)
         if allowed:
             self.admitted.add(z85.encode(client_key).decode())

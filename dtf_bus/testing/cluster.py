@@ -22,6 +22,7 @@ from typing import Any
 from dtf_bus import defaults
 from dtf_bus.client import Client
 from dtf_bus.security import curve as security
+from dtf_bus.security import keyfiles
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class LocalCluster:
         self.authorized_dir = self.keys_dir / "authorized"  # the broker's --authorized-keys
         self.client_curve: security.ClientCurve | None = None
         if secure:
-            self.broker_public, self.broker_secret = security.generate(self.keys_dir, "broker", overwrite=True)
+            self.broker_public, self.broker_secret = keyfiles.generate(self.keys_dir, "broker", overwrite=True)
             self.client_curve = security.client_curve(self.node_key("client", role="admin"), self.broker_public)
 
     # --------------------------------------------------------------- broker
@@ -339,9 +340,9 @@ class LocalCluster:
         if ``authorized``."""
         secret = self.keys_dir / f"{name}.key_secret"
         if not secret.exists():
-            security.generate(self.keys_dir, name)
+            keyfiles.generate(self.keys_dir, name)
         if authorized:
-            security.authorize(self.keys_dir / f"{name}.key", self.authorized_dir, role)
+            keyfiles.authorize(self.keys_dir / f"{name}.key", self.authorized_dir, role)
         return secret
 
     def revoke(self, name: str) -> None:

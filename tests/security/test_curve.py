@@ -19,6 +19,7 @@ import zmq
 from dtf_bus import protocol
 from dtf_bus.client import Client
 from dtf_bus.security import curve as security
+from dtf_bus.security import keyfiles
 from dtf_bus.testing.cluster import LocalCluster, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]
@@ -64,7 +65,7 @@ def test_authorised_worker_runs_tasks_and_unauthorised_one_is_refused(make_clust
         job = client.submit([{**SIM, "repeat": 6}])
         assert client.wait(job, timeout=30)["succeeded"] == 6
         assert {r["worker_id"] for r in client.results(job)} == {"good"}
-    rogue_key = security.load_public(cluster.keys_dir / "worker-rogue.key").decode()
+    rogue_key = keyfiles.load_public(cluster.keys_dir / "worker-rogue.key").decode()
     wait_for(lambda: f"with key {rogue_key}: Unknown key" in broker_log(cluster), 10, "the refusal to be logged")
     assert "refused CURVE peer at 127.0.0.1" in broker_log(cluster)
     assert cluster.workers["rogue"].alive()  # it keeps trying, and keeps failing
@@ -84,7 +85,7 @@ def test_revoking_a_key_cuts_off_a_connected_worker(make_cluster):
         assert client.wait(job, timeout=30)["succeeded"] == 4
         assert {r["worker_id"] for r in client.results(job)} == {"keep"}
     # Re-admitting the key (and SIGHUP, the other way to ask for a reload) lets it back in.
-    security.authorize(cluster.keys_dir / "worker-drop.key", cluster.authorized_dir, "worker")
+    keyfiles.authorize(cluster.keys_dir / "worker-drop.key", cluster.authorized_dir, "worker")
     cluster.broker.signal(signal.SIGHUP)
     cluster.wait_for_workers(["keep", "drop"], timeout=20)
 
@@ -121,7 +122,7 @@ def test_peers_without_a_valid_key_get_nothing(make_cluster):
     plain = zmq.Context.instance().socket(zmq.DEALER)
     plain.linger = 0
     plain.connect(cluster.endpoint)
-    wrong_server = security.ClientCurve(cluster.client_curve.keypair, security.Keypair(*zmq.curve_keypair()).public)
+    wrong_server = security.ClientCurve(cluster.client_curve.keypair, keyfiles.Keypair(*zmq.curve_keypair()).public)
     impostor = zmq.Context.instance().socket(zmq.DEALER)
     impostor.linger = 0
     security.make_client(impostor, wrong_server)  # right client key, but it does not know the broker's key
@@ -277,9 +278,9 @@ def test_revoked_subscriber_gets_no_more_events(make_cluster):
 
 def test_keys_from_config_files(make_cluster, tmp_path):
     keys = tmp_path / "keys"
-    broker_public, broker_secret = security.generate(keys, "broker")
+    broker_public, broker_secret = keyfiles.generate(keys, "broker")
     for name, role in (("w1", "worker"), ("me", "client")):
-        security.authorize(security.generate(keys, name)[0], keys / "authorized", role)
+        keyfiles.authorize(keyfiles.generate(keys, name)[0], keys / "authorized", role)
     broker_cfg, worker_cfg = tmp_path / "broker.toml", tmp_path / "worker.toml"
     broker_cfg.write_text(f'[broker]\ncurve_secret = "{broker_secret}"\nauthorized_keys = "{keys / "authorized"}"\n')
     worker_cfg.write_text(f'[worker]\ncurve_secret = "{keys / "w1.key_secret"}"\nbroker_key = "{broker_public}"\n')

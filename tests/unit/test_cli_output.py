@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from dtf_bus import config
-from dtf_bus.cli import main as cli
+from dtf_bus.cli import jobs, results, up, watch
 from dtf_bus.pytest_dist import junit
 
 pytestmark = pytest.mark.unit
@@ -20,7 +20,7 @@ DEPS = {"tasks": ["after"], "reasons": ["waiting for dependencies: t[0]"]}
 
 
 def test_blocked_reasons_reported_once_they_persist_then_on_change():
-    reporter = cli.BlockedReporter(after=5.0)
+    reporter = watch.BlockedReporter(after=5.0)
     assert reporter.update([CUDA], 100.0) is None
     assert reporter.update([CUDA], 104.9) is None  # not yet 5 s
     assert reporter.update([CUDA], 105.0) == [CUDA]
@@ -31,7 +31,7 @@ def test_blocked_reasons_reported_once_they_persist_then_on_change():
 
 
 def test_blocked_clock_restarts_when_the_reasons_clear():
-    reporter = cli.BlockedReporter(after=5.0)
+    reporter = watch.BlockedReporter(after=5.0)
     assert reporter.update([CUDA], 0.0) is None
     assert reporter.update([], 4.0) is None  # placed after all
     assert reporter.update([CUDA], 6.0) is None  # blocked again: a fresh 5 s
@@ -39,7 +39,7 @@ def test_blocked_clock_restarts_when_the_reasons_clear():
 
 
 def test_dependency_waits_alone_are_not_reported():
-    reporter = cli.BlockedReporter(after=5.0)
+    reporter = watch.BlockedReporter(after=5.0)
     assert reporter.update([DEPS], 0.0) is None
     assert reporter.update([DEPS], 60.0) is None
     assert reporter.update([DEPS, CUDA], 61.0) is None
@@ -57,21 +57,21 @@ def test_summary_counts_cancelled_apart_from_failed():
         "counts": {"succeeded": 1, "failed": 1, "timed_out": 1, "cancelled": 3},
         "blocked": [],
     }
-    summary = cli._summary(status)
+    summary = jobs.summary(status)
     assert (summary["failed"], summary["cancelled"]) == (2, 3)
 
 
 def test_attempts_count_what_was_handed_to_a_worker():
-    assert cli.attempts_made({"attempts": 1, "history": []}) == 0  # queued, never assigned
+    assert results.attempts_made({"attempts": 1, "history": []}) == 0  # queued, never assigned
     two = [{"attempt": 1, "worker_id": "a"}, {"attempt": 2, "worker_id": "b"}]
-    assert cli.attempts_made({"attempts": 3, "history": two}) == 2  # requeued, not yet reassigned
-    assert cli.attempts_made({"attempts": 2}) == 2  # no history (served from the store): as given
+    assert results.attempts_made({"attempts": 3, "history": two}) == 2  # requeued, not yet reassigned
+    assert results.attempts_made({"attempts": 2}) == 2  # no history (served from the store): as given
 
 
 def test_csv_timestamps_are_iso_8601():
-    assert cli.iso_time(0.0) == "1970-01-01T00:00:00.000+00:00"
-    assert cli.iso_time(1700000000.25) == "2023-11-14T22:13:20.250+00:00"
-    assert cli.iso_time(None) == ""
+    assert results.iso_time(0.0) == "1970-01-01T00:00:00.000+00:00"
+    assert results.iso_time(1700000000.25) == "2023-11-14T22:13:20.250+00:00"
+    assert results.iso_time(None) == ""
 
 
 def test_junit_does_not_call_unfinished_tasks_skipped():
@@ -107,13 +107,13 @@ def test_endpoint_hint_and_accepted_forms():
 
 def test_up_binds_dtf_broker_when_it_is_tcp(monkeypatch):
     monkeypatch.setenv("DTF_BROKER", "tcp://127.0.0.1:7100")
-    assert cli.up_endpoints(None, None) == ("tcp://127.0.0.1:7100", "tcp://127.0.0.1:7101")
-    assert cli.up_endpoints("tcp://127.0.0.1:0", None) == ("tcp://127.0.0.1:0", "tcp://127.0.0.1:0")
-    assert cli.up_endpoints(None, "tcp://127.0.0.1:9") == ("tcp://127.0.0.1:7100", "tcp://127.0.0.1:9")
+    assert up.up_endpoints(None, None) == ("tcp://127.0.0.1:7100", "tcp://127.0.0.1:7101")
+    assert up.up_endpoints("tcp://127.0.0.1:0", None) == ("tcp://127.0.0.1:0", "tcp://127.0.0.1:0")
+    assert up.up_endpoints(None, "tcp://127.0.0.1:9") == ("tcp://127.0.0.1:7100", "tcp://127.0.0.1:9")
     monkeypatch.setenv("DTF_BROKER", "ipc:///tmp/x")  # not something `up` can bind next to a port
-    assert cli.up_endpoints(None, None) == ("tcp://127.0.0.1:5555", "tcp://127.0.0.1:5556")
+    assert up.up_endpoints(None, None) == ("tcp://127.0.0.1:5555", "tcp://127.0.0.1:5556")
     monkeypatch.setenv("DTF_BROKER", "127.0.0.1:7100")
     with pytest.raises(config.ConfigError, match=r"\$DTF_BROKER"):
-        cli.up_endpoints(None, None)
+        up.up_endpoints(None, None)
     monkeypatch.delenv("DTF_BROKER")
-    assert cli.up_endpoints(None, None) == ("tcp://127.0.0.1:5555", "tcp://127.0.0.1:5556")
+    assert up.up_endpoints(None, None) == ("tcp://127.0.0.1:5555", "tcp://127.0.0.1:5556")

@@ -143,6 +143,19 @@ def test_without_dtf_the_plugin_stays_out_of_the_way(pytester: pytest.Pytester, 
     assert pytester.runpytest_inprocess("--markers").stdout.fnmatch_lines(["@pytest.mark.dtf(requires=*"]) is None
 
 
+def test_without_dtf_the_entry_point_imports_no_dtf_module_beyond_defaults(pytester: pytest.Pytester):
+    """The plugin loads in every pytest run (pytest11): a run without --dtf must not pay for the
+    controller, the client, zmq or CURVE. A fresh interpreter, since this one has them all."""
+    pytester.makepyfile(
+        "import sys\n"
+        "def test_loaded():\n"
+        "    loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('dtf_bus', 'zmq', 'msgpack'))\n"
+        "    assert loaded == ['dtf_bus', 'dtf_bus.defaults', 'dtf_bus.pytest_dist', 'dtf_bus.pytest_dist.plugin']\n"
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
 def test_reports_are_replayed_and_args_sent_without_controller_options(pytester: pytest.Pytester, fleet: Any):
     f = fleet(IDS, {"test_b.py::test_3": ["failed"]})
     result = pytester.runpytest_inprocess(

@@ -7,15 +7,10 @@ import pytest
 from _pytest.reports import TestReport
 
 from dtf_bus.plugins import TaskContext, TaskFailed
-from plugins.pytest_session import (
-    SessionSpec,
-    _map_arg,
-    _plugin_blocked,
-    crash_report,
-    map_path,
-    parse_rootdir_map,
-)
+from plugins.pytest_session import crash_report
+from plugins.pytest_session_process import _plugin_blocked
 from plugins.pytest_session_runner import make_row, parse_marker_lines
+from plugins.pytest_session_spec import SessionSpec, _map_arg, map_path, parse_rootdir_map
 
 pytestmark = pytest.mark.unit
 

@@ -16,7 +16,7 @@ import pytest
 import zmq
 
 from dtf_bus import defaults, logs, protocol, spec
-from dtf_bus.security import apikeys, roles
+from dtf_bus.security import apikeys, keyfiles, roles
 from dtf_bus.security import curve as security
 
 pytestmark = [pytest.mark.unit, pytest.mark.security]
@@ -112,37 +112,37 @@ def test_exposed_plaintext_is_reported_loudly(caplog):
 
 
 def test_key_files(tmp_path):
-    public, secret = security.generate(tmp_path, "node")
+    public, secret = keyfiles.generate(tmp_path, "node")
     assert oct(secret.stat().st_mode & 0o777) == "0o600"
-    keypair = security.load_keypair(secret)
-    assert security.load_public(public) == keypair.public
+    keypair = keyfiles.load_keypair(secret)
+    assert keyfiles.load_public(public) == keypair.public
     with pytest.raises(security.SecurityError, match="already exists"):
-        security.generate(tmp_path, "node")
+        keyfiles.generate(tmp_path, "node")
     with pytest.raises(security.SecurityError, match="holds no secret key"):
-        security.load_keypair(public)
+        keyfiles.load_keypair(public)
     with pytest.raises(security.SecurityError, match="key file not found"):
-        security.load_public(tmp_path / "missing.key")
+        keyfiles.load_public(tmp_path / "missing.key")
     (tmp_path / "bad.key").write_text('curve\n    public-key = "short"\n')
     with pytest.raises(security.SecurityError, match="40-character"):
-        security.load_public(tmp_path / "bad.key")
+        keyfiles.load_public(tmp_path / "bad.key")
     assert security.client_curve(None, None) is None
     with pytest.raises(security.SecurityError, match="needs --broker-key"):
         security.client_curve(secret, None)
 
 
 def test_client_keys_resolve_flags_then_config_then_environment(tmp_path, monkeypatch):
-    _, secret = security.generate(tmp_path, "c")
-    broker, _ = security.generate(tmp_path, "b")
+    _, secret = keyfiles.generate(tmp_path, "c")
+    broker, _ = keyfiles.generate(tmp_path, "b")
     monkeypatch.delenv(defaults.CURVE_SECRET_ENV, raising=False)
     monkeypatch.delenv(defaults.BROKER_KEY_ENV, raising=False)
     assert security.resolve_client_curve() is None
     monkeypatch.setenv(defaults.CURVE_SECRET_ENV, str(secret))
     monkeypatch.setenv(defaults.BROKER_KEY_ENV, str(broker))
     from_env = security.resolve_client_curve()
-    assert from_env is not None and from_env.server_public == security.load_public(broker)
-    other, _ = security.generate(tmp_path, "other")
+    assert from_env is not None and from_env.server_public == keyfiles.load_public(broker)
+    other, _ = keyfiles.generate(tmp_path, "other")
     from_config = security.resolve_client_curve(cfg={"broker_key": str(other)})
-    assert from_config.server_public == security.load_public(other)
+    assert from_config.server_public == keyfiles.load_public(other)
     assert security.resolve_client_curve(broker_key=str(broker), cfg={"broker_key": str(other)}) == from_env
 
 
@@ -170,11 +170,11 @@ def test_api_key_file(tmp_path):
 
 @pytest.fixture
 def guard(tmp_path):
-    _, secret = security.generate(tmp_path / "keys", "broker")
+    _, secret = keyfiles.generate(tmp_path / "keys", "broker")
     authorized = tmp_path / "authorized"
     for name, role in (("a", "worker"), ("b", "client")):
-        public, _ = security.generate(tmp_path / "keys", name)
-        security.authorize(public, authorized, role)
+        public, _ = keyfiles.generate(tmp_path / "keys", name)
+        keyfiles.authorize(public, authorized, role)
     ctx = zmq.Context()
     guard = security.KeyGuard(ctx, secret, authorized)
     yield guard, tmp_path
@@ -184,8 +184,8 @@ def guard(tmp_path):
 
 def test_guard_binds_ids_to_keys_and_revokes(guard):
     guard, tmp_path = guard
-    key_a = security.load_public(tmp_path / "keys" / "a.key").decode()
-    key_b = security.load_public(tmp_path / "keys" / "b.key").decode()
+    key_a = keyfiles.load_public(tmp_path / "keys" / "a.key").decode()
+    key_b = keyfiles.load_public(tmp_path / "keys" / "b.key").decode()
     assert guard.authorized == {key_a, key_b}
     assert guard.identity(key_a) == ("a", "worker") and guard.identity(key_b) == ("b", "client")
     assert guard.identity(guard.keypair.public.decode()) == ("broker", "admin")
@@ -205,7 +205,7 @@ def test_guard_binds_ids_to_keys_and_revokes(guard):
 
 
 def test_guard_needs_both_halves(tmp_path):
-    _, secret = security.generate(tmp_path, "broker")
+    _, secret = keyfiles.generate(tmp_path, "broker")
     with pytest.raises(security.SecurityError, match="needs --authorized-keys"):
         security.KeyGuard(zmq.Context.instance(), secret, None)
     with pytest.raises(security.SecurityError, match="authorized-keys directory not found"):
@@ -220,8 +220,8 @@ def test_keys_cli(tmp_path, capsys):
     assert cli.main(["keys", "generate", str(tmp_path), "--name", "n1"]) == 2
     assert "refusing to overwrite" in capsys.readouterr().err
     assert cli.main(["keys", "authorize", str(tmp_path / "n1.key"), str(tmp_path / "auth"), "--role", "worker"]) == 0
-    assert security.role_in(tmp_path / "auth" / "n1.key") == "worker"
-    assert security.load_public(tmp_path / "auth" / "n1.key") == security.load_public(tmp_path / "n1.key")
+    assert keyfiles.role_in(tmp_path / "auth" / "n1.key") == "worker"
+    assert keyfiles.load_public(tmp_path / "auth" / "n1.key") == keyfiles.load_public(tmp_path / "n1.key")
     capsys.readouterr()
     keys_file = tmp_path / "api.json"
     assert cli.main(["keys", "api-key", "create", "--role", "admin", "--file", str(keys_file)]) == 0
@@ -234,16 +234,16 @@ def test_keys_cli(tmp_path, capsys):
 def test_new_key_is_admitted_with_its_role_at_first_sight(guard):
     """A key authorized after the guard's last look is found (and its role known) on first use."""
     guard, tmp_path = guard
-    public, _ = security.generate(tmp_path / "keys", "late")
-    security.authorize(public, tmp_path / "authorized", "admin")
-    assert guard.identity(security.load_public(public).decode()) == ("late", "admin")
+    public, _ = keyfiles.generate(tmp_path / "keys", "late")
+    keyfiles.authorize(public, tmp_path / "authorized", "admin")
+    assert guard.identity(keyfiles.load_public(public).decode()) == ("late", "admin")
 
 
 def test_roleless_key_is_admitted_but_allowed_nothing(guard, caplog):
     guard, tmp_path = guard
-    public, _ = security.generate(tmp_path / "keys", "old")
+    public, _ = keyfiles.generate(tmp_path / "keys", "old")
     (tmp_path / "authorized" / "old.key").write_text(public.read_text().replace("role = ", "x = "))
-    key = security.load_public(public).decode()
+    key = keyfiles.load_public(public).decode()
     assert guard.identity(key) == ("old", None)
     assert "has no role" in roles.refusal(None, "old", "submit")
     assert "without a role" in caplog.text
@@ -261,21 +261,21 @@ def test_roles_table():
 
 
 def test_key_files_private_from_the_first_byte(tmp_path):
-    public, secret = security.generate(tmp_path / "new", "n")
+    public, secret = keyfiles.generate(tmp_path / "new", "n")
     assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and stat.S_IMODE(public.stat().st_mode) == 0o644
-    assert security.load_keypair(secret).public == security.load_public(public)
+    assert keyfiles.load_keypair(secret).public == keyfiles.load_public(public)
     shared = tmp_path / "shared"
     shared.mkdir(mode=0o777)
     shared.chmod(0o777)
     with pytest.raises(security.SecurityError, match="writable by group or others"):
-        security.generate(shared, "n")
+        keyfiles.generate(shared, "n")
     with pytest.raises(security.SecurityError, match="writable by group or others"):
-        security.authorize(public, shared, "worker")
+        keyfiles.authorize(public, shared, "worker")
 
 
 def test_guard_refuses_a_writable_authorized_keys_dir(tmp_path):
-    _, secret = security.generate(tmp_path / "keys", "broker")
+    _, secret = keyfiles.generate(tmp_path / "keys", "broker")
     loose = tmp_path / "loose"
     loose.mkdir()
     loose.chmod(0o777)
