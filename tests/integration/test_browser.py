@@ -65,7 +65,8 @@ def run(cluster: LocalCluster, tasks: list[dict], timeout: float = 60) -> dict[s
         results = {r["name"]: r for r in client.results(job)}
     for r in results.values():  # the worker's one browser served every task
         if r["result"] and "browser_launches" in r["result"]:
-            assert r["result"]["browser_launches"] == 1, r
+            # 0 when a task timed out while the browser was still starting (a loaded machine)
+            assert r["result"]["browser_launches"] <= 1, r
     return results
 
 
