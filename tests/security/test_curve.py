@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -50,10 +51,18 @@ def curve_dealer(cluster: LocalCluster, name: str, authorized: bool = True, role
 
 
 def request(sock: zmq.Socket, kind: str, body: dict, timeout: float = 5.0) -> tuple[str, dict] | None:
+    """Send one message and return the first answer that is not a heartbeat (None after ``timeout``).
+
+    A registered peer gets the broker's heartbeats, and one can come before a REGISTERED, which waits
+    for its binding to be committed.
+    """
     sock.send(protocol.encode(kind, body))
-    if not sock.poll(timeout * 1000):
-        return None
-    return protocol.decode(sock.recv())
+    deadline = time.monotonic() + timeout
+    while sock.poll(max(0.0, deadline - time.monotonic()) * 1000):
+        answer = protocol.decode(sock.recv())
+        if answer[0] != protocol.HEARTBEAT:
+            return answer
+    return None
 
 
 def test_authorised_worker_runs_tasks_and_unauthorised_one_is_refused(make_cluster):
