@@ -4,7 +4,7 @@ Starting pytest (interpreter, imports, conftest, collection) costs far more than
 so instead of a process per task, each worker keeps a pool of live sessions, one per task
 thread that needs one, keyed by (``session`` param, interpreter, rootdir, args): a task takes
 an idle session of its key, or starts one, hands it its node ids and collects the reports.
-Each session is :mod:`plugins.pytest_session_runner` in a subprocess of its own process group
+Each session is :mod:`dtf_plugins.pytest_session_runner` in a subprocess of its own process group
 (cancel, timeout and a crash kill the whole group) with the worker's environment less its
 secrets (:func:`dtf_bus.plugins.task_environ`).
 

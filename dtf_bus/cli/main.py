@@ -23,10 +23,10 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from dtf_bus import config, defaults, logs, spec
+from dtf_bus import profiles as worker_profiles
 from dtf_bus.cli import history as cli_history
 from dtf_bus.cli import keys as keys_cli
 from dtf_bus.cli import ping as ping_cli
@@ -46,7 +46,6 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a Ctrl-C'd comm
 # A wait asks the broker for news this often (a long poll: it answers at once when tasks finish).
 WATCH_POLL = 1.0
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 PROFILES = {
     "cpu": ["cpu-small"],
     "mixed": ["cpu-small", "cpu-large", "cuda", "browser"],
@@ -410,7 +409,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     from dtf_bus.testing.cluster import ClusterError, LocalCluster
 
     profiles = PROFILES[args.profile]
-    configs = [CONFIGS / "workers" / f"{p}.toml" for p in profiles]
+    try:
+        configs = [worker_profiles.worker_config(p) for p in profiles]
+    except config.ConfigError as exc:
+        print(f"dtf up: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     missing = [str(c) for c in configs if not c.exists()]
     if missing:
         print(f"dtf up: worker profile not found: {missing[0]}", file=sys.stderr)

@@ -7,7 +7,7 @@ import pytest
 from _pytest.reports import TestReport
 
 from dtf_bus.plugins import TaskContext, TaskFailed
-from plugins.pytest_session import (
+from dtf_plugins.pytest_session import (
     SessionSpec,
     _map_arg,
     _plugin_blocked,
@@ -15,7 +15,7 @@ from plugins.pytest_session import (
     map_path,
     parse_rootdir_map,
 )
-from plugins.pytest_session_runner import make_row, parse_marker_lines
+from dtf_plugins.pytest_session_runner import make_row, parse_marker_lines
 
 pytestmark = pytest.mark.unit
 
