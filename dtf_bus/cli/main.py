@@ -30,7 +30,7 @@ from dtf_bus import profiles as worker_profiles
 from dtf_bus.cli import history as cli_history
 from dtf_bus.cli import keys as keys_cli
 from dtf_bus.cli import ping as ping_cli
-from dtf_bus.client import BrokerUnreachable, Client, ClientError, default_endpoint
+from dtf_bus.client import CLIENT_OPTIONS, BrokerUnreachable, Client, ClientError, default_endpoint
 from dtf_bus.pytest_dist import junit
 from dtf_bus.pytest_dist import plan as pytest_dist
 from dtf_bus.security import curve as security
@@ -653,8 +653,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "ping" and args.alive_file:
         return ping_cli.check_alive(args)
     # Checked before connecting: zmq would raise a bare ZMQError ("Invalid argument") instead.
-    endpoint = config.endpoint(args.broker or default_endpoint(), "--broker" if args.broker else "$DTF_BROKER")
-    curve = security.resolve_client_curve(args.curve_secret, args.broker_key)
+    given = config.merge(CLIENT_OPTIONS, args, os.environ, {})
+    endpoint = config.endpoint(given.get("broker", defaults.BROKER_ENDPOINT), given.origin("broker"))
+    curve = security.resolve_client_curve(given.get("curve_secret"), given.get("broker_key"))
     # Ctrl-C interrupts even when we were started with SIGINT ignored (a background job's lot).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     with Client(endpoint, timeout=args.timeout_connect, curve=curve) as client:
