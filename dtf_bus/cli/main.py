@@ -409,11 +409,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from dtf_bus.testing.cluster import ClusterError, LocalCluster
 
     profiles = PROFILES[args.profile]
-    try:
-        configs = [worker_profiles.worker_config(p) for p in profiles]
-    except config.ConfigError as exc:
-        print(f"dtf up: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    configs = [worker_profiles.worker_config(p) for p in profiles]  # ConfigError if dtf_configs is missing: exit 2
     missing = [str(c) for c in configs if not c.exists()]
     if missing:
         print(f"dtf up: worker profile not found: {missing[0]}", file=sys.stderr)
