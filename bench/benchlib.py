@@ -5,25 +5,16 @@ The scripts are run as ``python bench/NAME.py``, so this module is imported from
 own directory; it is not part of the installed package.
 """
 
-# ruff: noqa: E402  (the sys.path fix below must run before anything imports the stdlib's queue)
 from __future__ import annotations
-
-import os
-import sys
-
-# Python puts a script's folder first on sys.path, so bench/queue.py would shadow the stdlib's
-# queue module (which DuckDB's store, concurrent.futures and others import). Every script here
-# imports this module first; from then on the folder is searched last.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if sys.path and os.path.abspath(sys.path[0] or os.curdir) == _HERE:
-    sys.path.append(sys.path.pop(0))
 
 import argparse
 import contextlib
 import json
+import os
 import platform
 import resource
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Iterator

@@ -16,9 +16,17 @@ from typing import Any
 import zmq
 
 from dtf_bus import defaults, protocol, spec
+from dtf_bus.config import Option
 from dtf_bus.security import curve as security
 
 log = logging.getLogger(__name__)
+
+# A client command's connection settings, settled by dtf_bus.config.merge: flag > environment > default.
+CLIENT_OPTIONS = (
+    Option("broker", env=defaults.BROKER_ENV),
+    Option("curve_secret", env=defaults.CURVE_SECRET_ENV),
+    Option("broker_key", env=defaults.BROKER_KEY_ENV),
+)
 
 
 class ClientError(RuntimeError):

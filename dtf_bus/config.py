@@ -1,14 +1,24 @@
-"""Config files (TOML) and ``KEY=VALUE`` declarations from the command line.
+"""Config files (TOML), the one merge of every command's settings, and ``KEY=VALUE`` declarations.
 
-A config file may hold ``[broker]``, ``[worker]``, ``[capabilities]`` and ``[plugins]``
-sections; command-line flags override the file, which overrides :mod:`dtf_bus.defaults`.
+A config file may hold ``[broker]``, ``[worker]``, ``[capabilities]``, ``[plugins]`` and
+``[resources]`` tables. The broker, the worker and ``dtf`` all settle a setting the same way,
+in :func:`merge`: a flag, else the environment, else the config file, else the default from
+:mod:`dtf_bus.defaults`. A value that is given counts even when it is 0, ``""`` or false (so
+``--heartbeat-interval 0`` is refused everywhere instead of meaning the default in one place),
+and a key the command does not know is an error that names it, never silently ignored.
 """
 
 from __future__ import annotations
 
+import argparse
 import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+# Every table a dtf config file may hold: one file may serve the broker and a worker alike.
+SECTIONS = ("broker", "worker", "capabilities", "plugins", "resources")
 
 
 class ConfigError(ValueError):
@@ -16,16 +26,102 @@ class ConfigError(ValueError):
 
 
 def load(path: str | Path | None) -> dict[str, Any]:
+    """The file's tables; a key outside them or a table dtf does not know is a ConfigError."""
     if path is None:
         return {}
     path = Path(path)
     try:
         with path.open("rb") as fh:
-            return tomllib.load(fh)
+            loaded = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    known = ", ".join(f"[{name}]" for name in SECTIONS)
+    for key, value in loaded.items():
+        if not isinstance(value, dict):
+            raise ConfigError(f"unknown key {key!r} in {path}, outside any table; known tables: {known}")
+        if key not in SECTIONS:
+            raise ConfigError(f"unknown table [{key}] in {path}; known: {known}")
+    return loaded
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One setting of a command: ``name`` is its key in the command's config table, ``env`` the
+    variable that may give it, ``flag`` its argparse dest when that is not ``name``."""
+
+    name: str
+    env: str | None = None
+    flag: str | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.flag or self.name
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What :func:`merge` settled: each given value and where it came from (for messages)."""
+
+    values: dict[str, Any]
+    origins: dict[str, str]
+    known: frozenset[str]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The value from a flag, the environment or the file, else ``default`` (the defaults layer)."""
+        if name not in self.known:
+            raise KeyError(f"no option {name!r}")  # a typo in code, not a user's mistake
+        return self.values.get(name, default)
+
+    def origin(self, name: str) -> str:
+        """``--slots``, ``$DTF_BROKER``, ``slots in [worker] of FILE`` or ``default``."""
+        return self.origins.get(name, "default")
+
+
+def check_keys(table: Mapping[str, Any], known: Iterable[str], where: str) -> None:
+    """Refuse a config key nobody reads (``slot = 4`` for ``slots``), naming it and the known ones."""
+    names = sorted(known)
+    for key in table:
+        if key not in names:
+            raise ConfigError(f"unknown key {key!r} in {where}; known: {', '.join(names)}")
+
+
+def merge(
+    options: Iterable[Option],
+    flags: argparse.Namespace | Mapping[str, Any],
+    environ: Mapping[str, str],
+    table: Mapping[str, Any],
+    where: str = "the config file",
+) -> Settings:
+    """Flags > environment > file; the caller's default (``Settings.get``) comes last.
+
+    A flag counts unless it is None (argparse's "not given"), so 0, ``""`` and False are values.
+    A file value counts when its key is present. An environment variable counts when it is set
+    and not empty, as ``DTF_BROKER= dtf-worker`` means "unset" to a shell user; its value is text.
+    ``where`` names the table for messages, e.g. ``[worker] of worker.toml``.
+    """
+    options = list(options)
+    check_keys(table, (o.name for o in options), where)
+    given = vars(flags) if isinstance(flags, argparse.Namespace) else flags
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for option in options:
+        if given.get(option.dest) is not None:
+            values[option.name] = given[option.dest]
+            origins[option.name] = "--" + option.dest.replace("_", "-")
+        elif option.env and environ.get(option.env):
+            values[option.name] = environ[option.env]
+            origins[option.name] = f"${option.env}"
+        elif option.name in table:
+            values[option.name] = table[option.name]
+            origins[option.name] = f"{option.name} in {where}"
+    return Settings(values, origins, frozenset(o.name for o in options))
+
+
+def table_label(path: str | Path | None, name: str) -> str:
+    """How messages name a config table: ``[worker] of /etc/dtf/worker.toml``."""
+    return f"[{name}] of {path}"
 
 
 def section(config: dict[str, Any], name: str) -> dict[str, Any]:

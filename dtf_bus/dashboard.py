@@ -1,6 +1,6 @@
-"""Serve the Bokeh dashboard (``bokeh_app/``) on a port of our choosing, 0 included.
+"""Serve the Bokeh dashboard (``bokeh_app/``, installed as ``dtf_dashboard``) on a port of our choosing, 0 included.
 
-``bokeh serve bokeh_app --args ...`` works too; this launcher exists for ``dtf up`` and the
+``bokeh serve bokeh_app --args ...`` works too (from a checkout); this launcher exists for ``dtf up`` and the
 tests, which need an ephemeral port reported back (a ready file, like the broker's) and the
 WebSocket origin check to allow exactly that port on 127.0.0.1 and localhost.
 
@@ -16,6 +16,7 @@ Bokeh's own auth hooks answer a stranger with a redirect to a login page, and we
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -37,8 +38,17 @@ from dtf_bus import defaults, logs
 from dtf_bus.http import auth as webauth
 from dtf_bus.http import server as httpserver
 
-APP_DIR = Path(__file__).resolve().parent.parent / "bokeh_app"
+APP_PACKAGE = "dtf_dashboard"  # the repository's bokeh_app/, under the name the wheel gives it
 log = logging.getLogger("dtf.dashboard")
+
+
+def app_dir() -> Path | None:
+    """Where the installed Bokeh app lives (a checkout's bokeh_app/ in an editable install).
+
+    Found, not imported: Bokeh runs the directory itself, and dtf_bus must not import the app.
+    """
+    spec = importlib.util.find_spec(APP_PACKAGE)
+    return Path(spec.origin).parent if spec is not None and spec.origin else None
 
 
 class Refusal(tornado.web.RequestHandler):
@@ -139,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logs.configure(args.log_level)
-    if not (APP_DIR / "main.py").exists():
-        print(f"dtf-dashboard: the Bokeh app is missing: {APP_DIR}/main.py", file=sys.stderr)
+    app = app_dir()
+    if app is None or not (app / "main.py").exists():
+        print(f"dtf-dashboard: the Bokeh app is missing: package {APP_PACKAGE} is not installed", file=sys.stderr)
         return 2
     app_args = ["--broker", args.broker, "--http", args.http] + (["--events", args.events] if args.events else [])
     app_args += ["--api-key-file", args.api_key_file] if args.api_key_file else []
@@ -162,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     port = sockets[0].getsockname()[1]
     url = f"http://{args.address}:{port}/"
-    application = Application(DirectoryHandler(filename=str(APP_DIR), argv=app_args))
+    application = Application(DirectoryHandler(filename=str(app), argv=app_args))
     allowed = webauth.allowed_hosts(args.allow_host, args.address)
     origins = sorted({f"{args.address}:{port}"} | {f"{name}:{port}" for name in allowed if ":" not in name})
     loop = IOLoop.current()

@@ -15,7 +15,7 @@ Every result says which browser ran it (``browser.version``, ``user_agent``), wh
 reports for WebGPU (``webgpu``: the adapter's vendor, architecture, features and limits, or
 ``available = false`` and the reason) and WebNN (``webnn``), and the console errors and page
 errors seen; a page crash fails the task. A ``value`` of the benchmark shape
-(``{"benchmarks": [...]}``, see :mod:`plugins.bench`) is stored in ``benchmark_results`` like
+(``{"benchmarks": [...]}``, see :mod:`dtf_plugins.bench`) is stored in ``benchmark_results`` like
 the ``python`` plugin's, its ``environment`` completed with the browser's version and adapter.
 
 The plugin loads only where Playwright and a Chromium are installed; elsewhere the worker skips
@@ -33,8 +33,8 @@ from typing import Any
 
 from dtf_bus import defaults
 from dtf_bus.plugins import TaskContext, TaskFailed
-from plugins.browser_host import BrowserHost, Cancelled, LaunchFailed
-from plugins.browser_page import PageFailed, PageJob, PageReport, run_page
+from dtf_plugins.browser_host import BrowserHost, Cancelled, LaunchFailed
+from dtf_plugins.browser_page import PageFailed, PageJob, PageReport, run_page
 
 PARAMS = ("url", "html", "script", "args", "timeout", "wait_until", "fail_on_page_error")
 WAIT_UNTIL = ("load", "domcontentloaded", "networkidle", "commit")

@@ -1,6 +1,6 @@
 """One browser task's page: load it, ask it about WebGPU and WebNN, run the script, collect what went wrong.
 
-Runs on the browser host's event loop (:mod:`plugins.browser_host`) in a fresh browser context
+Runs on the browser host's event loop (:mod:`dtf_plugins.browser_host`) in a fresh browser context
 per task, so tasks sharing a worker's browser share no cookies, storage or cache. The ``html``
 param (and the blank default) is served from :data:`ORIGIN`, a reserved name that never reaches
 the network (Playwright answers its requests) but counts as ``https``: a secure context, where
@@ -114,7 +114,7 @@ class PageFailed(Exception):
 
 @dataclass(slots=True)
 class PageJob:
-    """What one task asks of the browser (validated by :mod:`plugins.browser`)."""
+    """What one task asks of the browser (validated by :mod:`dtf_plugins.browser`)."""
 
     url: str | None
     html: str | None

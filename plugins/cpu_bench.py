@@ -14,7 +14,7 @@ numpy when it is installed, ``numpy``, ``python``).
 
 Measurements run in a subprocess (so the worker's own threads do not disturb them, and a
 timeout kills them like any command); results are ``{"benchmarks": [...], "environment":
-{...}}`` as described in :mod:`plugins.bench`, stored in ``benchmark_results``.
+{...}}`` as described in :mod:`dtf_plugins.bench`, stored in ``benchmark_results``.
 numpy is optional: without it the matmul runs in pure Python (and is reported as such).
 """
 
@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from dtf_bus.plugins import TaskContext
-from plugins.bench import base_environment, choose, measure, positive_int, record
-from plugins.python_call import run_benchmark_function
+from dtf_plugins.bench import base_environment, choose, measure, positive_int, record
+from dtf_plugins.python_call import run_benchmark_function
 
 BENCHMARKS = ("matmul", "memory", "interpreter")
 PRECISIONS = {"fp64": "float64", "fp32": "float32"}
@@ -138,4 +138,4 @@ class CpuBenchExecutor:
     name = "cpu"
 
     def run(self, ctx: TaskContext) -> dict[str, Any]:
-        return run_benchmark_function(ctx, "cpu", "plugins.cpu_bench:run_benchmarks", PROJECT_ROOT)
+        return run_benchmark_function(ctx, "cpu", "dtf_plugins.cpu_bench:run_benchmarks", PROJECT_ROOT)

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from dtf_bus.plugins import TaskContext, TaskFailed
-from plugins.bench import Unavailable, base_environment, choose, measure, positive_int, record
-from plugins.python_call import run_benchmark_function
+from dtf_plugins.bench import Unavailable, base_environment, choose, measure, positive_int, record
+from dtf_plugins.python_call import run_benchmark_function
 
 BENCHMARKS = ("matmul", "transfer", "forward")
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
@@ -273,4 +273,4 @@ class CudaBenchExecutor:
         device = ctx.params.get("device", "cuda")
         if not isinstance(device, str) or not device.startswith("cuda"):
             raise TaskFailed(f"cuda: param 'device' must be 'cuda' or 'cuda:N', got {device!r}")
-        return run_benchmark_function(ctx, "cuda", "plugins.cuda_bench:run_benchmarks", PROJECT_ROOT)
+        return run_benchmark_function(ctx, "cuda", "dtf_plugins.cuda_bench:run_benchmarks", PROJECT_ROOT)

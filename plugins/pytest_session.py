@@ -4,7 +4,7 @@ Starting pytest (interpreter, imports, conftest, collection) costs far more than
 so instead of a process per task, each worker keeps a pool of live sessions, one per task
 thread that needs one, keyed by (``session`` param, interpreter, rootdir, args): a task takes
 an idle session of its key, or starts one, hands it its node ids and collects the reports.
-Each session is :mod:`plugins.pytest_session_runner` in a subprocess of its own process group
+Each session is :mod:`dtf_plugins.pytest_session_runner` in a subprocess of its own process group
 (cancel, timeout and a crash kill the whole group) with the worker's environment less its
 secrets (:func:`dtf_bus.plugins.task_environ`).
 
@@ -15,9 +15,9 @@ failed ("worker crashed while running ...") and the session is restarted for the
 batch. Sessions idle for ``PYTEST_SESSION_IDLE`` seconds are shut down by a reaper thread, and
 all of them when the worker's interpreter exits.
 
-The parts: :mod:`plugins.pytest_session_spec` (params and rootdir mapping),
-:mod:`plugins.pytest_session_process` (one session process and its channel),
-:mod:`plugins.pytest_session_pool` (sessions shared across task threads). This module is the
+The parts: :mod:`dtf_plugins.pytest_session_spec` (params and rootdir mapping),
+:mod:`dtf_plugins.pytest_session_process` (one session process and its channel),
+:mod:`dtf_plugins.pytest_session_pool` (sessions shared across task threads). This module is the
 executor: what a collect or run task does with its session, crashes included.
 """
 
@@ -29,9 +29,9 @@ from typing import Any
 
 from dtf_bus import defaults
 from dtf_bus.plugins import TaskContext, TaskFailed
-from plugins.pytest_session_pool import SessionPool
-from plugins.pytest_session_process import Cancelled, Session, SessionDied
-from plugins.pytest_session_spec import SessionSpec, strings
+from dtf_plugins.pytest_session_pool import SessionPool
+from dtf_plugins.pytest_session_process import Cancelled, Session, SessionDied
+from dtf_plugins.pytest_session_spec import SessionSpec, strings
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 A task takes an idle session of its key (the most recently used: its fixtures are warmest) or
 starts one; a session that may hold the task's devices ends with its task. Apart from the
-session process (:mod:`plugins.pytest_session_process`) because its concern is sharing and
+session process (:mod:`dtf_plugins.pytest_session_process`) because its concern is sharing and
 lifetime across task threads, not the channel to one process.
 """
 
@@ -19,8 +19,8 @@ import weakref
 
 from dtf_bus import defaults
 from dtf_bus.plugins import TaskContext, TaskFailed
-from plugins.pytest_session_process import Session, SessionDied, kill_group
-from plugins.pytest_session_spec import SessionSpec
+from dtf_plugins.pytest_session_process import Session, SessionDied, kill_group
+from dtf_plugins.pytest_session_spec import SessionSpec
 
 log = logging.getLogger(__name__)
 

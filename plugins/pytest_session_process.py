@@ -1,12 +1,12 @@
 """One live pytest session: the runner subprocess and the line-delimited JSON channel to it.
 
-Each session is :mod:`plugins.pytest_session_runner` in a subprocess of its own process group
+Each session is :mod:`dtf_plugins.pytest_session_runner` in a subprocess of its own process group
 (cancel, timeout and a crash kill the whole group) with the worker's environment less its secrets
 (:func:`dtf_bus.plugins.task_environ`). Commands go down one pipe, messages (``collected``,
 ``test``, ``done``, ``extra``, ``exit``) come up another; the session's own output goes to a
 temporary file whose tail explains a crash. This module is that protocol and the process's life;
-which session a task gets is :mod:`plugins.pytest_session_pool`'s, what a task does with it is
-:mod:`plugins.pytest_session`'s.
+which session a task gets is :mod:`dtf_plugins.pytest_session_pool`'s, what a task does with it is
+:mod:`dtf_plugins.pytest_session`'s.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 
 from dtf_bus import defaults
 from dtf_bus.plugins import TaskContext, TaskFailed, task_environ
-from plugins.pytest_session_spec import SessionSpec
+from dtf_plugins.pytest_session_spec import SessionSpec
 
 log = logging.getLogger(__name__)
 

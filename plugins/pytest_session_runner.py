@@ -1,6 +1,6 @@
 """A long-lived pytest session on a worker, driven over a private pipe (stdlib + pytest only).
 
-Started by :mod:`plugins.pytest_session` as ``PYTHON pytest_session_runner.py CMD_FD OUT_FD
+Started by :mod:`dtf_plugins.pytest_session` as ``PYTHON pytest_session_runner.py CMD_FD OUT_FD
 CONF_JSON PYTEST_ARGS...`` with the task's interpreter, which may not have dtf installed: this
 file imports nothing but the standard library and pytest. It runs a real ``pytest.main`` in the
 suite's rootdir (its cwd), collects once, answers with the collection, then serves commands

@@ -4,8 +4,8 @@ Two tasks share a live session only when their specs' keys match (the controller
 interpreter, rootdir, args, marker requirements, environment and devices). A worker that holds the
 suite at another path maps the controller's rootdir with ``DTF_ROOTDIR_MAP="/ci/src=/home/me/src;..."``
 or a ``rootdir_map`` capability (same format, or a table); node ids are relative to the rootdir,
-so they still match. Kept apart from the session process (:mod:`plugins.pytest_session_process`)
-and the executor (:mod:`plugins.pytest_session`): it is pure checking and mapping of params.
+so they still match. Kept apart from the session process (:mod:`dtf_plugins.pytest_session_process`)
+and the executor (:mod:`dtf_plugins.pytest_session`): it is pure checking and mapping of params.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@
 #
 #   install.sh wheels SRC WHEELHOUSE    build dtf's wheel and a wheel of every dependency (needs the index)
 #   install.sh venv WHEELHOUSE PREFIX   a fresh venv at PREFIX with dtf from WHEELHOUSE only (no index)
-#   install.sh configs SRC DEST         the example configs (the wheel leaves configs/ out) and the image's
-#                                       broker.toml into DEST
+#   install.sh configs SRC DEST         the example configs, to edit (the wheel carries its own copy, for
+#                                       `dtf up`), and the image's broker.toml into DEST
 set -eu
 step="${1:?usage: install.sh wheels|venv|configs ...}"
 shift
@@ -27,6 +27,7 @@ configs)
     src="$1" dest="$2"
     mkdir -p "$dest"
     cp -R "$src/configs/." "$dest/"
+    rm -f "$dest/__init__.py"  # what makes configs/ the package dtf_configs in the wheel; no config
     cp "$src/deploy/docker/broker.toml" "$dest/broker.toml"
     ;;
 *)

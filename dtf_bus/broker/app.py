@@ -1,7 +1,8 @@
 """The ``dtf-broker`` command: flags and config file in, a running :class:`~dtf_bus.broker.server.Broker` out.
 
-Flags override the config file's ``[broker]`` table, which overrides :mod:`dtf_bus.defaults`.
-Every mistake a user can make here ends in one line on stderr and exit code 2.
+Flags override the config file's ``[broker]`` table, which overrides :mod:`dtf_bus.defaults`
+(:func:`dtf_bus.config.merge`; the broker reads no environment variables). Every mistake a user
+can make here, an unknown ``[broker]`` key included, ends in one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -22,6 +23,18 @@ from dtf_bus.broker.server import Broker
 from dtf_bus.http import auth as webauth
 from dtf_bus.security import curve as security
 from dtf_bus.store import db as store
+
+# The [broker] keys: each is also a flag (its dest), and the flag wins.
+BROKER_OPTIONS = tuple(
+    config.Option(name)
+    for name in (
+        "bind", "metrics_bind", "db", "db_memory_limit", "strategy", "heartbeat_interval", "heartbeat_liveness",
+        "dead_liveness", "max_lost_workers", "prefetch", "steal", "curve_secret", "authorized_keys", "api_keys",
+        "insecure", "max_live_tasks", "submitter_quota", "finished_job_ttl", "http", "http_token_file",
+        "http_allow_host", "http_cert", "http_key", "http_max_connections", "ws_max_pending_bytes",
+        "metrics_retention", "ship_store_bytes",
+    )
+)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,11 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(args.log_level)
 
     def pick(name: str, default: Any) -> Any:
-        value = getattr(args, name)
-        return value if value is not None else cfg.get(name, default)
+        return settings.get(name, default)
 
     try:
         cfg = config.section(config.load(args.config), "broker")
+        settings = config.merge(BROKER_OPTIONS, args, {}, cfg, config.table_label(args.config, "broker"))
         interval, liveness = config.heartbeat(
             pick("heartbeat_interval", defaults.HEARTBEAT_INTERVAL),
             pick("heartbeat_liveness", defaults.HEARTBEAT_LIVENESS),

@@ -15,11 +15,12 @@ pytest's own codes, keeping 3 for an unreachable broker.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from typing import Any
 
-from dtf_bus import config, logs, spec
+from dtf_bus import config, defaults, logs, spec
 from dtf_bus.cli import fleet, jobs, pytest_command, results, up
 from dtf_bus.cli import history as cli_history
 from dtf_bus.cli import keys as keys_cli
@@ -32,7 +33,7 @@ from dtf_bus.cli.output import (
     CommandFailed,
     print_json,
 )
-from dtf_bus.client import BrokerUnreachable, Client, ClientError, default_endpoint
+from dtf_bus.client import CLIENT_OPTIONS, BrokerUnreachable, Client, ClientError, default_endpoint
 from dtf_bus.security import curve as security
 from dtf_bus.ship.archive import ShipError
 
@@ -101,8 +102,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "ping" and args.alive_file:
         return ping_cli.check_alive(args)
     # Checked before connecting: zmq would raise a bare ZMQError ("Invalid argument") instead.
-    endpoint = config.endpoint(args.broker or default_endpoint(), "--broker" if args.broker else "$DTF_BROKER")
-    curve = security.resolve_client_curve(args.curve_secret, args.broker_key)
+    given = config.merge(CLIENT_OPTIONS, args, os.environ, {})
+    endpoint = config.endpoint(given.get("broker", defaults.BROKER_ENDPOINT), given.origin("broker"))
+    curve = security.resolve_client_curve(given.get("curve_secret"), given.get("broker_key"))
     # Ctrl-C interrupts even when we were started with SIGINT ignored (a background job's lot).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     with Client(endpoint, timeout=args.timeout_connect, curve=curve) as client:

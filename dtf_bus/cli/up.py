@@ -11,16 +11,15 @@ import argparse
 import os
 import signal
 import sys
-from pathlib import Path
 from typing import Any
 
 from dtf_bus import config, defaults, spec
+from dtf_bus import profiles as worker_profiles
 from dtf_bus.cli import history as cli_history
 from dtf_bus.cli.jobs import describe, submit
 from dtf_bus.cli.output import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from dtf_bus.cli.watch import progress_printer, watch
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"  # the checkout's configs/
 PROFILES = {
     "cpu": ["cpu-small"],
     "mixed": ["cpu-small", "cpu-large", "cuda", "browser"],
@@ -54,7 +53,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from dtf_bus.testing.cluster import ClusterError, LocalCluster
 
     profiles = PROFILES[args.profile]
-    configs = [CONFIGS / "workers" / f"{p}.toml" for p in profiles]
+    configs = [worker_profiles.worker_config(p) for p in profiles]  # ConfigError if dtf_configs is missing: exit 2
     missing = [str(c) for c in configs if not c.exists()]
     if missing:
         print(f"dtf up: worker profile not found: {missing[0]}", file=sys.stderr)

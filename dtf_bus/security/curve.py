@@ -92,12 +92,12 @@ def set_default_client_curve(curve: ClientCurve | None) -> None:
 
 
 def resolve_client_curve(
-    curve_secret: str | Path | None = None, broker_key: str | Path | None = None, cfg: dict[str, Any] | None = None
+    curve_secret: str | Path | None = None, broker_key: str | Path | None = None
 ) -> ClientCurve | None:
-    """Flags, else config keys ``curve_secret``/``broker_key``, else the environment, else the process default."""
-    cfg = cfg or {}
-    secret = curve_secret or cfg.get("curve_secret") or os.environ.get(defaults.CURVE_SECRET_ENV)
-    server = broker_key or cfg.get("broker_key") or os.environ.get(defaults.BROKER_KEY_ENV)
+    """The given keys (flags, or what :func:`dtf_bus.config.merge` settled from flags, environment
+    and config file), else the environment, else the process default."""
+    secret = curve_secret or os.environ.get(defaults.CURVE_SECRET_ENV)
+    server = broker_key or os.environ.get(defaults.BROKER_KEY_ENV)
     if not secret and not server:
         return _process_default
     return client_curve(secret, server)

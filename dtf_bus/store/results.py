@@ -7,7 +7,7 @@ payload is scanned for the two shapes the built-in plugins produce and any user 
   and ``pytest-session`` plugins) -> one ``test_results`` row per test, with the task's
   ``rootdir``; a test that passes in a rerun task (``params.rerun``) is stored as ``flaky``;
 - ``{"benchmarks": [record, ...], "environment": {...}}`` (``cpu``, ``cuda``, or a ``python``
-  function returning that shape; see :mod:`plugins.bench`) -> one ``benchmark_results`` row
+  function returning that shape; see :mod:`dtf_plugins.bench`) -> one ``benchmark_results`` row
   per record, beside the worker's hardware, so runs across machines compare in SQL.
 
 Only attempts that count are stored: a stale result (its attempt superseded) is not. A task

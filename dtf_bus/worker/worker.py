@@ -42,6 +42,7 @@ from dtf_bus.resources import Pool, ResourceError, check, worker_totals
 from dtf_bus.security import curve as security
 from dtf_bus.ship.worker import Shipping
 from dtf_bus.worker import hardware, liveness, utilisation
+from dtf_bus.worker.options import WORKER_OPTIONS
 
 log = logging.getLogger("dtf.worker")
 
@@ -658,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--broker", help=f"broker endpoint (default ${defaults.BROKER_ENV} or {defaults.BROKER_ENDPOINT})"
     )
-    parser.add_argument("--id", dest="worker_id", help="stable worker id (default HOST-PID)")
+    parser.add_argument("--id", help="stable worker id (default HOST-PID)")
     parser.add_argument("--config", help="TOML config with [worker], [capabilities], [plugins]")
     parser.add_argument("--slots", type=int, help="tasks run at once (default 1)")
     parser.add_argument("--capability", action="append", metavar="K=V", help="declare a capability (repeatable)")
@@ -683,15 +684,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config.load(args.config)
         wcfg = config.section(cfg, "worker")
+        settings = config.merge(WORKER_OPTIONS, args, os.environ, wcfg, config.table_label(args.config, "worker"))
         declared = list(config.section(cfg, "capabilities").items())
         declared += config.parse_assignments(args.capability, "--capability")
         extra_plugins = config.section(cfg, "plugins")
-        executors = load_executors(extra_plugins, args.plugin or wcfg.get("plugins"))
+        executors = load_executors(extra_plugins, settings.get("plugins"))
         interval, liveness = config.heartbeat(
-            args.heartbeat_interval or wcfg.get("heartbeat_interval", defaults.HEARTBEAT_INTERVAL),
-            args.heartbeat_liveness or wcfg.get("heartbeat_liveness", defaults.HEARTBEAT_LIVENESS),
+            settings.get("heartbeat_interval", defaults.HEARTBEAT_INTERVAL),
+            settings.get("heartbeat_liveness", defaults.HEARTBEAT_LIVENESS),
         )
-        curve = security.resolve_client_curve(args.curve_secret, args.broker_key, wcfg)
+        curve = security.resolve_client_curve(settings.get("curve_secret"), settings.get("broker_key"))
         declared_resources = check(
             {**config.section(cfg, "resources"), **dict(config.parse_assignments(args.resource, "--resource"))},
             "resources",
@@ -703,24 +705,26 @@ def main(argv: list[str] | None = None) -> int:
     # The keys are read: tasks (in-process executors included) must not find where they live.
     for name in [name for name in os.environ if is_secret_variable(name)]:
         del os.environ[name]
-    slots = args.slots if args.slots is not None else wcfg.get("slots", defaults.WORKER_SLOTS)
+    slots = settings.get("slots", defaults.WORKER_SLOTS)
     if not isinstance(slots, int) or slots < 1:
         print(f"dtf-worker: slots must be a positive integer, got {slots!r}", file=sys.stderr)
         return 2
     if not executors:
         print("dtf-worker: no executor plugins could be loaded", file=sys.stderr)
         return 2
-    broker = args.broker or wcfg.get("broker") or os.environ.get(defaults.BROKER_ENV) or defaults.BROKER_ENDPOINT
+    broker = settings.get("broker", defaults.BROKER_ENDPOINT)
     try:
-        config.endpoint(broker)
+        config.endpoint(broker, settings.origin("broker"))
     except config.ConfigError as exc:
         print(f"dtf-worker: {exc}", file=sys.stderr)
         return 2
     capabilities = hardware.merge(hardware.detect(), declared)
     totals, devices = worker_totals(declared_resources, os.environ, int(capabilities.get("gpu_count") or 0))
-    worker_id = args.worker_id or wcfg.get("id") or f"{socket.gethostname()}-{os.getpid()}"
-    cache_bytes = args.ship_cache_bytes
-    cache_bytes = wcfg.get("ship_cache_bytes", defaults.SHIP_CACHE_BYTES) if cache_bytes is None else cache_bytes
+    worker_id = settings.get("id", f"{socket.gethostname()}-{os.getpid()}")
+    if not isinstance(worker_id, str) or not worker_id:
+        print(f"dtf-worker: {settings.origin('id')}: the worker id must be a non-empty string", file=sys.stderr)
+        return 2
+    cache_bytes = settings.get("ship_cache_bytes", defaults.SHIP_CACHE_BYTES)
     if not isinstance(cache_bytes, int) or cache_bytes < 1:
         print(f"dtf-worker: ship_cache_bytes must be a positive integer, got {cache_bytes!r}", file=sys.stderr)
         return 2
@@ -735,8 +739,8 @@ def main(argv: list[str] | None = None) -> int:
         heartbeat_interval=interval,
         heartbeat_liveness=liveness,
         curve=curve,
-        alive_file=args.alive_file or os.environ.get(defaults.ALIVE_FILE_ENV),
-        shipping=Shipping.for_worker(broker, worker_id, curve, args.ship_cache or wcfg.get("ship_cache"), cache_bytes),
+        alive_file=settings.get("alive_file"),
+        shipping=Shipping.for_worker(broker, worker_id, curve, settings.get("ship_cache"), cache_bytes),
     )
     worker.install_signal_handlers()
     log.info("worker %s connecting to %s with plugins %s", worker.worker_id, broker, ", ".join(sorted(executors)))

@@ -1,7 +1,10 @@
 """The Dockerfiles' install steps, run as written in a clean venv (no container engine here):
 the build stage's COPY lines pick the sources, its RUN lines build the wheelhouse and configs, the
 runtime stage's RUN line makes the venv from the wheelhouse alone; then the installed entrypoints
-start a real broker and worker, and `dtf ping` answers 0, then 3 once the broker is gone."""
+start a real broker and worker, and `dtf ping` answers 0, then 3 once the broker is gone. The same
+venv, outside the checkout, runs `dtf up` with its shipped worker profiles and dashboard, and has
+no generic top-level `plugins` or `bokeh_app` (the wheel installs them as dtf_plugins and
+dtf_dashboard)."""
 
 from __future__ import annotations
 
@@ -146,8 +149,11 @@ def test_the_install_steps_give_a_venv_whose_entrypoints_run_a_fleet(tmp_path):
     for script in ("dtf-broker", "dtf-worker", "dtf"):
         assert run(str(prefix / script), "--help").returncode == 0, script
     # Installed from the wheel, not the checkout: the package lives in the new venv.
-    where = run(str(prefix / "python"), "-c", "import dtf_bus, plugins.sim; print(dtf_bus.__file__)").stdout
+    where = run(str(prefix / "python"), "-c", "import dtf_bus, dtf_plugins.sim; print(dtf_bus.__file__)").stdout
     assert where.startswith(str(paths["/opt/dtf"])), where
+    for generic in ("plugins", "bokeh_app"):
+        imported = run(str(prefix / "python"), "-c", f"import {generic}")
+        assert imported.returncode == 1 and "ModuleNotFoundError" in imported.stderr, (generic, imported.stderr)
     assert (paths["/etc/dtf"] / "broker.toml").exists() and (paths["/etc/dtf"] / "workers" / "cuda.toml").exists()
 
     ready, logs = tmp_path / "ready.json", tmp_path / "logs"
@@ -198,6 +204,30 @@ def test_the_install_steps_give_a_venv_whose_entrypoints_run_a_fleet(tmp_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+    dtf_up_runs_a_suite_from_the_wheel(prefix, clean, tmp_path)
+
+
+def dtf_up_runs_a_suite_from_the_wheel(prefix: Path, env: dict[str, str], tmp_path: Path) -> None:
+    """Issue 16's "done when": the installed wheel, outside the checkout, brings up a broker, two
+    workers from the profiles it ships (dtf_configs) and the dashboard (dtf_dashboard), runs a
+    suite and exits when it is done."""
+    suite = tmp_path / "up-suite.toml"
+    suite.write_text('name = "wheel"\n[[tasks]]\nname = "t"\nplugin = "sim"\nparams = { seconds = 0.01 }\nrepeat = 4\n')
+    argv = [
+        str(prefix / "dtf"), "up", "--workers", "2", "--suite", str(suite), "--exit-when-done",
+        "--bind", "tcp://127.0.0.1:0", "--metrics-bind", "tcp://127.0.0.1:0", "--http", "127.0.0.1:0",
+        "--dashboard", "--dashboard-port", "0", "--db", str(tmp_path / "up.duckdb"), "--workdir", str(tmp_path / "up"),
+    ]  # fmt: skip
+    up = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = up.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        up.terminate()  # SIGTERM: dtf up stops what it started, by pid (a SIGKILL would orphan them)
+        out, err = up.communicate(timeout=60)
+        pytest.fail(f"dtf up did not finish its suite in 120 s:\n{out}{err}")
+    assert up.returncode == 0, out + err
+    assert "workers  cpu-small-1, cpu-large-2" in out and "4 succeeded" in out, out
+    assert "dashboard http://127.0.0.1:" in out, out
 
 
 def hadolint() -> str:

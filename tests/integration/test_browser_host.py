@@ -10,7 +10,7 @@ import pytest
 
 from dtf_bus import defaults
 from dtf_bus.testing.cluster import wait_for
-from plugins.browser_host import BrowserHost, Cancelled
+from dtf_plugins.browser_host import BrowserHost, Cancelled
 from tests.integration.test_browser import CHROMIUM, require_chromium
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]

@@ -19,7 +19,7 @@ from _pytest.reports import TestReport
 
 from dtf_bus.plugins import TaskContext, TaskFailed
 from dtf_bus.testing.cluster import wait_for
-from plugins.pytest_session import PytestSessionExecutor
+from dtf_plugins.pytest_session import PytestSessionExecutor
 
 pytestmark = pytest.mark.integration
 
@@ -370,7 +370,7 @@ def test_sessions_of_one_key_run_concurrently(executor, project):
 WORKER_SCRIPT = """
 import sys, time
 from dtf_bus.plugins import TaskContext
-from plugins.pytest_session import PytestSessionExecutor
+from dtf_plugins.pytest_session import PytestSessionExecutor
 
 executor = PytestSessionExecutor()
 ctx = TaskContext("t", 1, "w", {"session": "s", "rootdir": sys.argv[1], "args": [], "mode": "collect"}, None, {})

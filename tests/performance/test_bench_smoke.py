@@ -57,8 +57,8 @@ def test_scale_smoke():
     assert s["workers"] == 30 and s["workers_alive_after_idle"] == 30
 
 
-def test_queue_smoke():
-    s = run_bench("queue.py", "--tasks", "2000", "--job-size", "1000", "--sample", "100", "--workers", "4")
+def test_queue_depth_smoke():
+    s = run_bench("queue_depth.py", "--tasks", "2000", "--job-size", "1000", "--sample", "100", "--workers", "4")
     assert_positive(s, "submit_tasks_per_s", "place_e2e_us_last", "place_scheduler_us_last", "broker_rss_mb")
     assert [p["depth"] for p in s["checkpoints"]] == [1000, 2000]
     for point in s["checkpoints"]:

@@ -124,7 +124,7 @@ def test_websocket_needs_a_read_key(keyed):
 
 
 def test_dashboard_reads_the_api_with_the_key_from_its_key_file(keyed, tmp_path, monkeypatch):
-    from bokeh_app import api as dashboard_api
+    from dtf_dashboard import api as dashboard_api
 
     cluster, _, read, _ = keyed
     monkeypatch.delenv("DTF_API_KEY", raising=False)

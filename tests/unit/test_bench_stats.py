@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from plugins import bench
-from plugins.pytest_runner import build_argv
+from dtf_plugins import bench
+from dtf_plugins.pytest_runner import build_argv
 
 pytestmark = pytest.mark.unit
 

@@ -6,8 +6,8 @@ import pytest
 
 from dtf_bus import defaults
 from dtf_bus.plugins import TaskFailed
-from plugins.browser import BrowserUnavailable, browser_args, find_chromium, parse_job, with_benchmark_environment
-from plugins.browser_page import PageReport, _error_message, first_line, script_function
+from dtf_plugins.browser import BrowserUnavailable, browser_args, find_chromium, parse_job, with_benchmark_environment
+from dtf_plugins.browser_page import PageReport, _error_message, first_line, script_function
 
 pytestmark = pytest.mark.unit
 

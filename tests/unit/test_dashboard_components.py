@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from bokeh_app.anomalies import AnomalyList
-from bokeh_app.blocked import BlockedList
-from bokeh_app.summary import Summary
-from bokeh_app.task_stream import MAX_LABELLED_ROWS, TaskStream
-from bokeh_app.workers import WorkerTable
+from dtf_dashboard.anomalies import AnomalyList
+from dtf_dashboard.blocked import BlockedList
+from dtf_dashboard.summary import Summary
+from dtf_dashboard.task_stream import MAX_LABELLED_ROWS, TaskStream
+from dtf_dashboard.workers import WorkerTable
 
 pytestmark = pytest.mark.unit
 

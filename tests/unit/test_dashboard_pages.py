@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from bokeh_app import bench_page, flaky_page, job_page, jobs_page
-from bokeh_app.queue_depth import QueueThroughput
-from bokeh_app.tables import fit
-from bokeh_app.task_stream import TaskStream
-from bokeh_app.workers import WorkerTable
+from dtf_dashboard import bench_page, flaky_page, job_page, jobs_page
+from dtf_dashboard.queue_depth import QueueThroughput
+from dtf_dashboard.tables import fit
+from dtf_dashboard.task_stream import TaskStream
+from dtf_dashboard.workers import WorkerTable
 
 pytestmark = pytest.mark.unit
 

@@ -7,10 +7,10 @@ import pytest
 from _pytest.reports import TestReport
 
 from dtf_bus.plugins import TaskContext, TaskFailed
-from plugins.pytest_session import crash_report
-from plugins.pytest_session_process import _plugin_blocked
-from plugins.pytest_session_runner import make_row, parse_marker_lines
-from plugins.pytest_session_spec import SessionSpec, _map_arg, map_path, parse_rootdir_map
+from dtf_plugins.pytest_session import crash_report
+from dtf_plugins.pytest_session_process import _plugin_blocked
+from dtf_plugins.pytest_session_runner import make_row, parse_marker_lines
+from dtf_plugins.pytest_session_spec import SessionSpec, _map_arg, map_path, parse_rootdir_map
 
 pytestmark = pytest.mark.unit
 

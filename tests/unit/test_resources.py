@@ -51,7 +51,7 @@ def test_bad_requests_are_named(amounts, message):
 
 
 def test_the_cuda_benchmark_names_the_machines_device(monkeypatch):
-    from plugins.cuda_bench import _device_ids
+    from dtf_plugins.cuda_bench import _device_ids
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert _device_ids(1) == {"device_index": 1, "cuda_visible_devices": "2,3", "physical_device": "3"}

@@ -130,7 +130,7 @@ def test_key_files(tmp_path):
         security.client_curve(secret, None)
 
 
-def test_client_keys_resolve_flags_then_config_then_environment(tmp_path, monkeypatch):
+def test_client_keys_resolve_flags_then_environment(tmp_path, monkeypatch):
     _, secret = keyfiles.generate(tmp_path, "c")
     broker, _ = keyfiles.generate(tmp_path, "b")
     monkeypatch.delenv(defaults.CURVE_SECRET_ENV, raising=False)
@@ -140,10 +140,10 @@ def test_client_keys_resolve_flags_then_config_then_environment(tmp_path, monkey
     monkeypatch.setenv(defaults.BROKER_KEY_ENV, str(broker))
     from_env = security.resolve_client_curve()
     assert from_env is not None and from_env.server_public == keyfiles.load_public(broker)
-    other, _ = keyfiles.generate(tmp_path, "other")
-    from_config = security.resolve_client_curve(cfg={"broker_key": str(other)})
-    assert from_config.server_public == keyfiles.load_public(other)
-    assert security.resolve_client_curve(broker_key=str(broker), cfg={"broker_key": str(other)}) == from_env
+    other, _ = keyfiles.generate(tmp_path, "other")  # a config file's key reaches here through config.merge
+    from_flag = security.resolve_client_curve(broker_key=str(other))
+    assert from_flag.server_public == keyfiles.load_public(other)
+    assert from_flag.keypair == from_env.keypair  # the secret still from the environment
 
 
 def test_api_key_file(tmp_path):

@@ -1,4 +1,4 @@
-"""Queue: 100,000 queued tasks with mixed requirements; does placement stay flat as it grows?
+"""Queue depth: 100,000 queued tasks with mixed requirements; does placement stay flat as it grows?
 
 A real broker process with no workers takes jobs of mixed requirements (hardware any-of,
 minimum memory, exact capabilities, priorities) until 100,000 tasks wait. At each checkpoint
@@ -16,7 +16,7 @@ of queue depth it records:
 Flat means the last checkpoint's time per task is close to the first's; ``growth`` is that
 ratio (1.0 = perfectly flat; a linear scan would grow with the depth, here up to 100x).
 
-    python bench/queue.py [--tasks 100000] [--job-size 10000] [--sample 2000] [--json]
+    python bench/queue_depth.py [--tasks 100000] [--job-size 10000] [--sample 2000] [--json]
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
     first, last = points[0], points[-1]
     summary = {
-        "bench": "queue",
+        "bench": "queue_depth",
         "tasks": args.tasks,
         "requirement_kinds": len(REQUIREMENTS),
         "submit_tasks_per_s": last["submit_tasks_per_s"],
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         ("broker RSS empty -> full (MB)", f"{rss_empty:,.1f} -> {last['broker_rss_mb']:,.1f}"),
         ("broker memory per task (KB)", summary["broker_kb_per_task"]),
     ]
-    benchlib.emit("queue: placement as the queue grows", rows, summary, args.json)
+    benchlib.emit("queue_depth: placement as the queue grows", rows, summary, args.json)
     return 0
 
 
