@@ -31,12 +31,12 @@ from zmq.utils.monitor import recv_monitor_message
 
 from dtf_bus import balancer, defaults, events, logs, memory, protocol, resources, spec
 from dtf_bus.analysis import requests
-from dtf_bus.balancer.history import History
 from dtf_bus.broker import matching
 from dtf_bus.broker.health import Health
 from dtf_bus.broker.hooks import BrokerHook
 from dtf_bus.broker.scheduler import Scheduler
 from dtf_bus.broker.workers import Registry, WorkerInfo
+from dtf_bus.durations import Durations
 from dtf_bus.runmeta import MetaError, validate_meta
 from dtf_bus.security import curve as security
 from dtf_bus.security import roles
@@ -115,7 +115,7 @@ class Broker:
         self.health = Health(heartbeat_interval, heartbeat_liveness, max(dead_liveness, heartbeat_liveness))
         self.max_lost_workers = max_lost_workers
         self.registry = Registry()
-        self.history = History()
+        self.history = Durations()
         self.scheduler = Scheduler(self.registry, balancer.load(strategy, self.history), self.history, prefetch)
         self._steals: dict[str, tuple[str, int]] = {}  # task id -> (thief id, attempt) asked for
         self._durations_dirty: set[tuple[str, str, str]] = set()  # learned durations not yet stored
