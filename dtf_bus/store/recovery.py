@@ -160,7 +160,7 @@ def _fail_without_env(cursor: duckdb.DuckDBPyConnection, jobs: list[Job], tasks:
 
 
 def load_durations(cursor: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str, float, int]]:
-    """What the task analyzer had learned before the restart."""
+    """What the duration model (:mod:`dtf_bus.durations`) had learned before the restart."""
     return cursor.execute("SELECT worker_id, plugin, task_key, ewma_s, samples FROM task_durations").fetchall()
 
 

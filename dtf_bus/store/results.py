@@ -18,14 +18,20 @@ Rows go through the store's writer thread, so the broker loop only builds tuples
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from dtf_bus.broker.hooks import BrokerHook
 from dtf_bus.store import schema
+from dtf_bus.task import Attempt, Task
 
-if TYPE_CHECKING:
-    from dtf_bus.broker.server import Broker
-    from dtf_bus.task import Attempt, Task
+
+class Broker(Protocol):
+    """What result rows need of the broker (:class:`dtf_bus.broker.server.Broker`): its store
+    (:class:`dtf_bus.store.db.Store`) and its registry of workers, for their hardware."""
+
+    store: Any
+    registry: Any
+
 
 FAILED_OUTCOMES = ("failed", "error")
 
