@@ -3,7 +3,7 @@
 Rows are built by column name from the declarations in :mod:`dtf_bus.store.schema`: a column
 maps to the attribute of the same name unless :data:`TASK_ATTRIBUTES` (and its kin) say
 otherwise, so the column order lives in one place. The task and attempt rows, written at every
-state change on the broker's loop, are read with one ``attrgetter`` built from those maps.
+state change on the broker's loop, are compiled from those maps (:mod:`dtf_bus.projection`).
 A task's ``params.env`` values never reach a row (:func:`dtf_bus.spec.redact_env`): the worker
 gets them with the task, the database only their names.
 """
@@ -11,9 +11,10 @@ gets them with the task, the database only their names.
 from __future__ import annotations
 
 import time
-from operator import attrgetter
+from collections.abc import Callable
 from typing import Any, Protocol
 
+from dtf_bus.projection import compile_tuple
 from dtf_bus.spec import redact_env
 from dtf_bus.store import schema
 from dtf_bus.task import Attempt, Job, Task
@@ -30,11 +31,15 @@ JOB_META = {
     "labels": "labels",
 }
 
-_task_values = attrgetter(*(TASK_ATTRIBUTES.get(c, c) for c in schema.TASKS.names))
-_PARAMS = schema.TASKS.names.index("params")
-_STATE = schema.TASKS.names.index("state")
-assert schema.ATTEMPTS.names[0] == "task_id", "an attempt row starts with its task's id"
-_attempt_values = attrgetter(*(ATTEMPT_ATTRIBUTES.get(c, c) for c in schema.ATTEMPTS.names[1:]))
+# The rows written at every state change, compiled from the schema (dtf_bus.projection).
+task_row: Callable[[Task], tuple[Any, ...]] = compile_tuple(
+    ("t",), [("t", TASK_ATTRIBUTES.get(c, c)) for c in schema.TASKS.names], {"params": redact_env, "state": str}
+)
+task_row.__doc__ = "A task's row of the tasks table (its env values redacted)."
+attempt_row: Callable[[Task, Attempt], tuple[Any, ...]] = compile_tuple(
+    ("t", "a"), [("t", "task_id"), *(("a", ATTEMPT_ATTRIBUTES.get(c, c)) for c in schema.ATTEMPTS.names[1:])]
+)
+attempt_row.__doc__ = "An attempt's row of the attempts table (its first column: its task's id)."
 
 
 class WorkerLike(Protocol):
@@ -55,17 +60,6 @@ def job_row(j: Job, total: int) -> tuple[Any, ...]:
     values["submitter"] = j.submitter
     values.update((column, j.meta.get(key)) for column, key in JOB_META.items())
     return schema.JOBS.row(values)
-
-
-def task_row(t: Task) -> tuple[Any, ...]:
-    row = list(_task_values(t))
-    row[_PARAMS] = redact_env(row[_PARAMS])
-    row[_STATE] = str(row[_STATE])
-    return tuple(row)
-
-
-def attempt_row(t: Task, a: Attempt) -> tuple[Any, ...]:
-    return (t.task_id, *_attempt_values(a))
 
 
 def duration_row(worker_id: str, plugin: str, task_key: str, mean_s: float, samples: int) -> tuple[Any, ...]:
