@@ -37,9 +37,9 @@ task_row: Callable[[Task], tuple[Any, ...]] = compile_tuple(
 )
 task_row.__doc__ = "A task's row of the tasks table (its env values redacted)."
 attempt_row: Callable[[Task, Attempt], tuple[Any, ...]] = compile_tuple(
-    ("t", "a"), [("t", "task_id"), *(("a", ATTEMPT_ATTRIBUTES.get(c, c)) for c in schema.ATTEMPTS.names[1:])]
+    ("t", "a"), [("t", c) if c == "task_id" else ("a", ATTEMPT_ATTRIBUTES.get(c, c)) for c in schema.ATTEMPTS.names]
 )
-attempt_row.__doc__ = "An attempt's row of the attempts table (its first column: its task's id)."
+attempt_row.__doc__ = "An attempt's row of the attempts table (``task_id`` from its task, the rest from it)."
 
 
 class WorkerLike(Protocol):
