@@ -65,11 +65,21 @@ def status(w: Observed, silence: float, beat: float) -> str:
     return "busy" if w.inflight else "idle"
 
 
+@dataclass(frozen=True, slots=True)
+class Clocks:
+    """One tick's time (``t`` wall clock, ``mono`` monotonic) and the heartbeat settings."""
+
+    t: float
+    mono: float
+    interval: float
+    liveness: int
+
+
 def worker_row(
-    w: Observed, stats: WorkerStats, durations: Durations, fleet_means: dict[Kind, float], t: float, mono: float,
-    interval: float, liveness: int,
-) -> dict[str, Any]:  # fmt: skip
+    w: Observed, stats: WorkerStats, durations: Durations, fleet_means: dict[Kind, float], now: Clocks
+) -> dict[str, Any]:
     """One worker's figures: what it reported, its load, its results and its performance score."""
+    t, mono, interval, liveness = now.t, now.mono, now.interval, now.liveness
     beat = w.heartbeat_interval or interval
     silence = max(mono - w.last_seen, 0.0)
     running = len(w.inflight)

@@ -297,12 +297,10 @@ class Monitor(BrokerHook):
         health = broker.health
         interval = getattr(health, "interval", defaults.HEARTBEAT_INTERVAL)
         liveness = getattr(health, "liveness", defaults.HEARTBEAT_LIVENESS)
-        mono = time.monotonic()
+        clocks = metrics.Clocks(t, time.monotonic(), interval, liveness)
         fleet = metrics.fleet_means(self.durations)
         workers = {
-            w.worker_id: metrics.worker_row(
-                w, self._stats(w.worker_id), self.durations, fleet, t, mono, interval, liveness
-            )
+            w.worker_id: metrics.worker_row(w, self._stats(w.worker_id), self.durations, fleet, clocks)
             for w in broker.registry
         }
         counts = broker.state_counts
