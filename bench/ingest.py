@@ -27,7 +27,8 @@ from typing import Any
 import benchlib
 import duckdb
 
-from dtf_bus.store.db import MIGRATIONS, SCHEMA, TABLES, Store, Table
+from dtf_bus.store import schema as tables
+from dtf_bus.store.db import MIGRATIONS, SCHEMA, Store, Table
 
 TARGET_ROWS_PER_S = 50_000
 
@@ -68,8 +69,9 @@ def make_rows(n: int) -> dict[str, list[tuple[Any, ...]]]:
     schema.execute(SCHEMA)
     for statement in MIGRATIONS:  # the columns later versions added, as a store opening a file has
         schema.execute(statement)
-    for table in ("attempts", "tasks"):
-        spec = Table.create(schema, table, TABLES[table])
+    for declared in (tables.ATTEMPTS, tables.TASKS):
+        table = declared.name
+        spec = Table.create(schema, table, declared.key, declared.names)
         columns = spec.columns
         ts_cols = {c for c, t in zip(columns, spec.types, strict=True) if t == "TIMESTAMP"}
         rows = []

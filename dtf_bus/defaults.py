@@ -54,10 +54,15 @@ MAX_RESOURCE_COUNT = 1024  # the most of one resource a worker has or a task ask
 # 100,000 tasks of ~670 bytes of params each still fit in one job.
 MAX_TASK_PARAMS_BYTES = 1024 * 1024
 MAX_JOB_PARAMS_BYTES = 64 * 1024 * 1024
-# Placement history: weight of the newest duration in the moving average, and the guess
-# for a kind of task never seen anywhere.
-HISTORY_ALPHA = 0.3
-DEFAULT_TASK_ESTIMATE = 1.0
+# Task durations (dtf_bus/durations.py): one moving mean and variance per (worker, kind), read by
+# placement, prefetch, anomaly detection and the monitor. 0.3 weighs the newest run so that a
+# worker whose speed changed is believed within ~3 runs (placement and prefetch need that; it
+# was placement's weight before the models were one). Anomaly detection used 0.1, a steadier
+# spread; at 0.3 its z-test still needs ANOMALY_MIN_SAMPLES runs, ANOMALY_SLOW_MIN seconds
+# and the ANOMALY_MIN_SPREAD floor, so jitter is not reported, and a lasting slowdown becomes
+# the new normal sooner instead of being reported for tens of runs.
+DURATION_ALPHA = 0.3
+DEFAULT_TASK_ESTIMATE = 1.0  # seconds: the guess for a kind of task never seen anywhere
 # Tasks a worker may hold beyond its slots (queued on the worker, not started): hides the
 # round trip between tasks; work stealing moves them to idle workers when that is faster.
 # None ("auto", the default) sizes it per worker from its recent task durations: enough queued
@@ -110,8 +115,10 @@ BLOCKED_REPORT_AFTER = 5.0  # seconds unplaceable work waits before a wait or th
 BLOCKED_SHOWN = 20  # requirement keys of unplaceable work sent with each metrics snapshot
 MONITOR_RECENT_TASKS = 10_000  # tasks the HTTP API serves live; older ones come from DuckDB
 GPU_SAMPLE_INTERVAL = 5.0  # seconds between nvidia-smi samples on a worker (a thread, never the loop)
-# Anomalies: durations are judged against an EWMA mean and spread per (worker, task kind).
-ANOMALY_EWMA_ALPHA = 0.1
+# Anomalies: durations are judged against the duration model's mean and spread per (worker,
+# task kind) (DURATION_ALPHA). Queue waits are not task durations: they keep a series of their
+# own, weighted for a steadier baseline (a burst of submissions should not become the norm).
+ANOMALY_QUEUE_WAIT_ALPHA = 0.1
 ANOMALY_MIN_SAMPLES = 5  # samples of a series before it is judged
 ANOMALY_Z = 3.0  # standard deviations above the mean that make a duration or wait anomalous
 ANOMALY_Z_CRITICAL = 6.0

@@ -152,13 +152,9 @@ def validate_meta(meta: Any) -> dict[str, Any]:
     return out
 
 
-def columns(meta: dict[str, Any]) -> tuple[Any, ...]:
-    """The jobs row's metadata columns, in the order the table declares them (store.SCHEMA)."""
-    return (meta.get("commit"), meta.get("branch"), meta.get("dirty"), meta.get("commit_time"), meta.get("labels"))
-
-
 def from_columns(commit: Any, branch: Any, dirty: Any, commit_time: Any, labels: Any) -> dict[str, Any]:
-    """The reverse of :func:`columns` (``labels`` as DuckDB returns JSON: text)."""
+    """Job.meta from the jobs row's metadata columns (``labels`` as DuckDB returns JSON: text);
+    :data:`dtf_bus.store.rows.JOB_META` maps the columns to these names."""
     meta: dict[str, Any] = {}
     for name, value in (("commit", commit), ("branch", branch), ("dirty", dirty), ("commit_time", commit_time)):
         if value is not None:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
+from dtf_bus.projection import compile_tuple
 from dtf_bus.spec import base_name
 
 
@@ -123,12 +126,8 @@ class Task:
     def to_dict(self) -> dict[str, Any]:
         """The public view of a task, as `dtf results` prints it."""
         return {
-            "task_id": self.task_id,
-            "job_id": self.job_id,
-            "name": self.name,
-            "plugin": self.plugin,
+            **dict(zip(SUMMARY_FIELDS, _summary_values(self), strict=True)),
             "state": str(self.state),
-            "worker_id": self.worker_id,
             "attempts": len(self.history),  # handed to a worker; self.attempt is the fencing number
             "priority": self.priority,
             "submitted_at": self.submitted_at,
@@ -152,6 +151,35 @@ class Task:
                 for a in self.history
             ],
         }
+
+
+# The projections of a Task, defined once; every name is a Task attribute. The store's row is
+# declared in dtf_bus.store.schema (its columns map to these attributes, dtf_bus.store.rows).
+SUMMARY_FIELDS = ("task_id", "job_id", "name", "plugin", "state", "worker_id")  # every view starts so
+# The live view: what the monitor keeps of a recently changed task, the HTTP API overlays on the
+# store's row and the ``tasks`` WebSocket events carry; ``updated_at`` is when it was taken.
+LIVE_FIELDS = (
+    *SUMMARY_FIELDS,
+    "attempt",
+    "submitted_at",
+    "assigned_at",
+    "started_at",
+    "ended_at",
+    "error",
+    "updated_at",
+)
+_summary_values = attrgetter(*SUMMARY_FIELDS)
+# The live view as a tuple, cheap enough for the broker's thread at every state change.
+live_row: Callable[[Task, float], tuple] = compile_tuple(
+    ("task", "now"), [*(("task", name) for name in LIVE_FIELDS[:-1]), ("now", "")]
+)
+
+
+def live_view(row: tuple) -> dict[str, Any]:
+    """A :func:`live_row` as the API and events show it."""
+    view = dict(zip(LIVE_FIELDS, row, strict=True))
+    view["state"] = str(view["state"])
+    return view
 
 
 @dataclass(slots=True)

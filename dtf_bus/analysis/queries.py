@@ -15,43 +15,19 @@ from typing import Any
 from dtf_bus import defaults
 from dtf_bus.analysis import flaky as flakiness
 from dtf_bus.analysis.outcomes import FAILING
+from dtf_bus.store import rows as store_rows
+from dtf_bus.store import schema
 
 Cursor = Any  # a duckdb.DuckDBPyConnection
 
-JOB_FIELDS = (
-    "job_id",
-    "name",
-    "submitted_at",
-    "total",
-    "submitter",
-    "commit",
-    "branch",
-    "dirty",
-    "commit_time",
-    "labels",
-)
-_JOB_SELECT = (
-    "SELECT job_id, name, epoch(submitted_at), total, submitter, git_commit, git_branch, git_dirty, "
-    "epoch(git_commit_time), labels FROM jobs"
-)
+# The jobs table as the readers show it: the git_ columns under their Job.meta names.
+JOB_FIELDS = tuple(store_rows.JOB_META.get(c, c) for c in schema.JOBS.names)
+_JOB_SELECT = f"SELECT {schema.JOBS.select()} FROM jobs"
 STATES = ("queued", "assigned", "running", "succeeded", "failed", "timed_out", "cancelled")
 _UNFINISHED = ("queued", "assigned", "running")
-_TEST_FIELDS = (
-    "task_id",
-    "attempt",
-    "nodeid",
-    "job_id",
-    "worker_id",
-    "hardware",
-    "outcome",
-    "duration_s",
-    "message",
-    "recorded_at",
-)
-_TEST_SELECT = (
-    "SELECT task_id, attempt, nodeid, job_id, worker_id, hardware, outcome, duration_s, message, "
-    "epoch(recorded_at) FROM test_results"
-)
+# A job's test rows as `dtf jobs ID` and /api/jobs/ID list them; details are read apart, per failure.
+_TEST_FIELDS = tuple(c for c in schema.TEST_RESULTS.names if c not in ("details", "phase", "rootdir"))
+_TEST_SELECT = f"SELECT {schema.TEST_RESULTS.select(_TEST_FIELDS)} FROM test_results"
 _BENCH_SELECT = (
     "SELECT b.job_id, b.benchmark, b.params, b.hardware, b.device, b.p50_ms, b.mean_ms, b.throughput, b.unit, "
     "b.p90_ms, epoch(j.submitted_at), j.git_commit, j.git_branch FROM benchmark_results b JOIN jobs j USING (job_id)"

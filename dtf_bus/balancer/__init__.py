@@ -17,7 +17,7 @@ from dtf_bus.broker.workers import WorkerInfo
 from dtf_bus.task import Task
 
 if TYPE_CHECKING:
-    from dtf_bus.balancer.history import History
+    from dtf_bus.durations import Durations
 
 ENTRY_POINT_GROUP = "dtf.strategies"
 
@@ -51,7 +51,7 @@ def available() -> dict[str, object]:
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
-def load(name: str, history: History | None = None) -> Strategy:
+def load(name: str, history: Durations | None = None) -> Strategy:
     """Build the named strategy; one whose constructor takes ``history`` gets the broker's."""
     eps = available()
     if name not in eps:

@@ -1,7 +1,7 @@
 """performance_based: the worker expected to finish the task soonest, from history.
 
 Expected finish on a worker = the estimated work it already holds, spread over its slots,
-plus this task's estimated duration there (the task analyzer, :mod:`dtf_bus.balancer.history`,
+plus this task's estimated duration there (the duration model, :mod:`dtf_bus.durations`,
 learns durations per worker and kind of task and falls back to speed-scaled guesses). A fast
 worker with a short backlog beats an idle slow one, which is what heterogeneous fleets need;
 with prefetch the task then waits on the fast worker, and stealing corrects a guess that
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from dtf_bus.balancer.history import History
 from dtf_bus.broker.workers import WorkerInfo
+from dtf_bus.durations import Durations
 from dtf_bus.task import Task
 
 
@@ -21,8 +21,8 @@ class PerformanceBased:
     name = "performance_based"
     sampled = True  # large fleets: the earliest finish among a random few; stealing corrects
 
-    def __init__(self, history: History | None = None) -> None:
-        self.history = history or History()
+    def __init__(self, history: Durations | None = None) -> None:
+        self.history = history or Durations()
         self._held: dict[str, dict[str, float]] = {}  # worker -> {task id: estimate}
 
     def add_worker(self, worker: WorkerInfo) -> None:

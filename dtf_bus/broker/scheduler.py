@@ -20,10 +20,10 @@ from typing import Any
 
 from dtf_bus import defaults, resources
 from dtf_bus.balancer import Strategy
-from dtf_bus.balancer.history import History
 from dtf_bus.broker import matching
 from dtf_bus.broker.queue import TaskQueue
 from dtf_bus.broker.workers import Registry, WorkerInfo
+from dtf_bus.durations import Durations
 from dtf_bus.task import Task, TaskState
 
 
@@ -32,12 +32,12 @@ class Scheduler:
         self,
         registry: Registry,
         strategy: Strategy,
-        history: History | None = None,
+        history: Durations | None = None,
         prefetch: int | None = defaults.PREFETCH,
     ) -> None:
         self.registry = registry
         self.strategy = strategy
-        self.history = history or History()
+        self.history = history or Durations()
         self.prefetch = prefetch  # None: auto, sized per worker by _adapt_prefetch
         self.queue = TaskQueue()
         self._capable: dict[str, list[WorkerInfo]] = {}
@@ -144,13 +144,11 @@ class Scheduler:
         """A newly registered worker's prefetch: auto starts at 1 until durations are known."""
         return 1 if self.prefetch is None else self.prefetch
 
-    @staticmethod
-    def _adapt_prefetch(worker: WorkerInfo, duration: float) -> None:
+    def _adapt_prefetch(self, worker: WorkerInfo, duration: float) -> None:
         """Auto prefetch: queue enough on the worker to cover PREFETCH_COVER seconds of its
         recent task durations (a round trip on a busy LAN), between 1 and PREFETCH_MAX."""
-        mean = worker.mean_task_s
-        mean = duration if mean is None else mean + defaults.HISTORY_ALPHA * (duration - mean)
-        worker.mean_task_s = mean
+        mean = self.history.worker_mean(worker.worker_id)  # task_done() just taught it ``duration``
+        mean = duration if mean is None else mean
         per_slot = defaults.PREFETCH_COVER / max(mean, 1e-6)
         worker.prefetch = max(1, min(defaults.PREFETCH_MAX, round(per_slot * worker.slots)))
 

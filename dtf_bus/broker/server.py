@@ -31,12 +31,12 @@ from zmq.utils.monitor import recv_monitor_message
 
 from dtf_bus import balancer, defaults, events, logs, memory, protocol, resources, spec
 from dtf_bus.analysis import requests
-from dtf_bus.balancer.history import History
 from dtf_bus.broker import matching
 from dtf_bus.broker.health import Health
 from dtf_bus.broker.hooks import BrokerHook
 from dtf_bus.broker.scheduler import Scheduler
 from dtf_bus.broker.workers import Registry, WorkerInfo
+from dtf_bus.durations import Durations
 from dtf_bus.runmeta import MetaError, validate_meta
 from dtf_bus.security import curve as security
 from dtf_bus.security import roles
@@ -115,7 +115,7 @@ class Broker:
         self.health = Health(heartbeat_interval, heartbeat_liveness, max(dead_liveness, heartbeat_liveness))
         self.max_lost_workers = max_lost_workers
         self.registry = Registry()
-        self.history = History()
+        self.history = Durations()
         self.scheduler = Scheduler(self.registry, balancer.load(strategy, self.history), self.history, prefetch)
         self._steals: dict[str, tuple[str, int]] = {}  # task id -> (thief id, attempt) asked for
         self._durations_dirty: set[tuple[str, str, str]] = set()  # learned durations not yet stored
@@ -474,7 +474,7 @@ class Broker:
             if refusal is not None:
                 raise _ClientError(f"register: {refusal}")
             if new_binding:  # durable, so a restarted broker still knows whose id it is
-                self.store.put("worker_keys", (worker_id, body["_key"], time.time()))
+                self.store.put("worker_keys", rows.worker_key_row(worker_id, body["_key"]))
         caps["hardware"] = [str(h) for h in hardware]
         self._seen_plugins.update(str(p) for p in body["plugins"])
         self._seen_keys.update(caps)
@@ -615,7 +615,7 @@ class Broker:
         worker.inflight.clear()
         self._store_worker(worker, state)
         if self.guard is not None and self.guard.release(worker.worker_id):
-            self.store.put("worker_keys", (worker.worker_id, None, time.time()))  # gone: its id is free again
+            self.store.put("worker_keys", rows.worker_key_row(worker.worker_id, None))  # gone: its id is free again
         self.events.publish(events.WORKER, {"event": state, "worker_id": worker.worker_id, "reason": reason})
         self._hook("on_worker_lost", worker, reason)
         self._placement_due = True
@@ -1308,7 +1308,7 @@ class Broker:
             self._bindings_due = None
             for worker_id in [w for w in self.guard.bindings if self.registry.get(w) is None]:
                 self.guard.release(worker_id)
-                self.store.put("worker_keys", (worker_id, None, time.time()))
+                self.store.put("worker_keys", rows.worker_key_row(worker_id, None))
         if self._orphans and now >= self._orphans_deadline:
             for worker_id, held in self._orphans.items():
                 for task_id, attempt in held.items():
@@ -1427,10 +1427,9 @@ class Broker:
 
     def _store_durations(self) -> None:
         """Learned durations go to the store once per tick, not once per task."""
-        now = time.time()
         for key in self._durations_dirty:
             stat = self.history.stats[key]
-            self.store.put("task_durations", (*key, stat.ewma, stat.count, now))
+            self.store.put("task_durations", rows.duration_row(*key, stat.mean, stat.n))
         self._durations_dirty.clear()
 
     def _store_worker(self, w: WorkerInfo, state: str) -> None:

@@ -30,7 +30,6 @@ class WorkerInfo:
     fd: int | None = None  # the connection's socket descriptor, to match socket-monitor events
     heartbeat_interval: float = 0.0  # the interval this worker was last told to use
     prefetch: int = 0  # tasks it may hold queued beyond its slots
-    mean_task_s: float | None = None  # moving average of its task durations (sizes auto prefetch)
     abandoned: dict[str, int] = field(default_factory=dict)  # attempts requeued while it was missing
     resources: dict[str, int] = field(default_factory=dict)  # consumable totals (dtf_bus.resources)
     # What its assigned tasks asking for resources hold; an entry whose task left inflight no

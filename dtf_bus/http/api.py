@@ -7,6 +7,10 @@ own (the broker process is the file's only writer, so other processes read histo
 they submit jobs through a :class:`~dtf_bus.client.Client` owned by one executor thread, as any
 other client would (ZeroMQ sockets are not thread-safe: one per thread).
 
+Handlers by concept: :mod:`~dtf_bus.http.metrics` (status, workers, metrics, anomalies,
+Prometheus), :mod:`~dtf_bus.http.tasks`, :mod:`~dtf_bus.http.jobs` (history of runs),
+:mod:`~dtf_bus.http.websocket`; this module serves them and guards every request.
+
 Every JSON answer has one envelope: ``{"ok": true, "data": ..., "meta": {...}, "ts": ...}`` or
 ``{"ok": false, "error": {"status": 400, "message": "..."}, "ts": ...}``.
 
@@ -31,41 +35,45 @@ import collections
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import duckdb
 import tornado.netutil
 import tornado.web
-import tornado.websocket
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry
 from tornado.ioloop import IOLoop
 
-from dtf_bus import defaults, spec
+from dtf_bus import defaults
 from dtf_bus.broker.hooks import BrokerHook
 from dtf_bus.client import BrokerUnreachable, Client, ClientError
 from dtf_bus.http import auth as webauth
 from dtf_bus.http import jobs as api_jobs
+from dtf_bus.http import metrics as api_metrics
 from dtf_bus.http import server as httpserver
+from dtf_bus.http import tasks as api_tasks
 from dtf_bus.http.handler import ApiError, Handler, parse_duration  # noqa: F401 (parse_duration: its old home)
+from dtf_bus.http.websocket import CHANNELS, WebSocket
 from dtf_bus.monitor import gauges as queue_gauges
-from dtf_bus.monitor import score
-from dtf_bus.monitor.monitor import SYSTEM_METRICS, WORKER_METRICS, Monitor
+from dtf_bus.monitor.monitor import Monitor
 from dtf_bus.security import apikeys
-
-if TYPE_CHECKING:
-    from dtf_bus.broker.server import Broker
 
 log = logging.getLogger("dtf.api")
 
-CHANNELS = ("system_metrics", "workers", "tasks", "anomalies")
-MAX_HISTORY_POINTS = 10_000
 MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+class Served(Protocol):
+    """What the API needs of the broker it serves (:class:`dtf_bus.broker.server.Broker`): the
+    monitor reads the rest through its hook calls, so neither imports the broker."""
+
+    endpoint: str
+    store: Any  # dtf_bus.store.db.Store
+    scheduler: Any  # its queue feeds the Prometheus queue gauges
+    hooks: list[BrokerHook]
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -114,352 +122,11 @@ class IndexHandler(Handler):
         self.reply({"endpoints": [spec_[0] for spec_ in ROUTES], "websocket": "/ws", "channels": list(CHANNELS)})
 
 
-class StatusHandler(Handler):
-    def get(self) -> None:
-        snap = self.monitor.snapshot
-        system = snap["system"]
-        self.reply(
-            {
-                **self.monitor.info,
-                "http": self.api.url,
-                "uptime_s": round(time.time() - self.monitor.started_at, 3),
-                "workers": system.get("workers_total", 0),
-                "queued": system.get("queued", 0),
-                "running": system.get("running", 0),
-                # Queued work no live worker can run, per requirement, with the broker's reasons.
-                "blocked": system.get("blocked_reasons", []),
-                "anomalies": self.monitor.anomaly_count,
-                "metrics_at": snap["ts"],
-                "system": system,
-            }
-        )
-
-
-class WorkersHandler(Handler):
-    def get(self) -> None:
-        rows = sorted(self.monitor.snapshot["workers"].values(), key=lambda w: w["worker_id"])
-        status = self.get_query_argument("status", None)
-        if status:
-            rows = [w for w in rows if w["status"] == status]
-        offset, limit = self.page(None)
-        page = rows[offset : offset + limit] if limit else rows[offset:]
-        self.reply(page, total=len(rows), offset=offset, limit=limit)
-
-
-class PerformanceHandler(Handler):
-    def get(self) -> None:
-        workers = [
-            {
-                "worker_id": w["worker_id"],
-                "score": w["score"],
-                "reliability": w["reliability"],
-                "speed": w["speed"],
-                "availability": w["availability"],
-                "completed": w["completed"],
-                "failed": w["failed"],
-                "duration_mean": w["duration_mean"],
-            }
-            for w in self.monitor.snapshot["workers"].values()
-        ]
-        workers.sort(key=lambda w: (-w["score"], w["worker_id"]))
-        self.reply({"formula": score.FORMULA, "weights": score.WEIGHTS, "workers": workers})
-
-
-TASK_COLUMNS = (
-    "task_id",
-    "job_id",
-    "name",
-    "plugin",
-    "state",
-    "worker_id",
-    "attempts",
-    "submitted_at",
-    "started_at",
-    "ended_at",
-    "error",
-)
-_TASK_SELECT = (
-    "SELECT task_id, job_id, name, plugin, state, worker_id, attempts, epoch(submitted_at), epoch(started_at), "
-    "epoch(ended_at), error FROM tasks"
-)
-
-
-def _overlay(row: dict[str, Any], live: dict[str, Any] | None) -> dict[str, Any]:
-    """The store lags the broker by up to one flush; the monitor's live view is fresher."""
-    if live is not None:
-        row.update(
-            state=live["state"],
-            worker_id=live["worker_id"],
-            attempts=live["attempt"],
-            started_at=live["started_at"],
-            ended_at=live["ended_at"],
-            error=live["error"],
-        )
-    return row
-
-
-def _served_params(params: Any) -> Any:
-    """What the API shows of a task's params: ``env`` names with their values as ``***`` (the
-    store keeps them so already; this holds for rows written before it did)."""
-    return spec.redact_env(params) if isinstance(params, dict) else params
-
-
-class TasksHandler(Handler):
-    async def get(self) -> None:
-        where, params = [], []
-        for arg, column in (("state", "state"), ("job", "job_id"), ("worker", "worker_id")):
-            value = self.get_query_argument(arg, None)
-            if value:
-                where.append(f"{column} = ?")
-                params.append(value)
-        offset, limit = self.page(100)
-        sql = _TASK_SELECT + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY submitted_at DESC, task_id LIMIT ? OFFSET ?"
-        rows = await self.query(sql, [*params, limit, offset])
-        tasks = [_overlay(dict(zip(TASK_COLUMNS, r, strict=True)), self.monitor.task(r[0])) for r in rows]
-        self.reply(tasks, limit=limit, offset=offset)
-
-
-class TaskHandler(Handler):
-    async def get(self, task_id: str) -> None:
-        live = self.monitor.task(task_id)
-        rows = await self.query(
-            "SELECT task_id, job_id, name, plugin, state, worker_id, attempts, epoch(submitted_at), "
-            "epoch(started_at), epoch(ended_at), error, result, params, requires FROM tasks WHERE task_id = ?",
-            [task_id],
-        )
-        if not rows and live is None:
-            raise ApiError(404, f"unknown task {task_id!r}")
-        if rows:
-            r = rows[0]
-            task = dict(zip(TASK_COLUMNS, r[:11], strict=True))
-            task.update(
-                result=json.loads(r[11]) if r[11] else None,
-                params=_served_params(json.loads(r[12]) if r[12] else None),
-                requires=json.loads(r[13]) if r[13] else None,
-            )
-        else:
-            task = {c: live.get(c) for c in TASK_COLUMNS}
-            task["attempts"] = live["attempt"]
-        _overlay(task, live)
-        attempts = await self.query(
-            "SELECT attempt, worker_id, epoch(assigned_at), epoch(started_at), epoch(ended_at), outcome, stale, error "
-            "FROM attempts WHERE task_id = ? ORDER BY attempt",
-            [task_id],
-        )
-        task["history"] = [
-            dict(
-                zip(
-                    ("attempt", "worker_id", "assigned_at", "started_at", "ended_at", "outcome", "stale", "error"),
-                    a,
-                    strict=True,
-                )
-            )
-            for a in attempts
-        ]
-        self.reply(task, live=live is not None)
-
-
-class SystemMetricsHandler(Handler):
-    def get(self) -> None:
-        snap = self.monitor.snapshot
-        self.reply(snap["system"], metrics_at=snap["ts"])
-
-
-class WorkerMetricsHandler(Handler):
-    def get(self) -> None:
-        snap = self.monitor.snapshot
-        self.reply(snap["workers"], metrics_at=snap["ts"])
-
-
-class LoadBalancerHandler(Handler):
-    def get(self) -> None:
-        snap = self.monitor.snapshot
-        self.reply(snap["load_balancer"], metrics_at=snap["ts"])
-
-
-class HistoryHandler(Handler):
-    async def get(self, worker_id: str | None = None) -> None:
-        known = WORKER_METRICS if worker_id else SYSTEM_METRICS
-        names = [m.strip() for m in self.get_query_argument("metrics", ",".join(known[:3])).split(",") if m.strip()]
-        if not names:
-            raise ApiError(400, "metrics: name at least one metric")
-        interval = self.duration("interval", "1s")
-        duration = self.duration("duration", "5m")
-        if duration / interval > MAX_HISTORY_POINTS:
-            raise ApiError(400, f"duration/interval asks for over {MAX_HISTORY_POINTS} points; widen the interval")
-        end = self.number("end", None, maximum=1e12)
-        try:
-            series = await self.api.read(lambda: self.monitor.history(names, interval, duration, worker_id, end))
-        except ValueError as exc:
-            raise ApiError(400, str(exc)) from None
-        self.reply(
-            {"interval": interval, "duration": duration, "series": series},
-            worker_id=worker_id,
-            retention=self.monitor.retention,
-        )
-
-
-class AnomaliesHandler(Handler):
-    def get(self) -> None:
-        _, limit = self.page(100)
-        found = self.monitor.anomalies(since=self.number("since", None, maximum=1e12))
-        for field in ("type", "severity", "subject"):
-            value = self.get_query_argument(field, None)
-            if value:
-                found = [a for a in found if a[field] == value]
-        self.reply(list(reversed(found[-limit:])), total=len(found))
-
-
-class PrometheusHandler(Handler):
-    def get(self) -> None:
-        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
-        self.finish(generate_latest(self.api.prometheus))
-
-
-class SnapshotCollector:
-    """Prometheus view of the monitor's latest snapshot (gauges, plus counters for totals)."""
-
-    COUNTERS = ("succeeded", "failed", "timed_out", "cancelled")
-
-    def __init__(self, monitor: Monitor) -> None:
-        self.monitor = monitor
-
-    def collect(self):
-        snap = self.monitor.snapshot
-        system = snap["system"]
-        tasks = CounterMetricFamily("dtf_tasks_finished", "Tasks that reached a final state", labels=["state"])
-        for state in self.COUNTERS:
-            tasks.add_metric([state], system.get(state, 0) or 0)
-        yield tasks
-        yield CounterMetricFamily("dtf_anomalies", "Anomalies raised", value=system.get("anomalies_total", 0))
-        for name in SYSTEM_METRICS:
-            value = system.get(name)
-            if name not in self.COUNTERS and value is not None:
-                yield GaugeMetricFamily(f"dtf_{name}", f"dtf system metric {name}", value=value)
-        per_worker = {
-            m: GaugeMetricFamily(f"dtf_worker_{m}", f"per-worker {m}", labels=["worker_id"])
-            for m in (
-                *WORKER_METRICS,
-                "reliability",
-                "speed",
-                "availability",
-            )
-        }
-        for worker_id, row in snap["workers"].items():
-            for m, family in per_worker.items():
-                if row.get(m) is not None:
-                    family.add_metric([worker_id], row[m])
-        yield from per_worker.values()
-
-
-class WebSocket(tornado.websocket.WebSocketHandler):
-    def initialize(self, api: HttpApi) -> None:
-        self.api = api
-        self.channels: set[str] = set()
-        self.pending_bytes = 0  # written to tornado, not yet on the socket
-        self.cut_off = False
-
-    def prepare(self) -> None:
-        self.api.guard(self, "read")
-        if len(self.api.clients) >= self.api.ws_max_clients:
-            raise ApiError(503, f"{self.api.ws_max_clients} WebSocket clients already connected; try again later")
-
-    def check_origin(self, origin: str) -> bool:
-        """Same origin only (tornado's default compares hosts; this also compares scheme and port)."""
-        return webauth.origin_ok(self.request, origin)
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        Handler.write_error(self, status_code, **kwargs)  # type: ignore[arg-type]
-
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        Handler.log_exception(self, typ, value, tb)  # type: ignore[arg-type]
-
-    def open(self) -> None:
-        self.api.clients.add(self)
-
-    def on_close(self) -> None:
-        self.api.clients.discard(self)
-        self.api.resubscribe()
-
-    def on_message(self, message: str | bytes) -> None:
-        try:
-            request = json.loads(message)
-            action, channel = request["action"], request["channel"]
-        except (ValueError, TypeError, KeyError):
-            self.send({"error": 'expected {"action": "subscribe", "channel": ...}'})
-            return
-        if channel not in CHANNELS:
-            self.send({"error": f"unknown channel {channel!r} (channels: {', '.join(CHANNELS)})"})
-            return
-        if action == "subscribe":
-            self.channels.add(channel)
-            self.api.resubscribe()
-            self.send({"channel": channel, "event": "subscribed"})
-            snap = self.api.monitor.snapshot
-            if channel == "system_metrics" and snap["system"]:
-                self.send({"channel": channel, "data": {"timestamp": snap["ts"], "metrics": snap["system"]}})
-            elif channel == "workers" and snap["workers"]:
-                self.send({"channel": channel, "data": {"timestamp": snap["ts"], "metrics": snap["workers"]}})
-        elif action == "unsubscribe":
-            self.channels.discard(channel)
-            self.api.resubscribe()
-            self.send({"channel": channel, "event": "unsubscribed"})
-        else:
-            self.send({"error": f"unknown action {action!r} (subscribe, unsubscribe)"})
-
-    def send(self, message: dict[str, Any] | str) -> None:
-        """Write, or cut this client off once its unsent bytes pass the cap: a reader that stalls
-        (pongs or not) must not grow our memory, and a client that misses messages silently
-        would show a wrong picture. Close 1008 tells it why."""
-        if self.cut_off:
-            return
-        text = message if isinstance(message, str) else json.dumps(message, default=str)
-        size = len(text)
-        if self.pending_bytes + size > self.api.ws_max_pending:
-            self.cut_off = True
-            log.warning(
-                "WebSocket client %s cut off: %d bytes unsent (cap %d)",
-                self.request.remote_ip,
-                self.pending_bytes,
-                self.api.ws_max_pending,
-            )
-            self.close(1008, "too slow: messages unread past the byte cap")
-            # The close frame queues behind what the client did not read; drop the connection
-            # if it does not read it within tornado's close timeout either.
-            IOLoop.current().call_later(5.0, self._abort)
-            return
-        try:
-            future = self.write_message(text)
-        except tornado.websocket.WebSocketClosedError:
-            return
-        self.pending_bytes += size
-        future.add_done_callback(lambda done, n=size: self._written(done, n))
-
-    def _written(self, future: Any, size: int) -> None:
-        self.pending_bytes -= size
-        if not future.cancelled():
-            future.exception()  # retrieved: a cut-off client's unsent writes fail quietly, not as tracebacks
-
-    def _abort(self) -> None:
-        if self.ws_connection is not None:
-            self.ws_connection.abort()
-
-
 ROUTES: list[tuple[str, type]] = [
-    ("/api/status", StatusHandler),
-    ("/api/workers", WorkersHandler),
-    ("/api/workers/performance", PerformanceHandler),
-    ("/api/tasks", TasksHandler),
-    ("/api/tasks/([^/]+)", TaskHandler),
+    *api_metrics.ROUTES[:3],  # /api/status, /api/workers, /api/workers/performance
+    *api_tasks.ROUTES,  # /api/tasks[/ID]
     *api_jobs.ROUTES,  # /api/jobs[/ID], /api/compare, /api/flaky, /api/tests/history, /api/benchmarks
-    ("/api/metrics/system", SystemMetricsHandler),
-    ("/api/metrics/workers", WorkerMetricsHandler),
-    ("/api/metrics/load_balancer", LoadBalancerHandler),
-    ("/api/metrics/history/system", HistoryHandler),
-    ("/api/metrics/history/workers/([^/]+)", HistoryHandler),
-    ("/api/anomalies", AnomaliesHandler),
-    ("/metrics", PrometheusHandler),
+    *api_metrics.ROUTES[3:],  # /api/metrics/..., /api/anomalies, /metrics
     ("/ws", WebSocket),
     ("/healthz", HealthHandler),
     ("/", IndexHandler),
@@ -513,7 +180,7 @@ class HttpApi(BrokerHook):
         self.broker_endpoint = broker_endpoint
         self.clients: set[WebSocket] = set()
         self.prometheus = CollectorRegistry(auto_describe=False)
-        self.prometheus.register(SnapshotCollector(monitor))
+        self.prometheus.register(api_metrics.SnapshotCollector(monitor))
         self._wanted: frozenset[str] = frozenset()  # channels some client wants; read on the broker thread
         self._outbox: collections.deque[tuple[str, dict[str, Any]]] = collections.deque(maxlen=defaults.WEBSOCKET_QUEUE)
         self._flush_scheduled = False
@@ -584,7 +251,7 @@ class HttpApi(BrokerHook):
             client.close(1001, "broker stopping")
         await server.close_all_connections()
 
-    def on_stop(self, broker: Broker) -> None:
+    def on_stop(self, broker: Served) -> None:
         self.close()
 
     def close(self) -> None:
@@ -689,7 +356,7 @@ class HttpApi(BrokerHook):
 
 
 def install(
-    broker: Broker,
+    broker: Served,
     http: str | None = None,
     retention: float = defaults.METRICS_RETENTION,
     options: HttpOptions | None = None,

@@ -1,8 +1,9 @@
 """Anomaly detection: statistics over what the broker sees, not only fixed thresholds.
 
-Each series (task durations per worker and task kind, queue waits, outcomes per worker) keeps
-an exponentially weighted mean and variance, so "slow" means slow *for this kind of task on this
-worker*, and the baseline follows a fleet that changes. A value is anomalous when it lies more
+Each series keeps an exponentially weighted mean and variance: task durations per worker and
+task kind are the shared duration model's (:mod:`dtf_bus.durations`), so "slow" means slow *for
+this kind of task on this worker* by the same numbers placement uses, and the baseline follows a
+fleet that changes; queue waits keep a series of their own. A value is anomalous when it lies more
 than ``z`` spreads above its mean. Floors (``ANOMALY_QUEUE_WAIT_MIN``, ``ANOMALY_STALL_MIN``,
 ``ANOMALY_MIN_SPREAD``) keep millisecond jitter from ever being reported.
 
@@ -22,7 +23,6 @@ This module is pure logic (the monitor feeds it), which is why it takes a clock.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from dtf_bus import defaults
-from dtf_bus.spec import base_name
+from dtf_bus.durations import Durations, Ewma, Kind, as_kind
 
 WARNING, CRITICAL = "warning", "critical"
 
@@ -47,40 +47,6 @@ class Anomaly:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
-
-
-class Ewma:
-    """Exponentially weighted mean and variance (West's incremental form)."""
-
-    __slots__ = ("alpha", "mean", "n", "var")
-
-    def __init__(self, alpha: float = defaults.ANOMALY_EWMA_ALPHA) -> None:
-        self.alpha = alpha
-        self.n = 0
-        self.mean = 0.0
-        self.var = 0.0
-
-    def update(self, x: float) -> None:
-        if self.n == 0:
-            self.mean = x
-        else:
-            diff = x - self.mean
-            incr = self.alpha * diff
-            self.mean += incr
-            self.var = (1 - self.alpha) * (self.var + diff * incr)
-        self.n += 1
-
-    def spread(self, min_relative: float = defaults.ANOMALY_MIN_SPREAD) -> float:
-        """The standard deviation, never below ``min_relative`` of the mean."""
-        return max(math.sqrt(self.var), abs(self.mean) * min_relative, 1e-9)
-
-    def z(self, x: float) -> float:
-        return (x - self.mean) / self.spread()
-
-
-def task_kind(plugin: str, name: str) -> str:
-    """``sim:unit`` for ``unit[3]``: repeats of one spec task are one kind."""
-    return f"{plugin}:{base_name(name)}"
 
 
 class AnomalyDetector:
@@ -100,7 +66,10 @@ class AnomalyDetector:
         overload_seconds: float = defaults.ANOMALY_OVERLOAD_SECONDS,
         cooldown: float = defaults.ANOMALY_COOLDOWN,
         clock: Callable[[], float] = time.time,
+        durations: Durations | None = None,
     ) -> None:
+        """``durations``: the model to judge by (the broker's, which learns from every result);
+        None: one of its own, which :meth:`duration` teaches."""
         self.z = z
         self.z_critical = z_critical
         self.min_samples = min_samples
@@ -115,9 +84,8 @@ class AnomalyDetector:
         self.overload_seconds = overload_seconds
         self.cooldown = cooldown
         self.clock = clock
-        self.durations: dict[tuple[str, str], Ewma] = {}  # (worker, kind)
-        self.kinds: dict[str, Ewma] = {}  # kind, fleet-wide
-        self.queue_waits = Ewma()
+        self.durations = durations or Durations()
+        self.queue_waits = Ewma(defaults.ANOMALY_QUEUE_WAIT_ALPHA)
         # subject -> (recent outcomes, [ok before them, n before them, ok among them])
         self._outcomes: dict[str, tuple[deque[bool], list[int]]] = {}
         self._hot_since: dict[str, float] = {}
@@ -143,16 +111,16 @@ class AnomalyDetector:
 
     # ---------------------------------------------------------- durations
 
-    def duration(self, worker_id: str, kind: str, seconds: float, task_id: str) -> Anomaly | None:
-        """Judge one finished attempt's duration, then learn from it."""
-        stats = self.durations.get((worker_id, kind))
-        if stats is None:
-            stats = self.durations[(worker_id, kind)] = Ewma()
-        fleet = self.kinds.get(kind)
-        if fleet is None:
-            fleet = self.kinds[kind] = Ewma()
+    def duration(
+        self, worker_id: str, kind: Kind | str, seconds: float, task_id: str, learn: bool = True
+    ) -> Anomaly | None:
+        """Judge one finished attempt's duration, then (``learn``) teach the model. A shared
+        model learns from the broker instead; judged first, a slow run is compared with what
+        came before it, not with itself."""
+        kind = as_kind(kind)
+        stats = self.durations.series(worker_id, kind)
         found = None
-        if stats.n >= self.min_samples and seconds - stats.mean >= self.slow_min:
+        if stats is not None and stats.fresh >= self.min_samples and seconds - stats.mean >= self.slow_min:
             z = stats.z(seconds)
             if z >= self.z:
                 threshold = stats.mean + self.z * stats.spread()
@@ -165,24 +133,26 @@ class AnomalyDetector:
                     seconds,
                     threshold,
                 )
-        stats.update(seconds)
-        fleet.update(seconds)
+        if learn:
+            self.durations.learn(worker_id, kind, seconds)
         return found
 
-    def stall_threshold(self, kind: str, timeout: float | None) -> float | None:
+    def stall_threshold(self, kind: Kind | str, timeout: float | None) -> float | None:
         """Seconds after which a running task of ``kind`` is stalled; None: leave it to its timeout."""
-        fleet = self.kinds.get(kind)
-        if fleet is not None and fleet.n >= self.min_samples:
+        fleet = self.durations.fleet(kind)
+        if fleet is not None and fleet.fresh >= self.min_samples:
             return max(self.stall_min, fleet.mean * self.stall_factor + self.z * fleet.spread())
         if timeout is not None:
             return None  # the worker enforces the timeout; we know nothing better
         return self.stall_no_history
 
-    def stalled(self, task_id: str, worker_id: str, kind: str, elapsed: float, timeout: float | None) -> Anomaly | None:
+    def stalled(
+        self, task_id: str, worker_id: str, kind: Kind | str, elapsed: float, timeout: float | None
+    ) -> Anomaly | None:
         threshold = self.stall_threshold(kind, timeout)
         if threshold is None or elapsed < threshold:
             return None
-        fleet = self.kinds.get(kind)
+        fleet = self.durations.fleet(kind)
         usual = f"tasks of this kind usually take {fleet.mean:.3g}s" if fleet and fleet.n else "no task of this kind"
         if not (fleet and fleet.n):
             usual += " has finished yet"
@@ -190,7 +160,7 @@ class AnomalyDetector:
             "stalled_task",
             CRITICAL if elapsed >= 2 * threshold else WARNING,
             task_id,
-            f"task {task_id} ({kind}) has been running on {worker_id} for {elapsed:.1f}s; {usual}",
+            f"task {task_id} ({as_kind(kind)}) has been running on {worker_id} for {elapsed:.1f}s; {usual}",
             elapsed,
             threshold,
         )

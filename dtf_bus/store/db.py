@@ -3,8 +3,8 @@
 The broker's loop only appends row snapshots to an in-memory queue; the writer thread
 coalesces them (the last state of a task in a batch wins) and writes each table with one
 ``INSERT OR REPLACE ... SELECT`` over a JSON document of the batch (see :class:`Table`),
-which DuckDB ingests far faster than row-by-row ``executemany``. The schema is documented in
-docs/schema.md.
+which DuckDB ingests far faster than row-by-row ``executemany``. Tables are declared in
+:mod:`dtf_bus.store.schema` (docs/schema.md says what each column means).
 
 A batch is one transaction across all its tables, so a crash never leaves a task's row
 without the attempt rows written with it (recovery rebuilds tasks from both). A row DuckDB
@@ -31,115 +31,13 @@ from typing import Any, TypeVar
 import duckdb
 
 from dtf_bus import defaults
+from dtf_bus.store import schema
+from dtf_bus.store.schema import MIGRATIONS, SCHEMA, TableSchema
+
+__all__ = ["MIGRATIONS", "SCHEMA", "Store", "StoreFailure", "Table", "valid_memory_limit"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    job_id VARCHAR PRIMARY KEY,
-    name VARCHAR,
-    submitted_at TIMESTAMP,
-    total INTEGER,
-    submitter VARCHAR,
-    git_commit VARCHAR,
-    git_branch VARCHAR,
-    git_dirty BOOLEAN,
-    git_commit_time TIMESTAMP,
-    labels JSON
-);
-CREATE TABLE IF NOT EXISTS tasks (
-    task_id VARCHAR PRIMARY KEY,
-    job_id VARCHAR,
-    name VARCHAR,
-    plugin VARCHAR,
-    params JSON,
-    requires JSON,
-    priority BIGINT,
-    timeout DOUBLE,
-    retries BIGINT,
-    retry_backoff DOUBLE,
-    seq BIGINT,
-    state VARCHAR,
-    attempts BIGINT,
-    worker_id VARCHAR,
-    submitted_at TIMESTAMP,
-    started_at TIMESTAMP,
-    ended_at TIMESTAMP,
-    result JSON,
-    error VARCHAR,
-    failures BIGINT,
-    lost_workers BIGINT,
-    depends_on JSON
-);
-CREATE TABLE IF NOT EXISTS attempts (
-    task_id VARCHAR,
-    attempt INTEGER,
-    worker_id VARCHAR,
-    assigned_at TIMESTAMP,
-    started_at TIMESTAMP,
-    ended_at TIMESTAMP,
-    outcome VARCHAR,
-    stale BOOLEAN,
-    result JSON,
-    error VARCHAR,
-    PRIMARY KEY (task_id, attempt)
-);
-CREATE TABLE IF NOT EXISTS task_durations (
-    worker_id VARCHAR,
-    plugin VARCHAR,
-    task_key VARCHAR,
-    ewma_s DOUBLE,
-    samples BIGINT,
-    updated_at TIMESTAMP,
-    PRIMARY KEY (worker_id, plugin, task_key)
-);
-CREATE TABLE IF NOT EXISTS workers (
-    worker_id VARCHAR PRIMARY KEY,
-    hostname VARCHAR,
-    hardware VARCHAR[],
-    capabilities JSON,
-    slots INTEGER,
-    plugins VARCHAR[],
-    registered_at TIMESTAMP,
-    last_seen TIMESTAMP,
-    state VARCHAR
-);
-CREATE TABLE IF NOT EXISTS worker_keys (
-    worker_id VARCHAR PRIMARY KEY,
-    key VARCHAR,
-    bound_at TIMESTAMP
-);
-"""
-
-# Statements run in order at every open, after SCHEMA, to bring a file written by an older
-# dtf up to it; each must be idempotent (a column widened again, ADD COLUMN IF NOT EXISTS).
-# Append, never edit: files in the field have run the earlier ones.
-MIGRATIONS: list[str] = [
-    # Widened from INTEGER, so no value a spec admits (nor a counter) can fail a row's insert.
-    "ALTER TABLE tasks ALTER priority TYPE BIGINT",
-    "ALTER TABLE tasks ALTER retries TYPE BIGINT",
-    "ALTER TABLE tasks ALTER attempts TYPE BIGINT",
-    "ALTER TABLE tasks ALTER failures TYPE BIGINT",
-    "ALTER TABLE tasks ALTER lost_workers TYPE BIGINT",
-    # Who submitted each job (roles on the bus); older files have no such column.
-    "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS submitter VARCHAR",
-    # Consumable resources a task asks for ({"gpus": 1}).
-    "ALTER TABLE tasks ADD COLUMN IF NOT EXISTS resources JSON",
-    # Kept so a restarted broker still fails what no worker takes in time.
-    "ALTER TABLE tasks ADD COLUMN IF NOT EXISTS placement_timeout DOUBLE",
-    # Where each run came from (dtf_bus/runmeta.py): the commit, branch, dirty flag and labels.
-    "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS git_commit VARCHAR",
-    "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS git_branch VARCHAR",
-    "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS git_dirty BOOLEAN",
-    "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS git_commit_time TIMESTAMP",
-    "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS labels JSON",
-]
-
-# table -> number of leading columns forming its key (0: append-only, every row inserted and
-# none coalesced). Rows list every column in the order SCHEMA declares them (dtf_bus.store.rows);
-# how each column is converted follows its SQL type.
-TABLES: dict[str, int] = {"jobs": 1, "tasks": 1, "attempts": 2, "task_durations": 3, "workers": 1, "worker_keys": 1}
 
 # What DuckDB's memory_limit takes ("512MB", "2GiB", "1.5 GB"); checked before it reaches SQL.
 _MEMORY_LIMIT = re.compile(r"\d+(\.\d+)?\s*([KMGT]i?B|bytes)", re.IGNORECASE)
@@ -265,7 +163,7 @@ class Store:
         self._con.execute(SCHEMA)
         for statement in MIGRATIONS:
             self._con.execute(statement)
-        self.tables = {name: Table.create(self._con, name, keylen) for name, keylen in TABLES.items()}
+        self.tables = {t.name: Table.create(self._con, t.name, t.key, t.names) for t in schema.CORE}
         # Durability marks: mark() numbers "everything put so far"; once the writer has
         # committed up to a mark it raises durable_seq and writes a byte to notify_fd, which
         # the broker polls so it can release acknowledgements that promised durability.
@@ -280,6 +178,11 @@ class Store:
         self.rows_written = 0
         self._thread = threading.Thread(target=self._run, name="dtf-store", daemon=True)
         self._thread.start()
+
+    def register(self, table: TableSchema) -> None:
+        """Create an extension's table (test results, metrics...) from its declaration in
+        :mod:`dtf_bus.store.schema`; rows then list its columns in that order. Call before the first put."""
+        self.register_table(table.name, table.ddl(), table.names, table.key)
 
     def register_table(
         self,

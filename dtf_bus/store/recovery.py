@@ -15,80 +15,98 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import duckdb
 
 from dtf_bus import runmeta
 from dtf_bus.spec import env_redacted
+from dtf_bus.store import rows, schema
 from dtf_bus.task import FINAL_STATES, Attempt, Job, Task, TaskState
 
 log = logging.getLogger(__name__)
 
 ENV_LOST_ERROR = "env values are never stored; resubmit the job (the broker restarted before this task finished)"
 
-_TASK_COLUMNS = (
-    "task_id, job_id, name, plugin, params, requires, priority, timeout, retries, retry_backoff, seq, state, "
-    "attempts, worker_id, epoch(submitted_at), epoch(started_at), epoch(ended_at), result, error, failures, "
-    "lost_workers, depends_on, resources, placement_timeout"
-)
-_ATTEMPT_COLUMNS = (
-    "task_id, attempt, worker_id, epoch(assigned_at), epoch(started_at), epoch(ended_at), outcome, stale, result, error"
-)
+# A column read back NULL (a row older than the column) -> what the broker object holds instead.
+_TASK_NULLS: dict[str, Callable[[], Any]] = {
+    "params": dict,
+    "requires": dict,
+    "retry_backoff": float,
+    "failures": int,
+    "lost_workers": int,
+    "depends_on": list,
+    "resources": dict,
+}
 
 
-def _json(value: str | None) -> Any:
-    return None if value is None else json.loads(value)
+def _decoded(table: schema.TableSchema, row: tuple[Any, ...]) -> dict[str, Any]:
+    """A row read with ``table.select()``, keyed by column name, its JSON columns parsed."""
+    values = dict(zip(table.names, row, strict=True))
+    for name, sql_type in table.columns:
+        if sql_type == "JSON" and values[name] is not None:
+            values[name] = json.loads(values[name])
+    return values
+
+
+def task_from_row(row: tuple[Any, ...]) -> Task:
+    """The reverse of :func:`dtf_bus.store.rows.task_row`."""
+    values = _decoded(schema.TASKS, row)
+    for name, empty in _TASK_NULLS.items():
+        if values[name] is None:
+            values[name] = empty()
+    values["state"] = TaskState(values["state"])
+    return Task(**{rows.TASK_ATTRIBUTES.get(name, name): value for name, value in values.items()})
+
+
+def attempt_from_row(row: tuple[Any, ...]) -> tuple[str, Attempt]:
+    """The reverse of :func:`dtf_bus.store.rows.attempt_row`: the task id and its attempt."""
+    values = _decoded(schema.ATTEMPTS, row)
+    task_id = values.pop("task_id")
+    values["stale"] = bool(values["stale"])
+    return task_id, Attempt(**{rows.ATTEMPT_ATTRIBUTES.get(name, name): value for name, value in values.items()})
+
+
+def job_from_row(row: tuple[Any, ...]) -> Job:
+    """A job (its tasks not yet attached) from a row read with ``schema.JOBS.select()``."""
+    values = dict(zip(schema.JOBS.names, row, strict=True))
+    meta = runmeta.from_columns(**{key: values[column] for column, key in rows.JOB_META.items()})
+    return Job(
+        job_id=values["job_id"],
+        name=values["name"],
+        task_ids=[],
+        submitted_at=values["submitted_at"] or 0.0,
+        submitter=values["submitter"] or "anonymous",
+        meta=meta,
+    )
 
 
 def load_jobs(cursor: duckdb.DuckDBPyConnection, where: str, params: list[Any]) -> tuple[list[Job], list[Task]]:
     """Jobs matching ``where`` (SQL over the jobs table) with all their tasks and attempts."""
-    jobs = {
-        row[0]: Job(
-            job_id=row[0],
-            name=row[1],
-            task_ids=[],
-            submitted_at=row[2] or 0.0,
-            submitter=row[3] or "anonymous",
-            meta=runmeta.from_columns(*row[4:]),
-        )
-        for row in cursor.execute(
-            "SELECT job_id, name, epoch(submitted_at), submitter, git_commit, git_branch, git_dirty, "
-            f"epoch(git_commit_time), labels FROM jobs WHERE {where}",
-            params,
-        ).fetchall()
-    }
+    found = cursor.execute(f"SELECT {schema.JOBS.select()} FROM jobs WHERE {where}", params).fetchall()
+    jobs = {job.job_id: job for job in map(job_from_row, found)}
     if not jobs:
         return [], []
-    ids = list(jobs)
     tasks: dict[str, Task] = {}
-    rows = cursor.execute(
-        f"SELECT {_TASK_COLUMNS} FROM tasks WHERE job_id IN (SELECT unnest($1)) ORDER BY seq", [ids]
+    task_rows = cursor.execute(
+        f"SELECT {schema.TASKS.select()} FROM tasks WHERE job_id IN (SELECT unnest($1)) ORDER BY seq", [list(jobs)]
     ).fetchall()
-    for r in rows:
-        task = Task(
-            task_id=r[0], job_id=r[1], name=r[2], plugin=r[3], params=_json(r[4]) or {}, requires=_json(r[5]) or {},
-            priority=r[6], timeout=r[7], retries=r[8], retry_backoff=r[9] or 0.0, seq=r[10], state=TaskState(r[11]),
-            attempt=r[12], worker_id=r[13], submitted_at=r[14], started_at=r[15], ended_at=r[16],
-            result=_json(r[17]), error=r[18], failures=r[19] or 0, lost_workers=r[20] or 0,
-            depends_on=_json(r[21]) or [],
-            resources=_json(r[22]) or {},
-            placement_timeout=r[23],
-        )  # fmt: skip
+    for row in task_rows:
+        task = task_from_row(row)
         tasks[task.task_id] = task
         job = jobs[task.job_id]
         job.task_ids.append(task.task_id)
         if task.state not in FINAL_STATES:
             job.unfinished += 1
-    attempts = cursor.execute(
-        f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE task_id IN (SELECT unnest($1)) ORDER BY task_id, attempt",
+    attempt_rows = cursor.execute(
+        f"SELECT {schema.ATTEMPTS.select()} FROM attempts WHERE task_id IN (SELECT unnest($1)) "
+        "ORDER BY task_id, attempt",
         [list(tasks)],
     ).fetchall()
-    for r in attempts:
-        tasks[r[0]].history.append(
-            Attempt(number=r[1], worker_id=r[2], assigned_at=r[3], started_at=r[4], ended_at=r[5],
-                    outcome=r[6], stale=bool(r[7]), result=_json(r[8]), error=r[9])
-        )  # fmt: skip
+    for row in attempt_rows:
+        task_id, attempt = attempt_from_row(row)
+        tasks[task_id].history.append(attempt)
     return list(jobs.values()), list(tasks.values())
 
 
@@ -142,7 +160,7 @@ def _fail_without_env(cursor: duckdb.DuckDBPyConnection, jobs: list[Job], tasks:
 
 
 def load_durations(cursor: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str, float, int]]:
-    """What the task analyzer had learned before the restart."""
+    """What the duration model (:mod:`dtf_bus.durations`) had learned before the restart."""
     return cursor.execute("SELECT worker_id, plugin, task_key, ewma_s, samples FROM task_durations").fetchall()
 
 

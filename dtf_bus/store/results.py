@@ -18,102 +18,22 @@ Rows go through the store's writer thread, so the broker loop only builds tuples
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from dtf_bus.broker.hooks import BrokerHook
+from dtf_bus.store import schema
+from dtf_bus.task import Attempt, Task
 
-if TYPE_CHECKING:
-    from dtf_bus.broker.server import Broker
-    from dtf_bus.task import Attempt, Task
 
-TEST_COLUMNS = (
-    "task_id",
-    "attempt",
-    "nodeid",
-    "job_id",
-    "worker_id",
-    "hardware",
-    "outcome",
-    "duration_s",
-    "message",
-    "details",
-    "recorded_at",
-    "phase",
-    "rootdir",
-)
-TEST_DDL = """
-CREATE TABLE IF NOT EXISTS test_results (
-    task_id VARCHAR,
-    attempt INTEGER,
-    nodeid VARCHAR,
-    job_id VARCHAR,
-    worker_id VARCHAR,
-    hardware VARCHAR[],
-    outcome VARCHAR,
-    duration_s DOUBLE,
-    message VARCHAR,
-    details VARCHAR,
-    recorded_at TIMESTAMP,
-    phase VARCHAR,
-    rootdir VARCHAR,
-    PRIMARY KEY (task_id, attempt, nodeid)
-);
-ALTER TABLE test_results ADD COLUMN IF NOT EXISTS phase VARCHAR;
-ALTER TABLE test_results ADD COLUMN IF NOT EXISTS rootdir VARCHAR;
-"""
+class Broker(Protocol):
+    """What result rows need of the broker (:class:`dtf_bus.broker.server.Broker`): its store
+    (:class:`dtf_bus.store.db.Store`) and its registry of workers, for their hardware."""
+
+    store: Any
+    registry: Any
+
+
 FAILED_OUTCOMES = ("failed", "error")
-
-BENCH_COLUMNS = (
-    "task_id",
-    "attempt",
-    "seq",
-    "job_id",
-    "worker_id",
-    "hardware",
-    "device",
-    "benchmark",
-    "params",
-    "batch_size",
-    "precision",
-    "warmup",
-    "iterations",
-    "p50_ms",
-    "p90_ms",
-    "p99_ms",
-    "mean_ms",
-    "throughput",
-    "unit",
-    "memory_bytes",
-    "environment",
-    "recorded_at",
-)
-BENCH_DDL = """
-CREATE TABLE IF NOT EXISTS benchmark_results (
-    task_id VARCHAR,
-    attempt INTEGER,
-    seq INTEGER,
-    job_id VARCHAR,
-    worker_id VARCHAR,
-    hardware VARCHAR[],
-    device VARCHAR,
-    benchmark VARCHAR,
-    params JSON,
-    batch_size INTEGER,
-    precision VARCHAR,
-    warmup INTEGER,
-    iterations INTEGER,
-    p50_ms DOUBLE,
-    p90_ms DOUBLE,
-    p99_ms DOUBLE,
-    mean_ms DOUBLE,
-    throughput DOUBLE,
-    unit VARCHAR,
-    memory_bytes BIGINT,
-    environment JSON,
-    recorded_at TIMESTAMP,
-    PRIMARY KEY (task_id, attempt, seq)
-)
-"""
 
 
 def _float(value: Any) -> float | None:
@@ -146,18 +66,8 @@ class ResultRows(BrokerHook):
     """Writes ``test_results`` and ``benchmark_results`` rows (schema in docs/schema.md)."""
 
     def on_start(self, broker: Broker) -> None:
-        broker.store.register_table(
-            "test_results",
-            TEST_DDL,
-            TEST_COLUMNS,
-            key_columns=3,
-        )
-        broker.store.register_table(
-            "benchmark_results",
-            BENCH_DDL,
-            BENCH_COLUMNS,
-            key_columns=3,
-        )
+        for table in schema.RESULTS:
+            broker.store.register(table)
 
     def on_attempt_result(self, broker: Broker, task: Task, attempt: Attempt) -> None:
         if attempt.stale or not isinstance(attempt.result, dict):
@@ -184,24 +94,22 @@ class ResultRows(BrokerHook):
             outcome = _str(test.get("outcome"))
             if rerun and outcome == "passed":
                 outcome = "flaky"  # failed before in this run, passed when run again
-            broker.store.put(
-                "test_results",
-                (
-                    task.task_id,
-                    attempt.number,
-                    str(test["nodeid"]),
-                    task.job_id,
-                    attempt.worker_id,
-                    hardware,
-                    outcome,
-                    _float(test.get("duration")),
-                    _str(test.get("message")),
-                    _str(test.get("details")),
-                    now,
-                    _str(test.get("phase")),
-                    rootdir,
-                ),
-            )
+            row = {
+                "task_id": task.task_id,
+                "attempt": attempt.number,
+                "nodeid": str(test["nodeid"]),
+                "job_id": task.job_id,
+                "worker_id": attempt.worker_id,
+                "hardware": hardware,
+                "outcome": outcome,
+                "duration_s": _float(test.get("duration")),
+                "message": _str(test.get("message")),
+                "details": _str(test.get("details")),
+                "recorded_at": now,
+                "phase": _str(test.get("phase")),
+                "rootdir": rootdir,
+            }
+            broker.store.put("test_results", schema.TEST_RESULTS.row(row))
 
     def _benchmark(
         self,
@@ -218,33 +126,31 @@ class ResultRows(BrokerHook):
         params = rec.get("params") if isinstance(rec.get("params"), dict) else {}
         latency = rec.get("latency_ms") if isinstance(rec.get("latency_ms"), dict) else {}
         device = env.get("device") or caps.get("gpu_model") or caps.get("cpu_model")
-        broker.store.put(
-            "benchmark_results",
-            (
-                task.task_id,
-                attempt.number,
-                seq,
-                task.job_id,
-                attempt.worker_id,
-                hardware,
-                _str(device),
-                _str(rec.get("name")) or task.name,
-                params,
-                _int(params.get("batch_size")),
-                _str(params.get("precision") or params.get("dtype")),
-                _int(rec.get("warmup")),
-                _int(rec.get("iterations")),
-                _float(latency.get("p50")),
-                _float(latency.get("p90")),
-                _float(latency.get("p99")),
-                _float(latency.get("mean")),
-                _float(rec.get("throughput")),
-                _str(rec.get("unit")),
-                _int(rec.get("memory_bytes")),
-                env,
-                now,
-            ),
-        )
+        row = {
+            "task_id": task.task_id,
+            "attempt": attempt.number,
+            "seq": seq,
+            "job_id": task.job_id,
+            "worker_id": attempt.worker_id,
+            "hardware": hardware,
+            "device": _str(device),
+            "benchmark": _str(rec.get("name")) or task.name,
+            "params": params,
+            "batch_size": _int(params.get("batch_size")),
+            "precision": _str(params.get("precision") or params.get("dtype")),
+            "warmup": _int(rec.get("warmup")),
+            "iterations": _int(rec.get("iterations")),
+            "p50_ms": _float(latency.get("p50")),
+            "p90_ms": _float(latency.get("p90")),
+            "p99_ms": _float(latency.get("p99")),
+            "mean_ms": _float(latency.get("mean")),
+            "throughput": _float(rec.get("throughput")),
+            "unit": _str(rec.get("unit")),
+            "memory_bytes": _int(rec.get("memory_bytes")),
+            "environment": env,
+            "recorded_at": now,
+        }
+        broker.store.put("benchmark_results", schema.BENCHMARK_RESULTS.row(row))
 
 
 def test_history(cursor: Any, rootdir: str, runs: int = 5) -> dict[str, Any]:

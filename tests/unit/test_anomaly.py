@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dtf_bus.monitor.anomaly import AnomalyDetector, Ewma, task_kind
+from dtf_bus.durations import Ewma, kind_of
+from dtf_bus.monitor.anomaly import AnomalyDetector
 
 pytestmark = pytest.mark.unit
 
@@ -33,8 +34,9 @@ def test_ewma_tracks_mean_and_spread():
 
 
 def test_task_kind_folds_repeats():
-    assert task_kind("sim", "unit[3]") == "sim:unit"
-    assert task_kind("shell", "uname") == "shell:uname"
+    assert str(kind_of("sim", "unit[3]")) == "sim:unit"
+    assert kind_of("sim", "unit[3]") == kind_of("sim", "unit[7]") != kind_of("shell", "unit[3]")
+    assert str(kind_of("shell", "uname")) == "shell:uname"
 
 
 def test_slow_task_is_judged_against_its_own_worker_and_kind():

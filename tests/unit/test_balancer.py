@@ -5,10 +5,10 @@ import pytest
 from dtf_bus import config, defaults
 from dtf_bus.balancer import load
 from dtf_bus.balancer.affinity import Affinity
-from dtf_bus.balancer.history import History
 from dtf_bus.balancer.performance_based import PerformanceBased
 from dtf_bus.broker.scheduler import Scheduler
 from dtf_bus.broker.workers import Registry, WorkerInfo
+from dtf_bus.durations import Durations
 from dtf_bus.task import Task, TaskState
 
 pytestmark = pytest.mark.unit
@@ -26,8 +26,8 @@ def task(name, seq=0, seconds=None, **params):
     return Task(f"j.{seq}", "j", name, "sim", params, {}, 0, None, 0, seq)
 
 
-def test_history_learns_and_falls_back():
-    h = History(alpha=0.5)
+def test_durations_learns_and_falls_back():
+    h = Durations(alpha=0.5)
     fast, slow, new = worker("fast", speed=4), worker("slow", speed=1), worker("new", speed=2)
     assert h.estimate(slow, task("build", seconds=8)) == 8.0  # sim param / speed
     assert h.estimate(fast, task("build", seconds=8)) == 2.0
@@ -40,15 +40,15 @@ def test_history_learns_and_falls_back():
     assert h.best(task("unit[2]"), [fast, slow]) == 3.0 and h.best(task("zzz"), [fast]) is None
 
 
-def test_history_persists_through_load():
-    h = History()
+def test_durations_persists_through_load():
+    h = Durations()
     h.load([("w1", "sim", "unit", 2.5, 10)], speeds={"w1": 1.0})
     assert h.estimate(worker("w1"), task("unit[0]")) == 2.5
     assert h.estimate(worker("w2", speed=2), task("unit[0]")) == 1.25
 
 
 def test_performance_based_prefers_fast_worker_until_its_backlog_says_otherwise():
-    h = History()
+    h = Durations()
     strategy = PerformanceBased(history=h)
     fast, slow = worker("fast", speed=4, prefetch=4), worker("slow", speed=1)
     for w in (fast, slow):
@@ -78,7 +78,7 @@ def test_affinity_is_sticky_but_never_waits():
 
 
 def test_all_strategies_load_by_name_with_history():
-    h = History()
+    h = Durations()
     for name in ("round_robin", "least_loaded", "performance_based", "affinity"):
         assert load(name, h).name == name
     assert load("performance_based", h).history is h
@@ -86,7 +86,7 @@ def test_all_strategies_load_by_name_with_history():
 
 def test_steal_moves_a_prefetched_task_to_an_idle_faster_worker():
     registry = Registry()
-    h = History()
+    h = Durations()
     sched = Scheduler(registry, PerformanceBased(history=h), h)
     busy = worker("busy", speed=1, slots=1, prefetch=3)
     registry.add(busy)
@@ -117,7 +117,7 @@ def test_steal_leaves_a_task_whose_attempt_a_worker_reported():
     number a task runs under here, handed out by the dead broker: moved to that worker under the
     same number, the cancelled run's result would count. Such a task stays with its holder."""
     registry = Registry()
-    h = History()
+    h = Durations()
     sched = Scheduler(registry, PerformanceBased(history=h), h)
     busy = worker("busy", slots=1, prefetch=1)
     registry.add(busy)
