@@ -13,21 +13,18 @@ interval, the worker drops the socket and reconnects with a doubling back-off.
 
 Signals: SIGTERM (or a first SIGINT, or `dtf drain`) drains: finish the running tasks, take
 no new ones, deliver the results, then exit. A second SIGINT, or SIGQUIT, exits at once,
-killing the tasks' process groups. Fault injection for tests: SIGUSR1 closes the socket and
-keeps the worker disconnected (process alive, tasks still running) until SIGUSR2.
+killing the tasks' process groups. Fault tests partition a worker through
+:mod:`dtf_bus.testing.faults`, never through the production entry point.
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
 import logging
 import os
 import queue
 import signal
-import socket
-import sys
 import threading
 import time
 import traceback
@@ -36,12 +33,12 @@ from typing import Any
 
 import zmq
 
-from dtf_bus import config, defaults, logs, protocol
-from dtf_bus.plugins import Executor, PluginError, TaskContext, TaskFailed, is_secret_variable, load_executors
-from dtf_bus.resources import Pool, ResourceError, check, worker_totals
+from dtf_bus import defaults, protocol
+from dtf_bus.plugins import Executor, TaskContext, TaskFailed
+from dtf_bus.resources import Pool
 from dtf_bus.security import curve as security
 from dtf_bus.ship.worker import Shipping
-from dtf_bus.worker import hardware, liveness, utilisation
+from dtf_bus.worker import liveness, utilisation
 
 log = logging.getLogger("dtf.worker")
 
@@ -130,8 +127,6 @@ class Worker:
         signal.signal(signal.SIGTERM, lambda *_: self.drain("SIGTERM"))
         signal.signal(signal.SIGINT, self._on_sigint)
         signal.signal(signal.SIGQUIT, self.stop)
-        signal.signal(signal.SIGUSR1, self._partition)
-        signal.signal(signal.SIGUSR2, self._heal)
 
     def stop(self, *_: Any) -> None:
         """Exit now: running tasks are killed (and requeued by the broker)."""
@@ -166,10 +161,12 @@ class Worker:
             self._drain_deadline = now + self.interval * self.liveness
         return now >= self._drain_deadline
 
-    def _partition(self, *_: Any) -> None:
+    def partition(self) -> None:
+        """Close the connection and stay away (tasks run on) until :meth:`heal`: a network
+        partition on demand, for fault tests (:mod:`dtf_bus.testing.faults`)."""
         self._partitioned = True
 
-    def _heal(self, *_: Any) -> None:
+    def heal(self) -> None:
         self._partitioned = False
 
     def run(self) -> None:
@@ -184,7 +181,7 @@ class Worker:
                 if self._stopping:
                     break
                 if self._partitioned:
-                    log.warning("fault injection: socket closed; staying disconnected until SIGUSR2")
+                    log.warning("partitioned: socket closed; staying disconnected until healed")
                     continue
                 if served:  # we were registered: start the back-off afresh
                     backoff = self.reconnect_initial
@@ -651,94 +648,3 @@ def _undeliverable(report: dict[str, Any]) -> str | None:
 
 def _metrics() -> dict[str, float]:
     return utilisation.sample()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dtf-worker", description="Run a dtf worker.")
-    parser.add_argument(
-        "--broker", help=f"broker endpoint (default ${defaults.BROKER_ENV} or {defaults.BROKER_ENDPOINT})"
-    )
-    parser.add_argument("--id", dest="worker_id", help="stable worker id (default HOST-PID)")
-    parser.add_argument("--config", help="TOML config with [worker], [capabilities], [plugins]")
-    parser.add_argument("--slots", type=int, help="tasks run at once (default 1)")
-    parser.add_argument("--capability", action="append", metavar="K=V", help="declare a capability (repeatable)")
-    parser.add_argument(
-        "--resource",
-        action="append",
-        metavar="NAME=N",
-        help="declare a consumable resource, e.g. licenses=2; gpus=N replaces the detected GPUs (repeatable)",
-    )
-    parser.add_argument("--plugin", action="append", metavar="NAME", help="load only these plugins (repeatable)")
-    parser.add_argument("--heartbeat-interval", type=float)
-    parser.add_argument("--heartbeat-liveness", type=int)
-    parser.add_argument("--curve-secret", metavar="FILE", help="this worker's keypair (default $DTF_CURVE_SECRET)")
-    parser.add_argument("--broker-key", metavar="FILE", help="the broker's public key (default $DTF_BROKER_KEY)")
-    parser.add_argument("--alive-file", metavar="FILE", help="touch FILE while alive (dtf ping --alive-file FILE)")
-    parser.add_argument("--ship-cache", metavar="DIR", help="shipped trees and venvs (default ~/.cache/dtf/ship)")
-    parser.add_argument("--ship-cache-bytes", type=int, metavar="N", help="the ship cache's bound (LRU beyond it)")
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
-    logs.configure(args.log_level)
-
-    try:
-        cfg = config.load(args.config)
-        wcfg = config.section(cfg, "worker")
-        declared = list(config.section(cfg, "capabilities").items())
-        declared += config.parse_assignments(args.capability, "--capability")
-        extra_plugins = config.section(cfg, "plugins")
-        executors = load_executors(extra_plugins, args.plugin or wcfg.get("plugins"))
-        interval, liveness = config.heartbeat(
-            args.heartbeat_interval or wcfg.get("heartbeat_interval", defaults.HEARTBEAT_INTERVAL),
-            args.heartbeat_liveness or wcfg.get("heartbeat_liveness", defaults.HEARTBEAT_LIVENESS),
-        )
-        curve = security.resolve_client_curve(args.curve_secret, args.broker_key, wcfg)
-        declared_resources = check(
-            {**config.section(cfg, "resources"), **dict(config.parse_assignments(args.resource, "--resource"))},
-            "resources",
-            allow_zero=True,
-        )
-    except (config.ConfigError, PluginError, security.SecurityError, ResourceError) as exc:
-        print(f"dtf-worker: {exc}", file=sys.stderr)
-        return 2
-    # The keys are read: tasks (in-process executors included) must not find where they live.
-    for name in [name for name in os.environ if is_secret_variable(name)]:
-        del os.environ[name]
-    slots = args.slots if args.slots is not None else wcfg.get("slots", defaults.WORKER_SLOTS)
-    if not isinstance(slots, int) or slots < 1:
-        print(f"dtf-worker: slots must be a positive integer, got {slots!r}", file=sys.stderr)
-        return 2
-    if not executors:
-        print("dtf-worker: no executor plugins could be loaded", file=sys.stderr)
-        return 2
-    broker = args.broker or wcfg.get("broker") or os.environ.get(defaults.BROKER_ENV) or defaults.BROKER_ENDPOINT
-    try:
-        config.endpoint(broker)
-    except config.ConfigError as exc:
-        print(f"dtf-worker: {exc}", file=sys.stderr)
-        return 2
-    capabilities = hardware.merge(hardware.detect(), declared)
-    totals, devices = worker_totals(declared_resources, os.environ, int(capabilities.get("gpu_count") or 0))
-    worker_id = args.worker_id or wcfg.get("id") or f"{socket.gethostname()}-{os.getpid()}"
-    cache_bytes = args.ship_cache_bytes
-    cache_bytes = wcfg.get("ship_cache_bytes", defaults.SHIP_CACHE_BYTES) if cache_bytes is None else cache_bytes
-    if not isinstance(cache_bytes, int) or cache_bytes < 1:
-        print(f"dtf-worker: ship_cache_bytes must be a positive integer, got {cache_bytes!r}", file=sys.stderr)
-        return 2
-    worker = Worker(
-        broker=broker,
-        worker_id=worker_id,
-        executors=executors,
-        capabilities=capabilities,
-        resources=totals,
-        devices=devices,
-        slots=slots,
-        heartbeat_interval=interval,
-        heartbeat_liveness=liveness,
-        curve=curve,
-        alive_file=args.alive_file or os.environ.get(defaults.ALIVE_FILE_ENV),
-        shipping=Shipping.for_worker(broker, worker_id, curve, args.ship_cache or wcfg.get("ship_cache"), cache_bytes),
-    )
-    worker.install_signal_handlers()
-    log.info("worker %s connecting to %s with plugins %s", worker.worker_id, broker, ", ".join(sorted(executors)))
-    worker.run()
-    return 0
