@@ -1,4 +1,4 @@
-"""``dtf-worker``: arguments, config and environment into a :class:`~dtf_bus.worker.worker.Worker`, then run it.
+"""``dtf-worker``: arguments, config and environment into a :class:`~dtf_bus.worker.worker.Worker`.
 
 Apart from the worker itself so that what is configurable, and how it is checked, reads in one
 place. ``prepare`` lets a caller touch the built worker before it runs (the tests' fault
