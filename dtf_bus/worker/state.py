@@ -55,6 +55,8 @@ Key = tuple[str, int]  # (task id, attempt)
 
 
 class WorkerState:
+    """One worker's attempts and registration; :meth:`handle` is the only way in."""
+
     def __init__(
         self,
         worker_id: str,
@@ -148,10 +150,6 @@ class WorkerState:
                 if when is not None and when < due:
                     due = when
         return due
-
-    def held(self) -> int:
-        """Attempts here: pending, running, or finished and unacknowledged."""
-        return len(self.pending) + len(self.running) + len(self.unacked)
 
     # ---------------------------------------------------------------- the connection
 
