@@ -70,7 +70,7 @@ class Chaos:
 
 def run(tasks: int, workers: int, seconds: float, seed: int) -> dict:
     rng = random.Random(seed)
-    with benchlib.cluster(heartbeat_interval=0.5) as cluster:
+    with benchlib.cluster(heartbeat_interval=0.5, faults=True) as cluster:
         cluster.start_broker()
         ids = [f"w{i}" for i in range(workers)]
         for worker_id in ids:

@@ -2,9 +2,10 @@
 
 A real worker is a process with threads; thousands of them do not fit on a small machine. The
 broker cannot tell the difference, though: each simulated worker is one DEALER connection that
-registers, heartbeats at the interval the broker tells it (as :mod:`dtf_bus.worker.worker` does, so
-the fleet's heartbeat rate is the broker's default), and answers an ASSIGN at once with
-TASK_STARTED and a succeeded TASK_RESULT, as a ``sim`` task with ``seconds = 0`` would.
+registers, heartbeats at the interval the broker tells it, and answers an ASSIGN at once with a
+succeeded TASK_RESULT, as a ``sim`` task with ``seconds = 0`` would. What it says and when is
+decided by the real worker's state machine (:mod:`dtf_bus.worker.state`, one per simulated
+worker): only the sockets, the heartbeat clock and the instant "execution" are simulated here.
 
 A :class:`Fleet` runs the sockets in a few spawned processes and steers them over pipes:
 ``register``, ``stats``, ``quota`` (answer at most N more tasks, then hold new ones),
@@ -23,21 +24,24 @@ from typing import Any
 import msgpack
 import zmq
 
-from dtf_bus import defaults, protocol
+from dtf_bus import protocol
+from dtf_bus.worker.events import Collect, Connected, Execute, HeartbeatDue, Received, Send, SendHeartbeat, TaskFinished
+from dtf_bus.worker.state import WorkerState
 
 METRICS = {"cpu_percent": 5.0, "memory_percent": 20.0}
 RESULT = {"seconds": 0, "speed": 1.0, "outcome": "pass"}
 
 
 class _Member:
-    __slots__ = ("index", "interval", "registered", "sock", "worker_id")
+    """One simulated worker: a DEALER and the real worker's state machine behind it."""
 
-    def __init__(self, index: int, sock: zmq.Socket, worker_id: str) -> None:
+    __slots__ = ("counted", "index", "sock", "state")
+
+    def __init__(self, index: int, sock: zmq.Socket, state: WorkerState) -> None:
         self.index = index
         self.sock = sock
-        self.worker_id = worker_id
-        self.interval = defaults.HEARTBEAT_INTERVAL
-        self.registered = False
+        self.state = state
+        self.counted = False  # its first REGISTERED counted in stats
 
 
 def _fleet_process(endpoint: str, ids: list[str], capabilities: dict[str, Any], conn: Connection) -> None:
@@ -51,12 +55,29 @@ def _fleet_process(endpoint: str, ids: list[str], capabilities: dict[str, Any], 
     stats = {"registered": 0, "heartbeats": 0, "assigned": 0, "results": 0, "acks": 0, "first_assign": 0.0}
     stats["last_result"] = 0.0
     quota: int | None = None
-    held = 0
     beat_frame = protocol.encode(protocol.HEARTBEAT, {"metrics": METRICS})
 
-    def register(m: _Member) -> None:
-        body = {"worker_id": m.worker_id, "capabilities": capabilities, "slots": 1, "plugins": ["sim"], "running": []}
-        m.sock.send(protocol.encode(protocol.REGISTER, body))
+    def carry_out(m: _Member, instructions: list) -> None:
+        """What the worker's loop and slot threads do, at once: a started task ends at once
+        (a ``sim`` task of 0 s) unless the quota is spent, then it is held (the broker sees a
+        busy worker, and the queue stays put)."""
+        while instructions:
+            finished = []
+            for ins in instructions:
+                if isinstance(ins, Send):
+                    m.sock.send(protocol.encode(ins.kind, ins.body))
+                elif isinstance(ins, SendHeartbeat):
+                    m.sock.send(beat_frame)
+                    stats["heartbeats"] += 1
+                elif isinstance(ins, Execute) and (quota is None or stats["results"] < quota):
+                    now = time.time()
+                    run = ins.run
+                    report = {"task_id": run.task_id, "attempt": run.attempt, "outcome": "succeeded"}
+                    report.update(result=RESULT, error=None, started_at=now, ended_at=now)
+                    finished.append(TaskFinished(run, report, time.monotonic(), now))
+                    stats["results"] += 1
+                    stats["last_result"] = now
+            instructions = m.state.handle(*finished, Collect()) if finished else []
 
     running = True
     while running:
@@ -69,13 +90,15 @@ def _fleet_process(endpoint: str, ids: list[str], capabilities: dict[str, Any], 
                         sock = ctx.socket(zmq.DEALER)
                         sock.setsockopt(zmq.LINGER, 0)
                         sock.connect(endpoint)
-                        m = _Member(len(members), sock, worker_id)
+                        m = _Member(len(members), sock, WorkerState(worker_id, capabilities, ["sim"], slots=1))
                         members.append(m)
                         by_sock[sock] = m
                         poller.register(sock, zmq.POLLIN)
-                        register(m)
+                        now = time.monotonic()
+                        carry_out(m, m.state.handle(Connected(now)))
+                        heapq.heappush(beats, (now + m.state.interval, m.index))
                 elif command == "quota":
-                    quota, held = (None if arg is None else stats["results"] + arg), 0
+                    quota = None if arg is None else stats["results"] + arg
                     stats["first_assign"] = stats["last_result"] = 0.0
                 elif command == "unregister":
                     for m in members:
@@ -88,6 +111,7 @@ def _fleet_process(endpoint: str, ids: list[str], capabilities: dict[str, Any], 
                     stats["registered"] = 0
                 elif command == "stop":
                     running = False
+                held = sum(len(m.state.running) + len(m.state.pending) for m in members)
                 conn.send(dict(stats, held=held))
                 continue
             m = by_sock[item]
@@ -98,43 +122,21 @@ def _fleet_process(endpoint: str, ids: list[str], capabilities: dict[str, Any], 
                     break
                 _, kind, body = msgpack.unpackb(frame)
                 if kind == protocol.ASSIGN:
-                    now = time.time()
+                    stats["assigned"] += len(body["tasks"])
                     if not stats["first_assign"]:
-                        stats["first_assign"] = now
-                    results = []
-                    for assigned in body["tasks"]:
-                        stats["assigned"] += 1
-                        if quota is not None and stats["results"] >= quota:
-                            held += 1  # hold it: the broker sees a busy worker, and the queue stays put
-                            continue
-                        task = {"task_id": assigned["task_id"], "attempt": assigned["attempt"]}
-                        m.sock.send(protocol.encode(protocol.TASK_STARTED, {**task, "started_at": now}))
-                        results.append(
-                            {**task, "outcome": "succeeded", "result": RESULT, "started_at": now, "ended_at": now}
-                        )
-                        stats["results"] += 1
-                        stats["last_result"] = now
-                    if results:
-                        m.sock.send(protocol.encode(protocol.TASK_RESULT, {"results": results}))
+                        stats["first_assign"] = time.time()
                 elif kind == protocol.RESULT_ACK:
                     stats["acks"] += len(body["acks"])
-                elif kind == protocol.HEARTBEAT:
-                    m.interval = float(body.get("interval", m.interval))
-                elif kind == protocol.REGISTERED:
-                    m.interval = float(body["heartbeat_interval"])
-                    if not m.registered:
-                        m.registered = True
-                        stats["registered"] += 1
-                        heapq.heappush(beats, (time.monotonic() + m.interval, m.index))
-                elif kind == protocol.REREGISTER:
-                    register(m)
+                carry_out(m, m.state.handle(Received(kind, body, time.monotonic(), time.time())))
+                if m.state.registered and not m.counted:
+                    m.counted = True
+                    stats["registered"] += 1
         now = time.monotonic()
         while beats and beats[0][0] <= now:
             _, i = heapq.heappop(beats)
             m = members[i]
-            m.sock.send(beat_frame)
-            stats["heartbeats"] += 1
-            heapq.heappush(beats, (now + m.interval, i))
+            carry_out(m, m.state.handle(HeartbeatDue(now)))
+            heapq.heappush(beats, (now + m.state.interval, i))
     for m in members:
         m.sock.close(linger=0)
     ctx.term()

@@ -23,6 +23,7 @@ from dtf_bus import defaults
 from dtf_bus.client import Client
 from dtf_bus.security import curve as security
 from dtf_bus.security import keyfiles
+from dtf_bus.testing import faults
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +100,11 @@ class LocalCluster:
         log_level: str = "INFO",
         http: str | None = None,
         secure: bool = False,
+        faults: bool = False,
     ) -> None:
-        """``secure``: CURVE on, with keys made in ``workdir/keys`` (broker, client, one per worker)."""
+        """``secure``: CURVE on, with keys made in ``workdir/keys`` (broker, client, one per worker).
+        ``faults``: workers run with fault injection (:mod:`dtf_bus.testing.faults`), so that
+        :meth:`close_worker_socket` works."""
         self.workdir = Path(workdir)
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         self.db = Path(db) if db else self.workdir / "dtf.duckdb"
@@ -123,6 +127,7 @@ class LocalCluster:
         self.dashboard: Proc | None = None
         self.dashboard_url = ""  # the page's address; start_dashboard returns it with ?token=
         self.secure = secure
+        self.faults = faults
         self.keys_dir = self.workdir / "keys"
         self.authorized_dir = self.keys_dir / "authorized"  # the broker's --authorized-keys
         self.client_curve: security.ClientCurve | None = None
@@ -210,7 +215,7 @@ class LocalCluster:
         argv = [
             sys.executable,
             "-m",
-            "dtf_bus.worker",
+            "dtf_bus.testing.faults" if self.faults else "dtf_bus.worker",
             "--broker",
             self.endpoint,
             "--id",
@@ -266,10 +271,15 @@ class LocalCluster:
 
     def close_worker_socket(self, worker_id: str) -> None:
         """The worker closes its DEALER and stays away; its process and tasks live on."""
-        self.workers[worker_id].signal(signal.SIGUSR1)
+        self._fault_signal(worker_id, faults.PARTITION)
 
     def reopen_worker_socket(self, worker_id: str) -> None:
-        self.workers[worker_id].signal(signal.SIGUSR2)
+        self._fault_signal(worker_id, faults.HEAL)
+
+    def _fault_signal(self, worker_id: str, sig: int) -> None:
+        if not self.faults:
+            raise ClusterError("fault injection needs a cluster started with faults=True")
+        self.workers[worker_id].signal(sig)
 
     def wait_for_workers(self, worker_ids: list[str] | int, timeout: float = 15.0) -> list[dict[str, Any]]:
         with self.client() as client:

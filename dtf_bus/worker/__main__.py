@@ -2,6 +2,6 @@
 
 import sys
 
-from dtf_bus.worker.worker import main
+from dtf_bus.worker.main import main
 
 sys.exit(main())

@@ -44,7 +44,7 @@ def test_sigkill_mid_task_completes_elsewhere_on_attempt_2(make_cluster):
 
 
 def test_closed_socket_is_detected_and_late_result_is_stale(make_cluster):
-    cluster = make_cluster(workers={"w1": {}, "w2": {}})
+    cluster = make_cluster(workers={"w1": {}, "w2": {}}, faults=True)
     with cluster.client() as client:
         job = client.submit([{"name": "t", "plugin": "sim", "params": {"seconds": 1.0}}])
         victim = running_task(client, job)["worker_id"]

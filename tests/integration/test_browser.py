@@ -315,7 +315,7 @@ def test_asking_for_the_plugin_where_it_cannot_load_is_one_clear_line(tmp_path):
         " is not an executable file"
     ]
     # A worker without Playwright: its import is blocked, as if it were not installed.
-    blocked = "import sys; sys.modules['playwright'] = None; from dtf_bus.worker.worker import main; sys.exit(main())"
+    blocked = "import sys; sys.modules['playwright'] = None; from dtf_bus.worker.main import main; sys.exit(main())"
     no_playwright = worker(code=blocked)
     assert no_playwright.returncode == 2
     assert no_playwright.stderr.strip().splitlines() == [

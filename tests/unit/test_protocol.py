@@ -4,7 +4,7 @@ import msgpack
 import pytest
 
 from dtf_bus import defaults, protocol
-from dtf_bus.worker.worker import Worker
+from dtf_bus.worker.connection import Connection
 
 pytestmark = pytest.mark.unit
 
@@ -56,16 +56,15 @@ class _Recorder:
 
 
 def test_a_result_batch_is_split_to_fit_the_message_limit():
-    worker = Worker("tcp://127.0.0.1:1", "w", executors={}, capabilities={})
-    worker._ctx.term()  # never connects: only its sending is under test
-    worker._socket = _Recorder()
+    connection = Connection(None, "tcp://127.0.0.1:1")  # never connects: only its sending is under test
+    connection.socket = _Recorder()
     blob = "x" * (defaults.MAX_MESSAGE_BYTES // 5)  # three of them do not fit one message
     results = [
         {"task_id": f"j.{i}", "attempt": 1, "outcome": "succeeded", "result": {"log": blob}, "ended_at": 1.7e9}
         for i in range(3)
     ]
-    worker._send_results(results)
-    frames = worker._socket.frames
+    connection.send(protocol.TASK_RESULT, {"results": results})
+    frames = connection.socket.frames
     assert len(frames) == 2 and all(len(f) <= defaults.MAX_MESSAGE_BYTES // 2 for f in frames)
     sent = [r["task_id"] for f in frames for r in protocol.decode(f)[1]["results"]]
     assert sent == ["j.0", "j.1", "j.2"]
