@@ -36,7 +36,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import duckdb
 import tornado.netutil
@@ -47,7 +47,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from tornado.ioloop import IOLoop
 
 from dtf_bus import defaults, spec
-from dtf_bus.broker.hooks import BrokerHook
+from dtf_bus.broker.hooks import BrokerHook, BrokerView
 from dtf_bus.client import BrokerUnreachable, Client, ClientError
 from dtf_bus.http import auth as webauth
 from dtf_bus.http import jobs as api_jobs
@@ -57,9 +57,6 @@ from dtf_bus.monitor import gauges as queue_gauges
 from dtf_bus.monitor import score
 from dtf_bus.monitor.monitor import SYSTEM_METRICS, WORKER_METRICS, Monitor
 from dtf_bus.security import apikeys
-
-if TYPE_CHECKING:
-    from dtf_bus.broker.server import Broker
 
 log = logging.getLogger("dtf.api")
 
@@ -584,7 +581,7 @@ class HttpApi(BrokerHook):
             client.close(1001, "broker stopping")
         await server.close_all_connections()
 
-    def on_stop(self, broker: Broker) -> None:
+    def on_stop(self, broker: BrokerView) -> None:
         self.close()
 
     def close(self) -> None:
@@ -689,18 +686,14 @@ class HttpApi(BrokerHook):
 
 
 def install(
-    broker: Broker,
+    broker: BrokerView,
+    monitor: Monitor,
     http: str | None = None,
-    retention: float = defaults.METRICS_RETENTION,
     options: HttpOptions | None = None,
 ) -> HttpApi | None:
-    """Add monitoring to ``broker`` and, given ``HOST:PORT``, the HTTP API (returned), guarded
-    by the token in ``options.token_file`` (made on first start) and any ``--api-keys``."""
-    if retention <= 0:
-        raise ValueError(f"--metrics-retention must be greater than zero, got {retention:g}")
-    monitor = Monitor(retention=retention)
-    monitor.attach(broker)
-    broker.hooks.append(monitor)
+    """Given ``HOST:PORT``, serve the HTTP API over ``monitor`` (returned), guarded by the token
+    in ``options.token_file`` (made on first start) and any ``--api-keys``. The monitor itself
+    is wired by :mod:`dtf_bus.broker.app`."""
     if not http:
         return None
     host, port = parse_listen(http)

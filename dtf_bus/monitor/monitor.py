@@ -38,13 +38,12 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from dtf_bus import defaults, events
-from dtf_bus.broker.hooks import BrokerHook
+from dtf_bus.broker.hooks import BrokerHook, BrokerView
 from dtf_bus.monitor import score
 from dtf_bus.monitor.anomaly import Anomaly, AnomalyDetector, task_kind
 from dtf_bus.task import TaskState
 
 if TYPE_CHECKING:
-    from dtf_bus.broker.server import Broker
     from dtf_bus.broker.workers import WorkerInfo
     from dtf_bus.task import Attempt, Job, Task
 
@@ -219,10 +218,10 @@ class Monitor(BrokerHook):
 
     # ------------------------------------------------------------ lifecycle
 
-    def on_start(self, broker: Broker) -> None:
+    def on_start(self, broker: BrokerView) -> None:
         self.attach(broker)
 
-    def attach(self, broker: Broker) -> None:
+    def attach(self, broker: BrokerView) -> None:
         """Create the tables and start the retention sweeper (idempotent; before serve() is fine)."""
         if self.store is not None:
             return
@@ -239,7 +238,7 @@ class Monitor(BrokerHook):
         self._sweeper = threading.Thread(target=self._sweep, name="dtf-monitor-retention", daemon=True)
         self._sweeper.start()
 
-    def on_stop(self, broker: Broker) -> None:
+    def on_stop(self, broker: BrokerView) -> None:
         self._stop.set()
         if self._sweeper is not None:
             self._sweeper.join(5)
@@ -297,12 +296,12 @@ class Monitor(BrokerHook):
             stats = self._workers[worker_id] = WorkerStats(first_seen=now, up_since=now)
         return stats
 
-    def on_worker_registered(self, broker: Broker, worker: WorkerInfo) -> None:
+    def on_worker_registered(self, broker: BrokerView, worker: WorkerInfo) -> None:
         stats = self._stats(worker.worker_id)
         if stats.up_since is None:
             stats.up_since = time.time()
 
-    def on_worker_lost(self, broker: Broker, worker: WorkerInfo, reason: str) -> None:
+    def on_worker_lost(self, broker: BrokerView, worker: WorkerInfo, reason: str) -> None:
         stats = self._stats(worker.worker_id)
         if stats.up_since is not None:
             stats.up_seconds += time.time() - stats.up_since
@@ -310,14 +309,14 @@ class Monitor(BrokerHook):
         stats.lost += 1
         self.detector.forget_worker(worker.worker_id)
 
-    def on_heartbeat(self, broker: Broker, worker: WorkerInfo) -> None:
+    def on_heartbeat(self, broker: BrokerView, worker: WorkerInfo) -> None:
         metrics = worker.metrics
         if metrics:
             found = self.detector.load(worker.worker_id, {k: metrics[k] for k in UTILISATION_KEYS if k in metrics})
             if found is not None:
                 self._raise(broker, found)
 
-    def on_job_submitted(self, broker: Broker, job: Job) -> None:
+    def on_job_submitted(self, broker: BrokerView, job: Job) -> None:
         now = job.submitted_at
         for task_id in job.task_ids:
             self._queued[task_id] = now
@@ -332,14 +331,14 @@ class Monitor(BrokerHook):
             {"timestamp": now, "event": {"event": "job_submitted", "job_id": job.job_id, "total": len(job.task_ids)}},
         )
 
-    def on_job_released(self, broker: Broker, job: Job) -> None:
+    def on_job_released(self, broker: BrokerView, job: Job) -> None:
         """Its tasks are served from DuckDB now; holding them here would pin their memory."""
         tasks = self._tasks
         with self._lock:
             for task_id in job.task_ids:
                 tasks.pop(task_id, None)
 
-    def on_task_state(self, broker: Broker, task: Task) -> None:
+    def on_task_state(self, broker: BrokerView, task: Task) -> None:
         now = time.time()
         task_id = task.task_id
         state = task.state
@@ -379,7 +378,7 @@ class Monitor(BrokerHook):
             view = _view(entry)
             self._notify("tasks", {"timestamp": now, "event": {**view, "event": str(state), "kind": kind}})
 
-    def on_attempt_result(self, broker: Broker, task: Task, attempt: Attempt) -> None:
+    def on_attempt_result(self, broker: BrokerView, task: Task, attempt: Attempt) -> None:
         if attempt.stale or attempt.outcome == "cancelled":
             return
         self._results += 1
@@ -403,7 +402,7 @@ class Monitor(BrokerHook):
         if found is not None:
             self._raise(broker, found)
 
-    def _raise(self, broker: Broker, anomaly: Anomaly) -> None:
+    def _raise(self, broker: BrokerView, anomaly: Anomaly) -> None:
         record = anomaly.to_dict()
         log.warning("anomaly %s (%s) on %s: %s", anomaly.type, anomaly.severity, anomaly.subject, anomaly.explanation)
         with self._lock:
@@ -427,7 +426,7 @@ class Monitor(BrokerHook):
 
     # ------------------------------------------------------------------ tick
 
-    def on_tick(self, broker: Broker, now: float) -> None:
+    def on_tick(self, broker: BrokerView, now: float) -> None:
         t = time.time()
         cutoff = t - self.window
         for series in (self._finished, self._waits, self._durations):
@@ -583,7 +582,7 @@ class Monitor(BrokerHook):
                 self.store.put("metrics_worker", (t, worker_id, row["status"], *(row[m] for m in WORKER_METRICS)))
 
     def _judge(
-        self, broker: Broker, t: float, oldest: float, queued: int, throughput: float, blocked: list[dict[str, Any]]
+        self, broker: BrokerView, t: float, oldest: float, queued: int, throughput: float, blocked: list[dict[str, Any]]
     ) -> None:
         waits, self._new_waits = self._new_waits, []
         found = self.detector.queue(oldest, queued, waits, throughput, sum(b["tasks"] for b in blocked))

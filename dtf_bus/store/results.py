@@ -20,10 +20,9 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from dtf_bus.broker.hooks import BrokerHook
+from dtf_bus.broker.hooks import BrokerHook, BrokerView
 
 if TYPE_CHECKING:
-    from dtf_bus.broker.server import Broker
     from dtf_bus.task import Attempt, Task
 
 TEST_COLUMNS = (
@@ -145,7 +144,7 @@ def benchmark_records(result: Any) -> tuple[list[dict[str, Any]], dict[str, Any]
 class ResultRows(BrokerHook):
     """Writes ``test_results`` and ``benchmark_results`` rows (schema in docs/schema.md)."""
 
-    def on_start(self, broker: Broker) -> None:
+    def on_start(self, broker: BrokerView) -> None:
         broker.store.register_table(
             "test_results",
             TEST_DDL,
@@ -159,7 +158,7 @@ class ResultRows(BrokerHook):
             key_columns=3,
         )
 
-    def on_attempt_result(self, broker: Broker, task: Task, attempt: Attempt) -> None:
+    def on_attempt_result(self, broker: BrokerView, task: Task, attempt: Attempt) -> None:
         if attempt.stale or not isinstance(attempt.result, dict):
             return
         worker = broker.registry.get(attempt.worker_id)
@@ -174,7 +173,7 @@ class ResultRows(BrokerHook):
             self._benchmark(broker, task, attempt, seq, rec, env, caps, hardware, now)
 
     def _tests(
-        self, broker: Broker, task: Task, attempt: Attempt, tests: list[Any], hardware: list[str], now: float
+        self, broker: BrokerView, task: Task, attempt: Attempt, tests: list[Any], hardware: list[str], now: float
     ) -> None:
         rootdir = _str(task.params.get("rootdir"))
         rerun = bool(task.params.get("rerun"))
@@ -205,7 +204,7 @@ class ResultRows(BrokerHook):
 
     def _benchmark(
         self,
-        broker: Broker,
+        broker: BrokerView,
         task: Task,
         attempt: Attempt,
         seq: int,
