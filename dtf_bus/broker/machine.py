@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dtf_bus import balancer, defaults
+from dtf_bus.balancer import Strategy
 from dtf_bus.balancer.history import History
 from dtf_bus.broker.clients import Clients
 from dtf_bus.broker.health import Health
@@ -34,7 +35,7 @@ class BrokerMachine:
         ships: Any,
         archive: Any = None,
         guard: Any = None,
-        strategy: str = defaults.STRATEGY,
+        strategy: str | Strategy = defaults.STRATEGY,
         prefetch: int | None = defaults.PREFETCH,
         health: Health | None = None,
         max_lost_workers: int = defaults.MAX_LOST_WORKERS,
@@ -46,10 +47,13 @@ class BrokerMachine:
         rng: random.Random | None = None,
     ) -> None:
         """``ships``: the shipped-code store (its messages are served here too); ``archive``,
-        ``guard``, ``hook``, ``wanted``: see :class:`~dtf_bus.broker.state.BrokerState`."""
+        ``guard``, ``hook``, ``wanted``: see :class:`~dtf_bus.broker.state.BrokerState`;
+        ``strategy``: a name (an entry point, looked up) or a strategy built already."""
         self.registry = Registry()
         self.history = History()
-        self.scheduler = Scheduler(self.registry, balancer.load(strategy, self.history), self.history, prefetch)
+        if isinstance(strategy, str):
+            strategy = balancer.load(strategy, self.history)
+        self.scheduler = Scheduler(self.registry, strategy, self.history, prefetch)
         self.state = BrokerState(
             self.registry,
             self.scheduler,
