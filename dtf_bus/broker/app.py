@@ -3,6 +3,9 @@
 Flags override the config file's ``[broker]`` table, which overrides :mod:`dtf_bus.defaults`
 (:func:`dtf_bus.config.merge`; the broker reads no environment variables). Every mistake a user
 can make here, an unknown ``[broker]`` key included, ends in one line on stderr and exit code 2.
+
+:func:`wire` is the one place that puts the broker's extensions together: result rows (a
+Broker's default hook), monitoring, and the HTTP API; a program embedding a Broker calls it too.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import zmq
 from dtf_bus import balancer, config, defaults, logs
 from dtf_bus.broker.server import Broker
 from dtf_bus.http import auth as webauth
+from dtf_bus.monitor.monitor import Monitor
 from dtf_bus.security import curve as security
 from dtf_bus.store import db as store
 
@@ -35,6 +39,23 @@ BROKER_OPTIONS = tuple(
         "metrics_retention", "ship_store_bytes",
     )
 )  # fmt: skip
+
+
+def wire(
+    broker: Broker, http: str | None = None, retention: float = defaults.METRICS_RETENTION, options: Any = None
+) -> Any:
+    """Add monitoring to ``broker`` and, given ``HOST:PORT``, the HTTP API over it (returned,
+    else None); ``options``: its dtf_bus.http.api.HttpOptions. Raises ValueError for a bad value."""
+    if retention <= 0:
+        raise ValueError(f"--metrics-retention must be greater than zero, got {retention:g}")
+    monitor = Monitor(retention=retention)
+    monitor.attach(broker)
+    broker.hooks.append(monitor)
+    if not http:
+        return None
+    from dtf_bus.http import api  # tornado and prometheus only load where the HTTP API is served
+
+    return api.install(broker, monitor, http, options)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     from dtf_bus.http import api  # tornado and prometheus only load in the broker process
 
     try:
-        http = api.install(
+        http = wire(
             broker,
             pick("http", None),
             pick("metrics_retention", defaults.METRICS_RETENTION),

@@ -4,10 +4,8 @@ The broker calls :meth:`Scheduler.place` once per batch of messages; it returns 
 assignments to send. Which workers can run which requirement key is cached until the
 registry changes, so a placement costs one look at each key's head, not a queue scan.
 
-Work stealing (:meth:`Scheduler.steals`): a worker may hold ``slots + prefetch`` tasks; the
-ones beyond its slots wait on it, not started. When another capable worker sits idle and
-would finish such a task sooner, the broker asks the holder to give it up (two-phase: only
-the holder knows whether it has started it) and moves it.
+Work stealing, which moves prefetched tasks between workers, is an extension of its own:
+:mod:`dtf_bus.broker.stealing`.
 """
 
 from __future__ import annotations
@@ -15,7 +13,6 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Mapping
 from typing import Any
 
 from dtf_bus import defaults, resources
@@ -24,7 +21,7 @@ from dtf_bus.broker import matching
 from dtf_bus.broker.queue import TaskQueue
 from dtf_bus.broker.workers import Registry, WorkerInfo
 from dtf_bus.durations import Durations
-from dtf_bus.task import Task, TaskState
+from dtf_bus.task import Task
 
 
 class Scheduler:
@@ -42,7 +39,6 @@ class Scheduler:
         self.queue = TaskQueue()
         self._capable: dict[str, list[WorkerInfo]] = {}
         self._capable_version = -1
-        self._stealing: dict[str, str] = {}  # task id -> thief id, asked and not yet answered
         # Decision counters, served to the monitoring API.
         self.assignments: Counter[str] = Counter()
         self.steal_count = 0
@@ -176,69 +172,10 @@ class Scheduler:
                 found.append({"requirement": what, "tasks": self.queue.size(key), "reasons": reasons})
         return found
 
-    # ------------------------------------------------------------ stealing
-
-    def steals(self, tasks: Mapping[str, Task]) -> list[tuple[Task, WorkerInfo, WorkerInfo]]:
-        """(task, holder, thief) moves worth asking for: idle thieves, prefetched tasks."""
-        # Only workers holding prefetched tasks can be stolen from; finding them first keeps an
-        # idle fleet at O(workers) per look instead of O(workers^2) (2,000 idle workers: 80 % of
-        # a core, bench/scale.py).
-        holders = [w for w in self.registry if len(w.inflight) > w.slots]
-        if not holders:
-            return []
-        promised = Counter(self._stealing.values())
-        thieves = [w for w in self.registry if w.idle_slots > promised[w.worker_id]]
-        if not thieves:
-            return []
-        # Bounded, so a large fleet's look stays short: the longest backlogs, a few moves a time.
-        if len(holders) > defaults.STEAL_MAX_HOLDERS:
-            holders.sort(key=lambda w: len(w.inflight) - w.slots, reverse=True)
-            del holders[defaults.STEAL_MAX_HOLDERS :]
-        moves: list[tuple[Task, WorkerInfo, WorkerInfo]] = []
-        for thief in thieves:
-            if len(moves) >= defaults.STEAL_MAX_MOVES:
-                break
-            for _ in range(thief.idle_slots - promised[thief.worker_id]):
-                best: tuple[float, Task, WorkerInfo] | None = None
-                for holder in holders:
-                    if holder is thief:
-                        continue
-                    candidate = self._stealable(holder, thief, tasks)
-                    if candidate is not None and (best is None or candidate[0] > best[0]):
-                        best = (candidate[0], candidate[1], holder)
-                if best is None or len(moves) >= defaults.STEAL_MAX_MOVES:
-                    break
-                _, task, holder = best
-                self._stealing[task.task_id] = thief.worker_id
-                moves.append((task, holder, thief))
-        return moves
-
-    def _stealable(self, holder: WorkerInfo, thief: WorkerInfo, tasks: Mapping[str, Task]) -> tuple[float, Task] | None:
-        """The task the holder would start last, if the thief would finish it sooner."""
-        held = [tasks[t] for t in holder.inflight if t in tasks]
-        for task in reversed(held):  # most recently assigned waits longest
-            if (
-                task.state is not TaskState.ASSIGNED
-                or task.task_id in self._stealing
-                or task.attempt <= task.reported_attempt  # a thief may hold this number from a dead broker
-                or not matching.can_run(task.plugin, task.requires, thief, task.resources)
-                or (task.resources and not resources.fits(task.resources, thief.free_resources()))
-            ):
-                continue
-            ahead = sum(self.history.estimate(holder, t) for t in held if t is not task)
-            holder_finish = ahead / holder.slots + self.history.estimate(holder, task)
-            thief_finish = self.history.estimate(thief, task)
-            if thief_finish < holder_finish:
-                return holder_finish - thief_finish, task
-            return None
-        return None
-
-    def steal_done(self, task: Task, thief: WorkerInfo | None) -> None:
-        """The holder answered; ``thief`` is None when the task had already started."""
-        self._stealing.pop(task.task_id, None)
-        if thief is not None:
-            self.steal_count += 1
-            self.assignments[thief.worker_id] += 1
+    def count_steal(self, thief: WorkerInfo) -> None:
+        """A steal succeeded (:mod:`dtf_bus.broker.stealing`): counted as the thief's assignment."""
+        self.steal_count += 1
+        self.assignments[thief.worker_id] += 1
 
     # ---------------------------------------------------------- observability
 

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import duckdb
 import tornado.netutil
@@ -48,7 +48,7 @@ from prometheus_client import CollectorRegistry
 from tornado.ioloop import IOLoop
 
 from dtf_bus import defaults
-from dtf_bus.broker.hooks import BrokerHook
+from dtf_bus.broker.hooks import BrokerHook, BrokerView
 from dtf_bus.client import BrokerUnreachable, Client, ClientError
 from dtf_bus.http import auth as webauth
 from dtf_bus.http import jobs as api_jobs
@@ -64,16 +64,6 @@ from dtf_bus.security import apikeys
 log = logging.getLogger("dtf.api")
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
-
-
-class Served(Protocol):
-    """What the API needs of the broker it serves (:class:`dtf_bus.broker.server.Broker`): the
-    monitor reads the rest through its hook calls, so neither imports the broker."""
-
-    endpoint: str
-    store: Any  # dtf_bus.store.db.Store
-    scheduler: Any  # its queue feeds the Prometheus queue gauges
-    hooks: list[BrokerHook]
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -251,7 +241,7 @@ class HttpApi(BrokerHook):
             client.close(1001, "broker stopping")
         await server.close_all_connections()
 
-    def on_stop(self, broker: Served) -> None:
+    def on_stop(self, broker: BrokerView) -> None:
         self.close()
 
     def close(self) -> None:
@@ -356,18 +346,14 @@ class HttpApi(BrokerHook):
 
 
 def install(
-    broker: Served,
+    broker: BrokerView,
+    monitor: Monitor,
     http: str | None = None,
-    retention: float = defaults.METRICS_RETENTION,
     options: HttpOptions | None = None,
 ) -> HttpApi | None:
-    """Add monitoring to ``broker`` and, given ``HOST:PORT``, the HTTP API (returned), guarded
-    by the token in ``options.token_file`` (made on first start) and any ``--api-keys``."""
-    if retention <= 0:
-        raise ValueError(f"--metrics-retention must be greater than zero, got {retention:g}")
-    monitor = Monitor(retention=retention)
-    monitor.attach(broker)
-    broker.hooks.append(monitor)
+    """Given ``HOST:PORT``, serve the HTTP API over ``monitor`` (returned), guarded by the token
+    in ``options.token_file`` (made on first start) and any ``--api-keys``. The monitor itself
+    is wired by :mod:`dtf_bus.broker.app`."""
     if not http:
         return None
     host, port = parse_listen(http)

@@ -30,10 +30,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from threading import Lock
-from typing import Any, Protocol
+from typing import Any
 
 from dtf_bus import defaults, events
-from dtf_bus.broker.hooks import BrokerHook
+from dtf_bus.broker.hooks import BrokerHook, BrokerView
 from dtf_bus.durations import Durations, Kind
 from dtf_bus.monitor import metrics
 from dtf_bus.monitor.anomaly import Anomaly, AnomalyDetector
@@ -47,22 +47,6 @@ log = logging.getLogger("dtf.monitor")
 
 __all__ = ["SYSTEM_METRICS", "WORKER_METRICS", "Monitor"]
 UTILISATION_KEYS = ("cpu_percent", "memory_percent", "gpu_percent")
-
-
-class Watched(Protocol):
-    """What the monitor reads of the broker (:class:`dtf_bus.broker.server.Broker`): the hook
-    calls hand it over, so the monitor never imports the broker."""
-
-    endpoint: str
-    metrics_endpoint: str | None
-    store: Any  # dtf_bus.store.db.Store
-    scheduler: Any  # dtf_bus.broker.scheduler.Scheduler: strategy, blocked(), stats()
-    registry: Any  # iterable of dtf_bus.monitor.metrics.Observed
-    health: Any  # heartbeat interval and liveness
-    tasks: dict[str, Task]
-    state_counts: dict[TaskState, int]
-    events: Any  # dtf_bus.events publisher
-    history: Durations  # the duration model the broker learns into
 
 
 class Monitor(BrokerHook):
@@ -105,10 +89,10 @@ class Monitor(BrokerHook):
 
     # ------------------------------------------------------------ lifecycle
 
-    def on_start(self, broker: Watched) -> None:
+    def on_start(self, broker: BrokerView) -> None:
         self.attach(broker)
 
-    def attach(self, broker: Watched) -> None:
+    def attach(self, broker: BrokerView) -> None:
         """Create the tables and start the retention sweeper (idempotent; before serve() is fine)."""
         if self.series is not None:
             return
@@ -125,7 +109,7 @@ class Monitor(BrokerHook):
             "started_at": self.started_at,
         }
 
-    def on_stop(self, broker: Watched) -> None:
+    def on_stop(self, broker: BrokerView) -> None:
         if self.series is not None:
             self.series.close()
 
@@ -182,12 +166,12 @@ class Monitor(BrokerHook):
             stats = self._workers[worker_id] = WorkerStats(first_seen=now, up_since=now)
         return stats
 
-    def on_worker_registered(self, broker: Watched, worker: metrics.Observed) -> None:
+    def on_worker_registered(self, broker: BrokerView, worker: metrics.Observed) -> None:
         stats = self._stats(worker.worker_id)
         if stats.up_since is None:
             stats.up_since = time.time()
 
-    def on_worker_lost(self, broker: Watched, worker: metrics.Observed, reason: str) -> None:
+    def on_worker_lost(self, broker: BrokerView, worker: metrics.Observed, reason: str) -> None:
         stats = self._stats(worker.worker_id)
         if stats.up_since is not None:
             stats.up_seconds += time.time() - stats.up_since
@@ -195,14 +179,14 @@ class Monitor(BrokerHook):
         stats.lost += 1
         self.detector.forget_worker(worker.worker_id)
 
-    def on_heartbeat(self, broker: Watched, worker: metrics.Observed) -> None:
+    def on_heartbeat(self, broker: BrokerView, worker: metrics.Observed) -> None:
         reported = worker.metrics
         if reported:
             found = self.detector.load(worker.worker_id, {k: reported[k] for k in UTILISATION_KEYS if k in reported})
             if found is not None:
                 self._raise(broker, found)
 
-    def on_job_submitted(self, broker: Watched, job: Job) -> None:
+    def on_job_submitted(self, broker: BrokerView, job: Job) -> None:
         now = job.submitted_at
         for task_id in job.task_ids:
             self._queued[task_id] = now
@@ -213,11 +197,11 @@ class Monitor(BrokerHook):
             {"timestamp": now, "event": {"event": "job_submitted", "job_id": job.job_id, "total": len(job.task_ids)}},
         )
 
-    def on_job_released(self, broker: Watched, job: Job) -> None:
+    def on_job_released(self, broker: BrokerView, job: Job) -> None:
         """Its tasks are served from DuckDB now; holding them here would pin their memory."""
         self.recent.forget(job.task_ids)
 
-    def on_task_state(self, broker: Watched, task: Task) -> None:
+    def on_task_state(self, broker: BrokerView, task: Task) -> None:
         now = time.time()
         task_id = task.task_id
         state = task.state
@@ -252,7 +236,7 @@ class Monitor(BrokerHook):
             view = live_view(entry)
             self._notify("tasks", {"timestamp": now, "event": {**view, "event": str(state), "kind": str(kind)}})
 
-    def on_attempt_result(self, broker: Watched, task: Task, attempt: Attempt) -> None:
+    def on_attempt_result(self, broker: BrokerView, task: Task, attempt: Attempt) -> None:
         if attempt.stale or attempt.outcome == "cancelled":
             return
         self._results += 1
@@ -275,7 +259,7 @@ class Monitor(BrokerHook):
         if found is not None:
             self._raise(broker, found)
 
-    def _raise(self, broker: Watched, anomaly: Anomaly) -> None:
+    def _raise(self, broker: BrokerView, anomaly: Anomaly) -> None:
         record = anomaly.to_dict()
         log.warning("anomaly %s (%s) on %s: %s", anomaly.type, anomaly.severity, anomaly.subject, anomaly.explanation)
         with self._lock:
@@ -288,7 +272,7 @@ class Monitor(BrokerHook):
 
     # ------------------------------------------------------------------ tick
 
-    def on_tick(self, broker: Watched, now: float) -> None:
+    def on_tick(self, broker: BrokerView, now: float) -> None:
         t = time.time()
         cutoff = t - self.window
         for series in (self._finished, self._waits, self._durations):
@@ -338,7 +322,7 @@ class Monitor(BrokerHook):
             self._notify("workers", {"timestamp": t, "metrics": workers})
 
     def _judge(
-        self, broker: Watched, t: float, oldest: float, queued: int, throughput: float, blocked: list[dict[str, Any]]
+        self, broker: BrokerView, t: float, oldest: float, queued: int, throughput: float, blocked: list[dict[str, Any]]
     ) -> None:
         waits, self._new_waits = self._new_waits, []
         found = self.detector.queue(oldest, queued, waits, throughput, sum(b["tasks"] for b in blocked))

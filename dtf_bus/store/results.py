@@ -18,20 +18,11 @@ Rows go through the store's writer thread, so the broker loop only builds tuples
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from typing import Any
 
-from dtf_bus.broker.hooks import BrokerHook
+from dtf_bus.broker.hooks import BrokerHook, BrokerView
 from dtf_bus.store import schema
 from dtf_bus.task import Attempt, Task
-
-
-class Broker(Protocol):
-    """What result rows need of the broker (:class:`dtf_bus.broker.server.Broker`): its store
-    (:class:`dtf_bus.store.db.Store`) and its registry of workers, for their hardware."""
-
-    store: Any
-    registry: Any
-
 
 FAILED_OUTCOMES = ("failed", "error")
 
@@ -65,11 +56,11 @@ def benchmark_records(result: Any) -> tuple[list[dict[str, Any]], dict[str, Any]
 class ResultRows(BrokerHook):
     """Writes ``test_results`` and ``benchmark_results`` rows (schema in docs/schema.md)."""
 
-    def on_start(self, broker: Broker) -> None:
+    def on_start(self, broker: BrokerView) -> None:
         for table in schema.RESULTS:
             broker.store.register(table)
 
-    def on_attempt_result(self, broker: Broker, task: Task, attempt: Attempt) -> None:
+    def on_attempt_result(self, broker: BrokerView, task: Task, attempt: Attempt) -> None:
         if attempt.stale or not isinstance(attempt.result, dict):
             return
         worker = broker.registry.get(attempt.worker_id)
@@ -84,7 +75,7 @@ class ResultRows(BrokerHook):
             self._benchmark(broker, task, attempt, seq, rec, env, caps, hardware, now)
 
     def _tests(
-        self, broker: Broker, task: Task, attempt: Attempt, tests: list[Any], hardware: list[str], now: float
+        self, broker: BrokerView, task: Task, attempt: Attempt, tests: list[Any], hardware: list[str], now: float
     ) -> None:
         rootdir = _str(task.params.get("rootdir"))
         rerun = bool(task.params.get("rerun"))
@@ -113,7 +104,7 @@ class ResultRows(BrokerHook):
 
     def _benchmark(
         self,
-        broker: Broker,
+        broker: BrokerView,
         task: Task,
         attempt: Attempt,
         seq: int,

@@ -62,8 +62,10 @@ def job_row(j: Job, total: int) -> tuple[Any, ...]:
     return schema.JOBS.row(values)
 
 
-def duration_row(worker_id: str, plugin: str, task_key: str, mean_s: float, samples: int) -> tuple[Any, ...]:
-    """What the duration model learned of one (worker, plugin, task key)."""
+def duration_row(
+    worker_id: str, plugin: str, task_key: str, mean_s: float, samples: int, updated_at: float
+) -> tuple[Any, ...]:
+    """What the duration model learned of one (worker, plugin, task key), as of ``updated_at``."""
     return schema.TASK_DURATIONS.row(
         {
             "worker_id": worker_id,
@@ -71,14 +73,14 @@ def duration_row(worker_id: str, plugin: str, task_key: str, mean_s: float, samp
             "task_key": task_key,
             "ewma_s": mean_s,
             "samples": samples,
-            "updated_at": time.time(),
+            "updated_at": updated_at,
         }
     )
 
 
-def worker_key_row(worker_id: str, key: str | None) -> tuple[Any, ...]:
+def worker_key_row(worker_id: str, key: str | None, bound_at: float) -> tuple[Any, ...]:
     """A worker id bound to a CURVE key (None: released, the id is free again)."""
-    return schema.WORKER_KEYS.row({"worker_id": worker_id, "key": key, "bound_at": time.time()})
+    return schema.WORKER_KEYS.row({"worker_id": worker_id, "key": key, "bound_at": bound_at})
 
 
 def worker_row(w: WorkerLike, state: str) -> tuple[Any, ...]:

@@ -7,6 +7,7 @@ from dtf_bus.balancer import load
 from dtf_bus.balancer.affinity import Affinity
 from dtf_bus.balancer.performance_based import PerformanceBased
 from dtf_bus.broker.scheduler import Scheduler
+from dtf_bus.broker.stealing import WorkStealing
 from dtf_bus.broker.workers import Registry, WorkerInfo
 from dtf_bus.durations import Durations
 from dtf_bus.task import Task, TaskState
@@ -88,6 +89,7 @@ def test_steal_moves_a_prefetched_task_to_an_idle_faster_worker():
     registry = Registry()
     h = Durations()
     sched = Scheduler(registry, PerformanceBased(history=h), h)
+    stealing = WorkStealing(sched)
     busy = worker("busy", speed=1, slots=1, prefetch=3)
     registry.add(busy)
     tasks = {}
@@ -99,16 +101,16 @@ def test_steal_moves_a_prefetched_task_to_an_idle_faster_worker():
         t.state = TaskState.ASSIGNED
     tasks["j.0"].state = TaskState.RUNNING  # the one it started
     assert len(busy.inflight) == 4
-    assert sched.steals(tasks) == []  # no idle worker yet
+    assert stealing.candidates(tasks) == []  # no idle worker yet
     idle = worker("idle", speed=2, slots=2)
     registry.add(idle)
-    moves = sched.steals(tasks)
+    moves = stealing.candidates(tasks)
     assert [(t.task_id, f.worker_id, to.worker_id) for t, f, to in moves] == [
         ("j.3", "busy", "idle"),
         ("j.2", "busy", "idle"),
     ]
-    assert sched.steals(tasks) == []  # already asked for: not asked twice
-    sched.steal_done(moves[0][0], idle)
+    assert stealing.candidates(tasks) == []  # already asked for: not asked twice
+    stealing.done(moves[0][0], idle)
     assert sched.stats()["steals"] == 1
 
 
@@ -119,6 +121,7 @@ def test_steal_leaves_a_task_whose_attempt_a_worker_reported():
     registry = Registry()
     h = Durations()
     sched = Scheduler(registry, PerformanceBased(history=h), h)
+    stealing = WorkStealing(sched)
     busy = worker("busy", slots=1, prefetch=1)
     registry.add(busy)
     tasks = {}
@@ -131,9 +134,9 @@ def test_steal_leaves_a_task_whose_attempt_a_worker_reported():
     tasks["j.0"].state = TaskState.RUNNING
     registry.add(worker("idle", speed=2))
     tasks["j.1"].reported_attempt = tasks["j.1"].attempt
-    assert sched.steals(tasks) == []
+    assert stealing.candidates(tasks) == []
     tasks["j.1"].reported_attempt = 0
-    assert [t.task_id for t, _, _ in sched.steals(tasks)] == ["j.1"]
+    assert [t.task_id for t, _, _ in stealing.candidates(tasks)] == ["j.1"]
 
 
 def test_auto_prefetch_follows_task_durations():
@@ -178,7 +181,7 @@ def test_placement_and_steal_rounds_are_bounded():
         t.state = TaskState.ASSIGNED
     for i in range(100):  # idle thieves galore: the moves asked for in one look stay bounded
         registry.add(worker(f"idle{i}", speed=4))
-    assert 0 < len(sched.steals(tasks)) <= defaults.STEAL_MAX_MOVES
+    assert 0 < len(WorkStealing(sched).candidates(tasks)) <= defaults.STEAL_MAX_MOVES
 
 
 def test_large_fleets_show_sampled_strategies_a_few_candidates():
