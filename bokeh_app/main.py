@@ -1,10 +1,15 @@
-"""The dashboard: one Bokeh document per browser session, refreshed every 200 ms, in tabs.
+"""The dashboard: one Bokeh document per browser session, in tabs, refreshed on news.
 
 ``bokeh serve bokeh_app --args --broker EP --http URL [--events EP]``. The events endpoint (the
 broker's PUB socket) is asked of the HTTP API when not given. Each refresh takes what the
 shared :mod:`feed` received since the last one and hands it to every live component's
 ``update``, and tells the history page on show (Jobs, Job, Flaky & slow, Benchmarks: read from
-the broker's HTTP API, see :mod:`pages`) whether that news calls for a fresh read.
+the broker's HTTP API, see :mod:`pages`) whether that news calls for a fresh read. A session
+refreshes as soon as the feed has news for it (:mod:`pacer`: a few milliseconds, at most ten
+times a second) and every ``--refresh-ms`` for the rest. Only the shown tab's models are
+written (:mod:`held`): the others catch up when shown. The fleet's summary and blocked work
+head every tab, in a root of their own (a Div's new text re-lays out its whole root in
+BokehJS: measured, 60 ms and more per refresh with the plots and tables beside it).
 
 ``?tab=live|jobs|job|flaky|benchmarks`` opens a tab, ``?job=ID`` a job on the Job tab.
 """
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from typing import Any
@@ -31,12 +37,24 @@ from .feed import shared
 from .flaky_page import FlakyPage
 from .job_page import JobPage
 from .jobs_page import JobsPage
+from .pacer import Pacer
 from .queue_depth import SERIES, QueueThroughput
 from .summary import Summary
 from .task_stream import TaskStream
 from .workers import WorkerTable
 
 log = logging.getLogger("dtf.dashboard")
+REFRESH_ENV = "DTF_DASHBOARD_REFRESH_MS"  # the periodic refresh where --refresh-ms cannot be passed (dtf-dashboard)
+
+
+def _milliseconds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"the periodic refresh must be whole milliseconds > 0, got {text!r}")
+    return value
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -44,7 +62,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--broker", default="", help="the broker's endpoint (shown on the page)")
     parser.add_argument("--http", default=None, help="the broker's HTTP API, e.g. http://127.0.0.1:8585")
     parser.add_argument("--events", default=None, help="the broker's PUB endpoint (default: asked of --http)")
-    parser.add_argument("--refresh-ms", type=int, default=defaults.DASHBOARD_REFRESH_MS)
+    parser.add_argument(
+        "--refresh-ms",
+        type=_milliseconds,
+        default=os.environ.get(REFRESH_ENV) or defaults.DASHBOARD_REFRESH_MS,
+        help=f"the periodic refresh (per-worker metrics, history timers; default ${REFRESH_ENV} or "
+        f"{defaults.DASHBOARD_REFRESH_MS}); news refreshes at once",
+    )
     parser.add_argument("--history", default="15m", help="how far back the plots start (default 15m)")
     parser.add_argument(
         "--api-key-file",
@@ -97,8 +121,6 @@ def build(doc, args: argparse.Namespace) -> None:
     workers.update(feed.workers(), force=True)
     position = {"seq": feed.seq}
     live = column(
-        summary.div,
-        blocked.div,
         row(queue.depth, queue.throughput, sizing_mode="stretch_width"),
         stream.layout,
         workers.layout,
@@ -116,15 +138,23 @@ def build(doc, args: argparse.Namespace) -> None:
         sizing_mode="stretch_width",
     )
     due = {"at": 0.0}
+    live_parts = (queue, stream, anomalies)
 
     def shown() -> Any:
         return pages[tabs.active - 1] if tabs.active > 0 else None
+
+    def show_tab() -> None:
+        for part in live_parts:
+            part.set_shown(tabs.active == 0)
+        for index, page in enumerate(pages, 1):
+            page.set_shown(tabs.active == index)
 
     def open_job(chosen: str) -> None:
         job_page.open(chosen)
         tabs.active = TABS.index("job")
 
     def on_tab(attr: str, old: int, new: int) -> None:
+        show_tab()
         if new == 0:  # back on the live page: its worker tables catch up at once
             workers.update(feed.workers(), force=True)
         page = shown()
@@ -151,9 +181,16 @@ def build(doc, args: argparse.Namespace) -> None:
                 page.refresh(follow_up=news)
                 due["at"] = now + defaults.DASHBOARD_HISTORY_REFRESH
 
+    show_tab()
     tabs.on_change("active", on_tab)
     doc.add_periodic_callback(refresh, args.refresh_ms)
-    doc.add_root(column(header, tabs, sizing_mode="stretch_width"))
+    pacer = Pacer(doc, refresh)
+    feed.listen(pacer.nudge)
+    doc.on_session_destroyed(lambda context: feed.unlisten(pacer.nudge))
+    # The summary and blocked work head every tab, in a root of their own: BokehJS lays out a
+    # whole root again when a Div's text changes, and the summary changes on every refresh.
+    doc.add_root(column(header, summary.div, blocked.div, sizing_mode="stretch_width"))
+    doc.add_root(column(tabs, sizing_mode="stretch_width"))
 
 
 build(curdoc(), parse(sys.argv[1:]))
