@@ -39,6 +39,7 @@ class Feed:
         self.received = 0
         self.last_received = 0.0
         self._listeners: list[Callable[[], None]] = []
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dtf-dashboard-feed", daemon=True)
         self._thread.start()
 
@@ -56,7 +57,18 @@ class Feed:
             security.make_client(sub, curve)
         sub.connect(self.endpoint)
         log.info("dashboard feed subscribed to %s", self.endpoint)
-        while True:
+        try:
+            self._receive(sub)
+        finally:
+            sub.close()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread (within its one-second poll) and close its socket (tests)."""
+        self._stopping.set()
+        self._thread.join(timeout)
+
+    def _receive(self, sub: zmq.Socket) -> None:
+        while not self._stopping.is_set():
             if not sub.poll(1000):
                 continue
             batch = []
