@@ -8,8 +8,9 @@ the broker's HTTP API, see :mod:`pages`) whether that news calls for a fresh rea
 refreshes as soon as the feed has news for it (:mod:`pacer`: a few milliseconds, at most ten
 times a second) and every ``--refresh-ms`` for the rest. Only the shown tab's models are
 written (:mod:`held`): the others catch up when shown. The fleet's summary and blocked work
-head every tab, in a root of their own (a Div's new text re-lays out its whole root in
-BokehJS: measured, 60 ms and more per refresh with the plots and tables beside it).
+head every tab, with the tab bar, in a root of their own, and each tab's page is a root of its
+own: a Div's new text or a plot's new axis re-lays out its whole root in BokehJS (measured: 60
+to 250 ms a time with every page's plots and tables in one root).
 
 ``?tab=live|jobs|job|flaky|benchmarks`` opens a tab, ``?job=ID`` a job on the Job tab.
 """
@@ -24,7 +25,7 @@ from typing import Any
 
 from bokeh.io import curdoc
 from bokeh.layouts import column, row
-from bokeh.models import Div, TabPanel, Tabs
+from bokeh.models import CustomJS, Div, TabPanel, Tabs
 
 from dtf_bus import defaults
 
@@ -45,6 +46,7 @@ from .workers import WorkerTable
 
 log = logging.getLogger("dtf.dashboard")
 TABS = ("live", "jobs", "job", "flaky", "benchmarks")
+SWITCH_JS = "bodies.forEach((body, index) => { body.visible = index == cb_obj.active })"
 
 
 def _argument(doc: Any, name: str) -> str:
@@ -98,8 +100,12 @@ def build(doc, args: argparse.Namespace) -> None:
     pages = [JobsPage(doc, args.http, lambda chosen: open_job(chosen)), job_page, FlakyPage(doc, args.http)]
     pages.append(BenchPage(doc, args.http))
     wanted = _argument(doc, "tab") or ("job" if job_id else "live")
+    # Tabs as a bar only: each page is a root of its own, shown while its tab is active. BokehJS
+    # lays out a whole root again when a Div's text or a plot's axis changes; in one root with
+    # every page, that cost 250 ms a time on a busy machine, hidden pages' tables and plots included.
+    bodies = [live, *(p.layout for p in pages)]
     tabs = Tabs(
-        tabs=[TabPanel(child=live, title="Live"), *(TabPanel(child=p.layout, title=p.title) for p in pages)],
+        tabs=[TabPanel(child=Div(height=0, margin=0), title=title) for title in ("Live", *(p.title for p in pages))],
         active=TABS.index(wanted) if wanted in TABS else 0,
         sizing_mode="stretch_width",
     )
@@ -110,6 +116,8 @@ def build(doc, args: argparse.Namespace) -> None:
         return pages[tabs.active - 1] if tabs.active > 0 else None
 
     def show_tab() -> None:
+        for index, body in enumerate(bodies):
+            body.visible = index == tabs.active
         for part in live_parts:
             part.set_shown(tabs.active == 0)
         for index, page in enumerate(pages, 1):
@@ -130,6 +138,8 @@ def build(doc, args: argparse.Namespace) -> None:
 
     def refresh() -> None:
         position["seq"], events = feed.since(position["seq"])
+        for each in pages:  # the shown page's news first: the browser applies changes in the order sent
+            each.absorb(events)
         summary.update(events)
         blocked.update(events)
         queue.update(events)
@@ -137,8 +147,6 @@ def build(doc, args: argparse.Namespace) -> None:
         anomalies.update(events)
         if tabs.active == 0:  # hundreds of worker rows: not re-sent to the browser while another tab is shown
             workers.update(feed.workers())
-        for each in pages:
-            each.absorb(events)
         page = shown()
         if page is not None:
             now = time.monotonic()
@@ -149,14 +157,16 @@ def build(doc, args: argparse.Namespace) -> None:
 
     show_tab()
     tabs.on_change("active", on_tab)
+    # In the browser at once too, without waiting for the server's answer.
+    tabs.js_on_change("active", CustomJS(args={"bodies": bodies}, code=SWITCH_JS))
     doc.add_periodic_callback(refresh, args.refresh_ms)
     pacer = Pacer(doc, refresh)
     feed.listen(pacer.nudge)
     doc.on_session_destroyed(lambda context: feed.unlisten(pacer.nudge))
-    # The summary and blocked work head every tab, in a root of their own: BokehJS lays out a
-    # whole root again when a Div's text changes, and the summary changes on every refresh.
-    doc.add_root(column(header, summary.div, blocked.div, sizing_mode="stretch_width"))
-    doc.add_root(column(tabs, sizing_mode="stretch_width"))
+    # The summary and blocked work head every tab, with the tab bar, in a root of their own.
+    doc.add_root(column(header, summary.div, blocked.div, tabs, sizing_mode="stretch_width"))
+    for body in bodies:
+        doc.add_root(body)
 
 
 build(curdoc(), parse(sys.argv[1:]))
