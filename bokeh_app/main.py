@@ -5,8 +5,8 @@ broker's PUB socket) is asked of the HTTP API when not given. Each refresh takes
 shared :mod:`feed` received since the last one and hands it to every live component's
 ``update``, and tells the history page on show (Jobs, Job, Flaky & slow, Benchmarks: read from
 the broker's HTTP API, see :mod:`pages`) whether that news calls for a fresh read. A session
-refreshes as soon as the feed has news for it (:mod:`pacer`: a few milliseconds, at most ten
-times a second) and every ``--refresh-ms`` for the rest. Only the shown tab's models are
+refreshes as soon as the feed has news for it (:mod:`pacer`: within milliseconds, ten
+times a second on average) and every ``--refresh-ms`` for the rest. Only the shown tab's models are
 written (:mod:`held`): the others catch up when shown. The fleet's summary and blocked work
 head every tab, with the tab bar, in a root of their own, and each tab's page is a root of its
 own: a Div's new text or a plot's new axis re-lays out its whole root in BokehJS (measured: 60

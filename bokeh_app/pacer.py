@@ -1,12 +1,14 @@
-"""When a session refreshes: soon after news, never more often than a set gap, and on a slow tick.
+"""When a session refreshes: soon after news, at a bounded rate, and on a slow periodic tick.
 
 A fixed 200 ms periodic refresh made every event wait 100 ms on average for the next tick, and
 up to 200 ms. Instead the feed's thread tells each session when news arrives (:meth:`Pacer.nudge`,
 for anything but per-worker metrics), and the session refreshes ``SETTLE_MS`` later, so that a
 burst (a job submitted, assigned, run and done within a few milliseconds) is one refresh, not
-four. Refreshes that news causes are at least ``GAP_MS`` apart, which bounds what a busy run
-costs the server and the browser (ten refreshes a second at most); the periodic tick still
-refreshes what is not news (the worker table's per-worker metrics) and the history pages' timers.
+four. What news may cost is bounded by a token bucket: ``RATE`` refreshes a second on average,
+up to ``BURST`` at once, which bounds what a busy run costs the server and the browser while an
+event after a quiet spell (the once-a-second metrics snapshot just before it, say) never waits
+for a gap. The periodic tick still refreshes what is not news (the worker table's per-worker
+metrics) and the history pages' timers.
 
 ``nudge`` runs on the feed's thread: it only sets a flag and calls ``add_next_tick_callback``,
 the one Document method safe to call from another thread; the timing and the refresh itself run
@@ -24,16 +26,25 @@ from typing import Any
 log = logging.getLogger("dtf.dashboard")
 
 SETTLE_MS = 10  # news waits this long for the rest of its burst
-GAP_MS = 100  # news-driven refreshes of one session are at least this far apart
+RATE = 10.0  # news-driven refreshes of one session per second, on average
+BURST = 3  # and at most this many in a row
 
 
 class Pacer:
-    def __init__(self, doc: Any, refresh: Callable[[], None], settle_ms: int = SETTLE_MS, gap_ms: int = GAP_MS) -> None:
+    def __init__(
+        self,
+        doc: Any,
+        refresh: Callable[[], None],
+        settle_ms: int = SETTLE_MS,
+        rate: float = RATE,
+        burst: int = BURST,
+    ) -> None:
         self.doc, self.refresh = doc, refresh
-        self.settle, self.gap = settle_ms / 1000, gap_ms / 1000
+        self.settle, self.rate, self.burst = settle_ms / 1000, rate, burst
         self._lock = threading.Lock()
         self._pending = False  # a refresh is due: further news joins it
-        self._last = -float("inf")  # when the last news-driven refresh ran (monotonic)
+        self._tokens = float(burst)  # refreshes news may have now
+        self._counted = time.monotonic()  # when _tokens was last brought up to date
 
     def nudge(self) -> None:
         """News arrived (any thread): a refresh soon, unless one is due already."""
@@ -46,12 +57,19 @@ class Pacer:
         except Exception:  # the session is gone; its feed listener goes with it
             log.debug("dashboard: news for a closed session")
 
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._counted) * self.rate)
+        self._counted = now
+
     def _schedule(self) -> None:
-        delay = max(self.settle, self._last + self.gap - time.monotonic())
-        self.doc.add_timeout_callback(self._run, int(delay * 1000))
+        self._refill()
+        short = max(0.0, 1 - self._tokens) / self.rate  # the time until a refresh is free again
+        self.doc.add_timeout_callback(self._run, int(max(self.settle, short) * 1000))
 
     def _run(self) -> None:
         with self._lock:
             self._pending = False
-        self._last = time.monotonic()
+        self._refill()
+        self._tokens -= 1
         self.refresh()

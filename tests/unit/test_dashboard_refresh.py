@@ -35,27 +35,28 @@ class RecordingDoc:
         self.timeouts.append((callback, ms))
 
 
-def test_news_refreshes_once_per_burst_after_a_settle_and_then_at_most_once_per_gap():
+def test_news_refreshes_once_per_burst_after_a_settle_and_at_a_bounded_rate():
     doc, runs = RecordingDoc(), []
-    pacer = Pacer(doc, lambda: runs.append(1), settle_ms=10, gap_ms=60_000)
+    pacer = Pacer(doc, lambda: runs.append(1), settle_ms=10, rate=0.001, burst=2)  # a refresh back every 1000 s
     nudges = [threading.Thread(target=pacer.nudge) for _ in range(5)]  # the feed's thread calls it
     for thread in nudges:
         thread.start()
     for thread in nudges:
         thread.join()
     assert len(doc.next_ticks) == 1  # a burst of news: one refresh
+    for expected in (1, 2):  # news after a quiet spell: only the settle, each time the bucket allows
+        doc.next_ticks.pop()()
+        [(run, ms)] = doc.timeouts
+        doc.timeouts.clear()
+        assert ms == 10 and len(runs) == expected - 1
+        run()
+        assert len(runs) == expected
+        pacer.nudge()
     doc.next_ticks.pop()()
     [(run, ms)] = doc.timeouts
-    assert ms == 10 and not runs  # the first news waits only for the rest of its burst
-    doc.timeouts.clear()
+    assert 900_000 < ms <= 1_000_000  # the bucket is empty: news waits for a refresh to be free again
     run()
-    assert runs == [1]
-    pacer.nudge()
-    doc.next_ticks.pop()()
-    [(run, ms)] = doc.timeouts
-    assert 50_000 < ms <= 60_000  # news within the gap waits for its end, not the next periodic tick
-    run()
-    assert runs == [1, 1]
+    assert len(runs) == 3
 
 
 def test_news_for_a_closed_session_is_dropped_quietly():
