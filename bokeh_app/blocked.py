@@ -2,7 +2,7 @@
 
 A queue that cannot drain is not "~3 s to drain": the broker sends, with each metrics
 snapshot, the requirement keys nobody meets and why (``blocked_reasons``). This panel shows
-them, and is hidden while there are none (and not re-sent while another tab is shown).
+them, and is hidden while there are none.
 """
 
 from __future__ import annotations
@@ -12,14 +12,11 @@ from typing import Any
 
 from bokeh.models import Div
 
-from .held import Held
 
-
-class BlockedList(Held):
+class BlockedList:
     def __init__(self, system: dict[str, Any] | None = None) -> None:
         self.div = Div(text="", visible=False, sizing_mode="stretch_width")
         self._shown: list[dict[str, Any]] | None = None
-        self._latest: list[dict[str, Any]] = []
         if system:
             self._render(system.get("blocked_reasons") or [])
 
@@ -30,12 +27,6 @@ class BlockedList(Held):
                 return
 
     def _render(self, blocked: list[dict[str, Any]]) -> None:
-        self._latest = blocked
-        if blocked != self._shown:
-            self.changed()
-
-    def publish(self) -> None:
-        blocked = self._latest
         if blocked == self._shown:
             return
         self._shown = blocked

@@ -3,7 +3,7 @@
 The last ``metrics.system`` snapshot is the base (it arrives once a second); task and worker
 events that come after it are counted on top, so a finished task shows within one refresh
 instead of waiting for the next snapshot. Each value carries ``data-metric`` so tests (and
-scrapers) can find it. While another tab is shown the counts go on but the card is not re-sent.
+scrapers) can find it.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from collections import Counter
 from typing import Any
 
 from bokeh.models import Div
-
-from .held import Held
 
 FINAL = ("succeeded", "failed", "timed_out", "cancelled")
 
@@ -28,7 +26,7 @@ def _fmt(value: Any, unit: str = "", digits: int = 2) -> str:
     return f"{value}{unit}"
 
 
-class Summary(Held):
+class Summary:
     def __init__(self, broker: str, http: str | None) -> None:
         self.broker = broker
         self.http = http
@@ -64,10 +62,7 @@ class Summary(Held):
             changed = True
             self.last_event = payload.get("ts", time.time())
         if changed:
-            self.changed()
-
-    def publish(self) -> None:
-        self.div.text = self._html()
+            self.div.text = self._html()
 
     def value(self, name: str) -> Any:
         base = self.base.get(name)
