@@ -169,6 +169,11 @@ class JobsPage(Page):
                 self.done[p["job_id"]] = dict(p.get("counts") or {})
             changed = True
         if changed:
+            # Only a shown page reads the API (which clears these): a long spell on another tab
+            # keeps the newest, as many as the page shows.
+            for news in (self.submitted, self.done):
+                for stale in list(news)[:-LIMIT]:
+                    del news[stale]
             self.changed()
 
     def show(self, result: Any) -> None:

@@ -11,7 +11,7 @@ import pytest
 import zmq
 
 from bokeh_app.feed import Feed
-from bokeh_app.jobs_page import JobsPage
+from bokeh_app.jobs_page import LIMIT, JobsPage
 from bokeh_app.options import REFRESH_ENV, parse
 from bokeh_app.pacer import Pacer
 from bokeh_app.queue_depth import QueueThroughput
@@ -128,6 +128,14 @@ def test_the_jobs_tab_shows_feed_news_only_while_shown():
     assert page.source.data["job_id"] == ["j1"] and page.source.data["total"] == [2]
     page.absorb([(2, "events.task", {"event": "job_done", "job_id": "j1", "counts": {"succeeded": 2}})])
     assert page.source.data["done"] == [True]  # shown: at once
+    page.set_shown(False)  # hidden for a long campaign: no API read clears the feed's news, it stays bounded
+    for i in range(3 * LIMIT):
+        submitted = {"event": "job_submitted", "job_id": f"k{i}", "total": 1, "ts": 2.0 + i}
+        done = {"event": "job_done", "job_id": f"k{i}", "counts": {"succeeded": 1}}
+        page.absorb([(3 + i, "events.task", submitted), (3 + i, "events.task", done)])
+    assert len(page.submitted) == len(page.done) == LIMIT and f"k{3 * LIMIT - 1}" in page.submitted
+    page.set_shown(True)
+    assert page.source.data["job_id"][0] == f"k{3 * LIMIT - 1}" and len(page.source.data["job_id"]) == LIMIT
 
 
 def test_the_periodic_refresh_can_be_set_where_the_launcher_passes_no_flag(monkeypatch, capsys):
