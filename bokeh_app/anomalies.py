@@ -8,6 +8,7 @@ from typing import Any
 from bokeh.layouts import column
 from bokeh.models import ColumnDataSource, DataTable, Div, HTMLTemplateFormatter, TableColumn
 
+from .held import Held
 from .tables import fit, show
 
 KEEP = 200
@@ -16,7 +17,7 @@ SEVERITY = '<span style="color:<%= value == "critical" ? "#c00" : "#c80" %>;font
 FIELDS = ("time", "severity", "type", "subject", "explanation")
 
 
-class AnomalyList:
+class AnomalyList(Held):
     def __init__(self, backfill: list[dict[str, Any]] | None = None) -> None:
         self.items: list[dict[str, Any]] = sorted(backfill or [], key=lambda a: a["ts"], reverse=True)[:KEEP]
         self.source = ColumnDataSource({f: [] for f in FIELDS})
@@ -38,15 +39,15 @@ class AnomalyList:
             sizing_mode="stretch_width",
         )
         self.layout = column(self.title, self.table, sizing_mode="stretch_width", css_classes=["dtf-anomalies"])
-        self._render()
+        self.publish()
 
     def update(self, events: list[tuple[int, str, dict[str, Any]]]) -> None:
         new = [p for _, topic, p in events if topic == "anomaly"]
         if new:
             self.items = (list(reversed(new)) + self.items)[:KEEP]
-            self._render()
+            self.changed()
 
-    def _render(self) -> None:
+    def publish(self) -> None:
         show(
             self.table,
             {

@@ -2,8 +2,10 @@
 
 A SUB socket on a daemon thread receives every event and metrics frame into a bounded buffer
 (and keeps the latest system and per-worker metrics). Sessions never touch the socket: each
-one's periodic callback asks :meth:`Feed.since` for what arrived after its last look. A
-session that falls more than the buffer behind skips ahead instead of growing memory.
+one asks :meth:`Feed.since` for what arrived after its last look, on a periodic tick and when
+the feed tells it there is news (:meth:`Feed.listen`: a batch with anything but per-worker
+metrics, which only the worker table shows, once a second). A session that falls more than
+the buffer behind skips ahead instead of growing memory.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -23,6 +26,7 @@ from dtf_bus.security import curve as security
 log = logging.getLogger("dtf.dashboard")
 
 Event = tuple[int, str, dict[str, Any]]  # (sequence number, topic, payload)
+QUIET = "metrics.worker."  # topics that are no news: the worker table reads them on its own tick
 
 
 class Feed:
@@ -35,6 +39,8 @@ class Feed:
         self._workers: dict[str, dict[str, Any]] = {}
         self.received = 0
         self.last_received = 0.0
+        self._listeners: list[Callable[[], None]] = []
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dtf-dashboard-feed", daemon=True)
         self._thread.start()
 
@@ -52,7 +58,18 @@ class Feed:
             security.make_client(sub, curve)
         sub.connect(self.endpoint)
         log.info("dashboard feed subscribed to %s", self.endpoint)
-        while True:
+        try:
+            self._receive(sub)
+        finally:
+            sub.close()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread (within its one-second poll) and close its socket (tests)."""
+        self._stopping.set()
+        self._thread.join(timeout)
+
+    def _receive(self, sub: zmq.Socket) -> None:
+        while not self._stopping.is_set():
             if not sub.poll(1000):
                 continue
             batch = []
@@ -75,6 +92,23 @@ class Feed:
                         self._workers.pop(payload.get("worker_id"), None)
                 self.received += len(batch)
                 self.last_received = time.time()
+                listeners = list(self._listeners)
+            if listeners and any(not topic.startswith(QUIET) for topic, _ in batch):
+                for listener in listeners:
+                    try:
+                        listener()
+                    except Exception:  # one session's failure must not stop the feed
+                        log.exception("dashboard feed: a listener failed")
+
+    def listen(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` on the feed's thread after each batch with news in it."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def unlisten(self, listener: Callable[[], None]) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
 
     @property
     def seq(self) -> int:

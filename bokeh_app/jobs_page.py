@@ -2,10 +2,11 @@
 tests per outcome (failures in red), its commit and labels. Selecting a row opens that job on
 the Job page.
 
-Reads ``/api/jobs``; refreshed when shown and at once when a job is submitted or a task ends.
-The feed's events show before DuckDB has them: a submitted job appears with its task count at
-once (``job_submitted``), and a finished one shows done with the broker's final counts
-(``job_done``); the next read brings the rest (tests, commit, labels).
+Reads ``/api/jobs``; refreshed when shown and when a job is submitted or done. The feed's
+events show before DuckDB has them: a submitted job appears with its task count at once
+(``job_submitted``), and a finished one shows done with the broker's final counts
+(``job_done``); the next read brings the rest (tests, commit, labels). The table is re-sent only
+while the tab is shown and only when its rows changed.
 """
 
 from __future__ import annotations
@@ -168,7 +169,12 @@ class JobsPage(Page):
                 self.done[p["job_id"]] = dict(p.get("counts") or {})
             changed = True
         if changed:
-            self._render()
+            # Only a shown page reads the API (which clears these): a long spell on another tab
+            # keeps the newest, as many as the page shows.
+            for news in (self.submitted, self.done):
+                for stale in list(news)[:-LIMIT]:
+                    del news[stale]
+            self.changed()
 
     def show(self, result: Any) -> None:
         jobs, error = result if isinstance(result, tuple) else (None, "no answer")
@@ -179,9 +185,9 @@ class JobsPage(Page):
         listed = {j["job_id"]: j for j in jobs}
         self.submitted = {k: v for k, v in self.submitted.items() if k not in listed}
         self.done = {k: v for k, v in self.done.items() if k in listed and not listed[k].get("done")}
-        self._render()
+        self.changed()
 
-    def _render(self) -> None:
+    def publish(self) -> None:
         merged = merge(self.jobs, self.submitted, self.done)
         data = rows(merged)
         if data != self.source.data:

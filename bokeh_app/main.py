@@ -1,10 +1,16 @@
-"""The dashboard: one Bokeh document per browser session, refreshed every 200 ms, in tabs.
+"""The dashboard: one Bokeh document per browser session, in tabs, refreshed on news.
 
 ``bokeh serve bokeh_app --args --broker EP --http URL [--events EP]``. The events endpoint (the
 broker's PUB socket) is asked of the HTTP API when not given. Each refresh takes what the
 shared :mod:`feed` received since the last one and hands it to every live component's
 ``update``, and tells the history page on show (Jobs, Job, Flaky & slow, Benchmarks: read from
-the broker's HTTP API, see :mod:`pages`) whether that news calls for a fresh read.
+the broker's HTTP API, see :mod:`pages`) whether that news calls for a fresh read. A session
+refreshes as soon as the feed has news for it (:mod:`pacer`: within milliseconds, ten
+times a second on average) and every ``--refresh-ms`` for the rest. Only the shown tab's models are
+written (:mod:`held`): the others catch up when shown. The fleet's summary and blocked work
+head every tab, with the tab bar, in a root of their own, and each tab's page is a root of its
+own: a Div's new text or a plot's new axis re-lays out its whole root in BokehJS (measured: 60
+to 250 ms a time with every page's plots and tables in one root).
 
 ``?tab=live|jobs|job|flaky|benchmarks`` opens a tab, ``?job=ID`` a job on the Job tab.
 """
@@ -19,7 +25,7 @@ from typing import Any
 
 from bokeh.io import curdoc
 from bokeh.layouts import column, row
-from bokeh.models import Div, TabPanel, Tabs
+from bokeh.models import CustomJS, Div, TabPanel, Tabs
 
 from dtf_bus import defaults
 
@@ -31,30 +37,16 @@ from .feed import shared
 from .flaky_page import FlakyPage
 from .job_page import JobPage
 from .jobs_page import JobsPage
+from .options import parse
+from .pacer import Pacer
 from .queue_depth import SERIES, QueueThroughput
 from .summary import Summary
 from .task_stream import TaskStream
 from .workers import WorkerTable
 
 log = logging.getLogger("dtf.dashboard")
-
-
-def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="bokeh serve bokeh_app --args")
-    parser.add_argument("--broker", default="", help="the broker's endpoint (shown on the page)")
-    parser.add_argument("--http", default=None, help="the broker's HTTP API, e.g. http://127.0.0.1:8585")
-    parser.add_argument("--events", default=None, help="the broker's PUB endpoint (default: asked of --http)")
-    parser.add_argument("--refresh-ms", type=int, default=defaults.DASHBOARD_REFRESH_MS)
-    parser.add_argument("--history", default="15m", help="how far back the plots start (default 15m)")
-    parser.add_argument(
-        "--api-key-file",
-        default=None,
-        help="the broker's API token file (<db>.api-token) or a read key (else $DTF_API_KEY)",
-    )
-    return parser.parse_args(argv)
-
-
 TABS = ("live", "jobs", "job", "flaky", "benchmarks")
+SWITCH_JS = "bodies.forEach((body, index) => { body.visible = index == cb_obj.active })"
 
 
 def _argument(doc: Any, name: str) -> str:
@@ -97,8 +89,6 @@ def build(doc, args: argparse.Namespace) -> None:
     workers.update(feed.workers(), force=True)
     position = {"seq": feed.seq}
     live = column(
-        summary.div,
-        blocked.div,
         row(queue.depth, queue.throughput, sizing_mode="stretch_width"),
         stream.layout,
         workers.layout,
@@ -110,21 +100,35 @@ def build(doc, args: argparse.Namespace) -> None:
     pages = [JobsPage(doc, args.http, lambda chosen: open_job(chosen)), job_page, FlakyPage(doc, args.http)]
     pages.append(BenchPage(doc, args.http))
     wanted = _argument(doc, "tab") or ("job" if job_id else "live")
+    # Tabs as a bar only: each page is a root of its own, shown while its tab is active. BokehJS
+    # lays out a whole root again when a Div's text or a plot's axis changes; in one root with
+    # every page, that cost 250 ms a time on a busy machine, hidden pages' tables and plots included.
+    bodies = [live, *(p.layout for p in pages)]
     tabs = Tabs(
-        tabs=[TabPanel(child=live, title="Live"), *(TabPanel(child=p.layout, title=p.title) for p in pages)],
+        tabs=[TabPanel(child=Div(height=0, margin=0), title=title) for title in ("Live", *(p.title for p in pages))],
         active=TABS.index(wanted) if wanted in TABS else 0,
         sizing_mode="stretch_width",
     )
     due = {"at": 0.0}
+    live_parts = (queue, stream, anomalies)
 
     def shown() -> Any:
         return pages[tabs.active - 1] if tabs.active > 0 else None
+
+    def show_tab() -> None:
+        for index, body in enumerate(bodies):
+            body.visible = index == tabs.active
+        for part in live_parts:
+            part.set_shown(tabs.active == 0)
+        for index, page in enumerate(pages, 1):
+            page.set_shown(tabs.active == index)
 
     def open_job(chosen: str) -> None:
         job_page.open(chosen)
         tabs.active = TABS.index("job")
 
     def on_tab(attr: str, old: int, new: int) -> None:
+        show_tab()
         if new == 0:  # back on the live page: its worker tables catch up at once
             workers.update(feed.workers(), force=True)
         page = shown()
@@ -134,6 +138,8 @@ def build(doc, args: argparse.Namespace) -> None:
 
     def refresh() -> None:
         position["seq"], events = feed.since(position["seq"])
+        for each in pages:  # the shown page's news first: the browser applies changes in the order sent
+            each.absorb(events)
         summary.update(events)
         blocked.update(events)
         queue.update(events)
@@ -141,8 +147,6 @@ def build(doc, args: argparse.Namespace) -> None:
         anomalies.update(events)
         if tabs.active == 0:  # hundreds of worker rows: not re-sent to the browser while another tab is shown
             workers.update(feed.workers())
-        for each in pages:
-            each.absorb(events)
         page = shown()
         if page is not None:
             now = time.monotonic()
@@ -151,9 +155,18 @@ def build(doc, args: argparse.Namespace) -> None:
                 page.refresh(follow_up=news)
                 due["at"] = now + defaults.DASHBOARD_HISTORY_REFRESH
 
+    show_tab()
     tabs.on_change("active", on_tab)
+    # In the browser at once too, without waiting for the server's answer.
+    tabs.js_on_change("active", CustomJS(args={"bodies": bodies}, code=SWITCH_JS))
     doc.add_periodic_callback(refresh, args.refresh_ms)
-    doc.add_root(column(header, tabs, sizing_mode="stretch_width"))
+    pacer = Pacer(doc, refresh)
+    feed.listen(pacer.nudge)
+    doc.on_session_destroyed(lambda context: feed.unlisten(pacer.nudge))
+    # The summary and blocked work head every tab, with the tab bar, in a root of their own.
+    doc.add_root(column(header, summary.div, blocked.div, tabs, sizing_mode="stretch_width"))
+    for body in bodies:
+        doc.add_root(body)
 
 
 build(curdoc(), parse(sys.argv[1:]))

@@ -28,6 +28,8 @@ from typing import Any
 
 from dtf_bus import defaults
 
+from .held import Held
+
 log = logging.getLogger("dtf.dashboard")
 
 POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dtf-dashboard-api")
@@ -91,11 +93,13 @@ class Fetcher:
                 self.request()
 
 
-class Page:
-    """A history page: a layout, a read (on the pool) and a show (on the loop)."""
+class Page(Held):
+    """A history page: a layout, a read (on the pool) and a show (on the loop). What it takes
+    from the feed (:meth:`absorb`) reaches its models only while it is shown (:class:`Held`)."""
 
     title = ""
     layout: Any
+    shown = False
 
     def __init__(self, doc: Any, http: str | None) -> None:
         self.http = http
@@ -107,6 +111,9 @@ class Page:
 
     def show(self, result: Any) -> None:
         raise NotImplementedError
+
+    def publish(self) -> None:
+        """Write what :meth:`absorb` took (default: nothing, the page only shows reads)."""
 
     def absorb(self, events: Sequence[Event]) -> None:
         """Take what the feed says directly, before any read (every page, shown or not; default: nothing)."""

@@ -1,7 +1,8 @@
 """Queue depth and throughput over time: two linked time-series plots streamed with rollover.
 
 History from the HTTP API fills them when a session opens; after that each ``metrics.system``
-snapshot from the PUB channel appends one point. Legends sit above the plots, never on the lines.
+snapshot from the PUB channel appends one point (kept back while another tab is shown, then
+streamed at once). Legends sit above the plots, never on the lines.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from bokeh.plotting import figure
 
 from dtf_bus import defaults
 
+from .held import Held
 from .timeaxis import formatter, local_ms
 
 SERIES = ("queued", "running", "throughput", "utilisation")
@@ -32,7 +34,7 @@ def legend_above(fig: Any, items: list[tuple[str, Any]]) -> Legend:
     return legend
 
 
-class QueueThroughput:
+class QueueThroughput(Held):
     def __init__(self, history: dict[str, list[list[float]]] | None, rollover: int = defaults.DASHBOARD_ROLLOVER):
         self.rollover = rollover
         self.source = ColumnDataSource({"time": [], **{s: [] for s in SERIES}})
@@ -63,6 +65,7 @@ class QueueThroughput:
         for fig in (self.depth, self.throughput):
             fig.xaxis.formatter = formatter()
         self._last = 0.0
+        self._pending: list[dict[str, Any]] = []  # snapshots not streamed yet (their tab hidden)
         if history:
             self._backfill(history)
 
@@ -84,6 +87,13 @@ class QueueThroughput:
         if not rows:
             return
         self._last = rows[-1]["ts"]
+        self._pending = (self._pending + rows)[-self.rollover :]
+        self.changed()
+
+    def publish(self) -> None:
+        rows, self._pending = self._pending, []
+        if not rows:
+            return
         self.source.stream(
             {
                 "time": [local_ms(p["ts"]) for p in rows],

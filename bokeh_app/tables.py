@@ -3,7 +3,9 @@
 BokehJS redraws a DataTable when its CDSView changes, and replacing ``source.data`` with the
 same number of rows leaves the view's indices (and so the view) unchanged: the cells would
 keep showing old values. :func:`show` replaces the data and then touches the view's ``tags``,
-which redraws the rows without re-creating the table (the scroll position stays). Given a
+which redraws the rows without re-creating the table (the scroll position stays); when the
+number of rows changed, the view's indices change and redraw it already, and a second redraw
+would only cost the browser time. Given a
 ``cap``, the table is as tall as its rows up to it (:func:`fit`), so a short table leaves no
 blank box below its rows.
 """
@@ -42,10 +44,14 @@ def fit(rows: int, cap: int) -> int:
 
 
 def show(data_table: DataTable, data: dict[str, list[Any]], cap: int | None = None) -> None:
+    rows = len(next(iter(data.values()), []))
+    before = len(next(iter(data_table.source.data.values()), []))
     data_table.source.data = data
     if cap is not None:
-        height = fit(len(next(iter(data.values()), [])), cap)
+        height = fit(rows, cap)
         if data_table.height != height:
             data_table.height = height
+    if rows != before:
+        return
     generation = data_table.view.tags[0] + 1 if data_table.view.tags else 1
     data_table.view.tags = [generation]

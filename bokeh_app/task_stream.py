@@ -3,8 +3,10 @@
 Bars come from ``events.task``: a task's ``running`` event opens it, its final event closes
 it. Colour is by task kind; failures are red. Old bars roll over, so a long run keeps a
 bounded page. Until the first task ends the plot would be a large empty box: a one-line
-placeholder stands in for it, and the plot grows with its rows of workers (up to a cap) rather
-than starting at full height with two rows in it.
+placeholder stands in for it, and the plot is low while it has one or two rows of workers and
+full height from the third (two heights, not one per row: each height change re-lays out the
+page in the browser) rather than starting at full height with two rows in it. While another tab
+is shown the bars wait, and are streamed with the rows' height and labels when it is shown again.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from bokeh.plotting import figure
 
 from dtf_bus import defaults
 
+from .held import Held
 from .timeaxis import formatter, local_ms
 
 FINAL = ("succeeded", "failed", "timed_out", "cancelled")
 STATE_COLOURS = {"failed": "#d62728", "timed_out": "#8c0000", "cancelled": "#aaaaaa"}
 MAX_LABELLED_ROWS = 20  # beyond this, worker names on the axis would overlap: hover tells
-ROW_PX, BASE_PX, MIN_PX, MAX_PX = 28, 90, 150, 300  # the plot's height: BASE_PX + ROW_PX per worker row, bounded
+MIN_PX, MAX_PX, LOW_ROWS = 150, 300, 2  # the plot's height: MIN_PX for up to LOW_ROWS worker rows, else MAX_PX
 PLACEHOLDER = (
     '<div data-placeholder="task-stream" style="font-family:sans-serif;color:#666;border:1px dashed #ccc;'
     'border-radius:6px;padding:8px 10px"><b>Task stream</b>: idle, no task has finished since this page '
@@ -31,7 +34,7 @@ PLACEHOLDER = (
 )
 
 
-class TaskStream:
+class TaskStream(Held):
     def __init__(self, rollover: int = defaults.DASHBOARD_TASK_STREAM) -> None:
         self.rollover = rollover
         self.source = ColumnDataSource(
@@ -68,19 +71,29 @@ class TaskStream:
         self.rows: dict[str, int] = {}
         self.kinds: dict[str, str] = {}
         self._open: dict[str, tuple[float, str]] = {}
+        self._bars: dict[str, list[Any]] = {k: [] for k in self.source.data}  # not streamed yet
+        self._labelled = 0  # rows the axis shows (the figure's height and labels were set for)
 
     def _row(self, worker: str) -> int:
         row = self.rows.get(worker)
         if row is None:
             row = self.rows[worker] = len(self.rows)
-            self.figure.height = max(MIN_PX, min(MAX_PX, BASE_PX + ROW_PX * len(self.rows)))
-            if len(self.rows) <= MAX_LABELLED_ROWS:
-                self.ticker.ticks = list(self.rows.values())
-                self.figure.yaxis.major_label_overrides = {v: k for k, v in self.rows.items()}
-            elif len(self.rows) == MAX_LABELLED_ROWS + 1:  # too many to read: unlabelled rows
-                self.ticker.ticks = []
-                self.figure.yaxis.major_label_overrides = {}
         return row
+
+    def _axis(self) -> None:
+        """The height and labels for the rows there are now (a height change re-lays out the page)."""
+        if self._labelled == len(self.rows):
+            return
+        self._labelled = len(self.rows)
+        height = MIN_PX if len(self.rows) <= LOW_ROWS else MAX_PX
+        if self.figure.height != height:
+            self.figure.height = height
+        if len(self.rows) <= MAX_LABELLED_ROWS:
+            self.ticker.ticks = list(self.rows.values())
+            self.figure.yaxis.major_label_overrides = {v: k for k, v in self.rows.items()}
+        elif self.ticker.ticks:  # too many to read: unlabelled rows
+            self.ticker.ticks = []
+            self.figure.yaxis.major_label_overrides = {}
 
     def _colour(self, name: str, state: str) -> str:
         if state in STATE_COLOURS:
@@ -92,7 +105,7 @@ class TaskStream:
         return colour
 
     def update(self, events: list[tuple[int, str, dict[str, Any]]]) -> None:
-        bars: dict[str, list[Any]] = {k: [] for k in self.source.data}
+        bars = self._bars
         for _, topic, p in events:
             if topic != "events.task" or "task_id" not in p:
                 continue
@@ -115,6 +128,17 @@ class TaskStream:
             elif event == "queued":
                 self._open.pop(task_id, None)
         if bars["start"]:
-            self.source.stream(bars, rollover=self.rollover)
-            if not self.figure.visible:
-                self.figure.visible, self.placeholder.visible = True, False
+            if len(bars["start"]) > self.rollover:
+                for values in bars.values():
+                    del values[: -self.rollover]
+            self.changed()
+
+    def publish(self) -> None:
+        bars = self._bars
+        if not bars["start"]:
+            return
+        self._bars = {k: [] for k in bars}
+        self._axis()
+        self.source.stream(bars, rollover=self.rollover)
+        if not self.figure.visible:
+            self.figure.visible, self.placeholder.visible = True, False

@@ -70,9 +70,9 @@ def test_worker_table_handles_hundreds_of_workers_grouped_and_in_natural_order()
     groups = dict(zip(table.groups.data["group"], table.groups.data["workers"], strict=True))
     assert groups == {"cpu-small": 200, "cuda": 50}
     assert "250 (125 busy) in 2 group(s)" in table.title.text
-    generation = table.table.view.tags[0]
+    assert not table.table.view.tags  # a new number of rows redraws the table by itself: no second redraw
     table.update(workers, force=True)
-    assert table.table.view.tags[0] == generation + 1  # the browser is told to redraw the rows
+    assert table.table.view.tags == [1]  # the same rows with new values: the browser is told to redraw them
 
 
 def test_anomaly_list_shows_newest_first():
