@@ -7,7 +7,7 @@ import os
 
 from dtf_bus import defaults
 
-REFRESH_ENV = "DTF_DASHBOARD_REFRESH_MS"  # the periodic refresh where --refresh-ms cannot be passed (dtf-dashboard)
+REFRESH_ENV = defaults.DASHBOARD_REFRESH_ENV
 
 
 def _milliseconds(text: str) -> int:

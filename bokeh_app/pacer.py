@@ -2,10 +2,10 @@
 
 A fixed 200 ms periodic refresh made every event wait 100 ms on average for the next tick, and
 up to 200 ms. Instead the feed's thread tells each session when news arrives (:meth:`Pacer.nudge`,
-for anything but per-worker metrics), and the session refreshes ``SETTLE_MS`` later, so that a
+for anything but per-worker metrics), and the session refreshes ``DASHBOARD_NEWS_SETTLE_MS`` later, so that a
 burst (a job submitted, assigned, run and done within a few milliseconds) is one refresh, not
-four. What news may cost is bounded by a token bucket: ``RATE`` refreshes a second on average,
-up to ``BURST`` at once, which bounds what a busy run costs the server and the browser while an
+four. What news may cost is bounded by a token bucket: ``DASHBOARD_NEWS_RATE`` refreshes a second on average,
+up to ``DASHBOARD_NEWS_BURST`` at once, which bounds what a busy run costs the server and the browser while an
 event after a quiet spell (the once-a-second metrics snapshot just before it, say) never waits
 for a gap. The periodic tick still refreshes what is not news (the worker table's per-worker
 metrics) and the history pages' timers.
@@ -23,11 +23,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-log = logging.getLogger("dtf.dashboard")
+from dtf_bus import defaults
 
-SETTLE_MS = 10  # news waits this long for the rest of its burst
-RATE = 10.0  # news-driven refreshes of one session per second, on average
-BURST = 3  # and at most this many in a row
+log = logging.getLogger("dtf.dashboard")
 
 
 class Pacer:
@@ -35,9 +33,9 @@ class Pacer:
         self,
         doc: Any,
         refresh: Callable[[], None],
-        settle_ms: int = SETTLE_MS,
-        rate: float = RATE,
-        burst: int = BURST,
+        settle_ms: int = defaults.DASHBOARD_NEWS_SETTLE_MS,
+        rate: float = defaults.DASHBOARD_NEWS_RATE,
+        burst: int = defaults.DASHBOARD_NEWS_BURST,
     ) -> None:
         self.doc, self.refresh = doc, refresh
         self.settle, self.rate, self.burst = settle_ms / 1000, rate, burst

@@ -114,8 +114,9 @@ class TaskStream(Held):
                 self._open[task_id] = (p["ts"], p["worker_id"])
                 if len(self._open) > 100_000:  # tasks whose end we never saw (dropped frames)
                     self._open.pop(next(iter(self._open)))
-            elif event in FINAL and task_id in self._open:
-                start, worker = self._open.pop(task_id)
+            elif event in FINAL and (task_id in self._open or (p.get("started_at") and p.get("worker_id"))):
+                # A task that ended within the worker's STARTED_REPORT_DELAY was never seen running.
+                start, worker = self._open.pop(task_id, None) or (p["started_at"], p["worker_id"])
                 name = p.get("name") or task_id
                 bars["start"].append(local_ms(start))
                 bars["end"].append(local_ms(p["ts"]))

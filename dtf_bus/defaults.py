@@ -101,7 +101,7 @@ METRICS_INTERVAL = 1.0
 # The broker moves what it holds long (queued tasks, their history) out of the garbage
 # collector's view this often (gc.freeze), and back in every GC_THAW_INTERVAL so that cyclic
 # garbage frozen meanwhile is still reclaimed: a full collection walking 100,000 queued tasks
-# paused the loop ~250 ms each time the heap grew by a quarter (bench/queue.py).
+# paused the loop ~250 ms each time the heap grew by a quarter (bench/queue_depth.py).
 GC_FREEZE_INTERVAL = 1.0
 GC_THAW_INTERVAL = 300.0
 
@@ -143,7 +143,17 @@ HTTP_PORT = 8585
 HTTP_LISTEN_BACKLOG = 1024
 HTTP_READERS = 4  # threads reading DuckDB for the HTTP API, off its IOLoop
 DASHBOARD_PORT = 5006
-DASHBOARD_REFRESH_MS = 200  # the browser sees an event within this plus the network
+# The periodic refresh: per-worker metrics and the history pages' timers. Events do not wait for it:
+# news refreshes a session DASHBOARD_NEWS_SETTLE_MS after it arrives (bokeh_app/pacer.py).
+DASHBOARD_REFRESH_MS = 200
+DASHBOARD_REFRESH_ENV = "DTF_DASHBOARD_REFRESH_MS"  # where the launcher cannot pass --refresh-ms
+# A burst of news (a job submitted, assigned, run and done within milliseconds) becomes one refresh:
+# news waits this long for the rest of its burst. What news may cost a session is a token bucket,
+# RATE refreshes a second on average and BURST at once, so a busy run is bounded while an event
+# after a quiet spell never waits for a gap.
+DASHBOARD_NEWS_SETTLE_MS = 10
+DASHBOARD_NEWS_RATE = 10.0
+DASHBOARD_NEWS_BURST = 3
 DASHBOARD_ROLLOVER = 900  # points kept per time-series plot
 DASHBOARD_TASK_STREAM = 5000  # bars kept in the task stream
 DASHBOARD_EVENT_BUFFER = 50_000  # PUB events buffered between two dashboard refreshes

@@ -360,6 +360,8 @@ class BrokerState:
                     "name": task.name,
                     "worker_id": task.worker_id,
                     "attempt": task.attempt,
+                    # a task that ended within STARTED_REPORT_DELAY was never "running" on the channel
+                    "started_at": task.started_at,
                 },
             )
         self.hook("on_task_state", task)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from bokeh_app.options import REFRESH_ENV
-from dtf_bus.cluster import wait_for
+from dtf_bus.testing.cluster import wait_for
+from dtf_dashboard.options import REFRESH_ENV
 
 pytestmark = pytest.mark.monitoring
 

@@ -39,6 +39,15 @@ def test_task_stream_draws_a_bar_per_finished_task_per_worker():
     assert len(ts.source.data["start"]) == 3
 
 
+def test_task_stream_draws_a_task_never_seen_running_from_its_final_event():
+    ts = TaskStream()
+    quick = task("succeeded", "q", 5.25, "w3")
+    quick[2]["started_at"] = 5.0  # ended before the worker reported its start
+    ts.update([quick, task("succeeded", "unknown", 6.0, "w3")])  # no start known: no bar
+    data = ts.source.data
+    assert data["worker"] == ["w3"] and data["duration"] == [0.25]
+
+
 def test_task_stream_stops_labelling_rows_when_they_would_overlap():
     ts = TaskStream()
     for i in range(MAX_LABELLED_ROWS + 5):

@@ -10,13 +10,13 @@ import msgpack
 import pytest
 import zmq
 
-from bokeh_app.feed import Feed
-from bokeh_app.jobs_page import LIMIT, JobsPage
-from bokeh_app.options import REFRESH_ENV, parse
-from bokeh_app.pacer import Pacer
-from bokeh_app.queue_depth import QueueThroughput
-from bokeh_app.task_stream import MAX_PX, MIN_PX, TaskStream
-from dtf_bus.cluster import wait_for
+from dtf_bus.testing.cluster import wait_for
+from dtf_dashboard.feed import Feed
+from dtf_dashboard.jobs_page import LIMIT, JobsPage
+from dtf_dashboard.options import REFRESH_ENV, parse
+from dtf_dashboard.pacer import Pacer
+from dtf_dashboard.queue_depth import QueueThroughput
+from dtf_dashboard.task_stream import MAX_PX, MIN_PX, TaskStream
 
 pytestmark = pytest.mark.unit
 
