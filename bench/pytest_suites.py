@@ -20,6 +20,7 @@ xdist's (the target is at most 1.15), and the outcome counts of pytest's summary
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -65,7 +66,15 @@ def prepare(name: str, suite: Suite) -> tuple[Path, Path]:
     venv_python = home / "venv" / "bin" / "python"
     stamp = home / "ready"
     source = home / "src"
+    # The editable dtf in a cached venv is this checkout's as of its pyproject.toml: another
+    # checkout, or changed entry points (the pytest11 plugin's module path), installs it again.
+    dtf_id = f"{ROOT}\n{hashlib.sha256((ROOT / 'pyproject.toml').read_bytes()).hexdigest()}"
     if stamp.exists():
+        if stamp.read_text() != dtf_id:
+            again = run([str(venv_python), "-m", "pip", "install", "-q", "--no-deps", "-e", str(ROOT)])
+            if again.returncode:
+                raise SystemExit(f"pytest_suites: reinstalling dtf into {name}'s venv failed: {again.stderr[-500:]}")
+            stamp.write_text(dtf_id)
         return source, venv_python
     downloads = home / "sdist"
     got = run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", "-d", str(downloads),
@@ -89,7 +98,7 @@ def prepare(name: str, suite: Suite) -> tuple[Path, Path]:
     installed = run([str(venv_python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *packages])
     if installed.returncode:
         raise SystemExit(f"pytest_suites: installing {name}'s test environment failed: {installed.stderr[-500:]}")
-    stamp.touch()
+    stamp.write_text(dtf_id)
     return source, venv_python
 
 
