@@ -114,7 +114,7 @@ class Scheduler:
         self.history.record(worker, task, duration)
         self.strategy.task_done(task, worker, duration)
         if self.prefetch is None:
-            self._adapt_prefetch(worker, duration)
+            self._adapt_prefetch(worker)
         if best is not None and duration > 0:
             self._efficiency_total += min(best / duration, 1.0)
             self._efficiency_count += 1
@@ -140,11 +140,11 @@ class Scheduler:
         """A newly registered worker's prefetch: auto starts at 1 until durations are known."""
         return 1 if self.prefetch is None else self.prefetch
 
-    def _adapt_prefetch(self, worker: WorkerInfo, duration: float) -> None:
+    def _adapt_prefetch(self, worker: WorkerInfo) -> None:
         """Auto prefetch: queue enough on the worker to cover PREFETCH_COVER seconds of its
-        recent task durations (a round trip on a busy LAN), between 1 and PREFETCH_MAX."""
-        mean = self.history.worker_mean(worker.worker_id)  # task_done() just taught it ``duration``
-        mean = duration if mean is None else mean
+        recent task durations (a round trip on a busy LAN), between 1 and PREFETCH_MAX. Called
+        after task_done() taught the model, so the worker's mean is known."""
+        mean = self.history.worker_mean(worker.worker_id) or 0.0
         per_slot = defaults.PREFETCH_COVER / max(mean, 1e-6)
         worker.prefetch = max(1, min(defaults.PREFETCH_MAX, round(per_slot * worker.slots)))
 

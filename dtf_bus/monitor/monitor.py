@@ -34,7 +34,7 @@ from typing import Any
 
 from dtf_bus import defaults, events
 from dtf_bus.broker.hooks import BrokerHook, BrokerView
-from dtf_bus.durations import Durations, Kind
+from dtf_bus.durations import Kind
 from dtf_bus.monitor import metrics
 from dtf_bus.monitor.anomaly import Anomaly, AnomalyDetector
 from dtf_bus.monitor.metrics import WorkerStats
@@ -97,10 +97,9 @@ class Monitor(BrokerHook):
         if self.series is not None:
             return
         self.series = MetricSeries(broker.store, self.retention, self.worker_store_interval)
-        model = getattr(broker, "history", None)
-        if isinstance(model, Durations):  # one model: the broker learns, the monitor reads
-            self.durations = self.detector.durations = model
-            self._learns = False
+        # One model: the broker's scheduler learns, the monitor reads.
+        self.durations = self.detector.durations = broker.history
+        self._learns = False
         self.info = {
             "endpoint": broker.endpoint,
             "metrics_endpoint": broker.metrics_endpoint,
