@@ -64,6 +64,36 @@ def test_performance_based_prefers_fast_worker_until_its_backlog_says_otherwise(
     assert picks[:4] == ["fast"] * 4 and "slow" in picks[4:]
 
 
+def test_performance_based_keeps_a_task_for_a_full_worker_that_would_finish_it_sooner():
+    strategy = PerformanceBased(history=Durations())
+    fast, slow = worker("fast", speed=4, prefetch=1), worker("slow", speed=1, prefetch=2)
+    for w in (fast, slow):
+        strategy.add_worker(w)
+    for i, w in enumerate((fast, fast, slow)):  # fast: one running, one queued; slow: one running
+        assert strategy.choose(task(f"t{i}", i, seconds=4), [w]) is w
+        w.inflight[f"j.{i}"] = 1
+    assert fast.free_slots == 0 and slow.idle_slots == 0 and slow.free_slots > 0
+    # On slow it would wait 4 s, then take 4 s; fast, though full, finishes it in 3 s.
+    assert strategy.choose(task("long", 3, seconds=4), [slow]) is None
+    # Short ones too: 2 s of backlog + 0.125 s on fast against 4 s + 0.5 s on slow.
+    assert strategy.choose(task("short", 4, seconds=0.5), [slow]) is None
+    # Once fast's backlog is longer than slow's wait, slow takes it.
+    fast.inflight.update({"j.8": 1, "j.9": 1})
+    strategy._held["fast"].update({"j.8": 4.0, "j.9": 4.0})
+    assert strategy.choose(task("later", 5, seconds=4), [slow]) is slow
+    # An idle slot is never left for a full worker: a task that would start now is placed.
+    idle = worker("idle", speed=1)
+    strategy.add_worker(idle)
+    assert strategy.choose(task("now", 6, seconds=4), [idle]) is idle
+    # Only workers that can run it count: a full cuda-only worker does not hold back a cpu task.
+    strategy.remove_worker("fast")
+    gpu = worker("gpu", speed=4, hardware=("cuda",))
+    strategy.add_worker(gpu)
+    gpu.inflight["j.10"] = 1
+    cpu_task = Task("j.7", "j", "cpu", "sim", {"seconds": 4}, {"hardware": "cpu"}, 0, None, 0, 7)
+    assert gpu.free_slots == 0 and strategy.choose(cpu_task, [slow]) is slow
+
+
 def test_affinity_is_sticky_but_never_waits():
     strategy = Affinity()
     a, b = worker("a", slots=2), worker("b", slots=2)
