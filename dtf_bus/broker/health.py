@@ -25,6 +25,12 @@ class Health:
     dead_liveness: int = defaults.DEAD_LIVENESS
     budget: float = defaults.HEARTBEAT_BUDGET
 
+    @property
+    def return_grace(self) -> float:
+        """How long what a worker held waits for it to come back and claim it (after a broker
+        restart, or when its REGISTERED found its connection closed) before being requeued."""
+        return self.interval * self.liveness * 2
+
     def interval_for(self, workers: int) -> float:
         """The heartbeat interval for a fleet of this size."""
         return max(self.interval, workers / self.budget)

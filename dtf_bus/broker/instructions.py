@@ -48,10 +48,12 @@ class Message:
 
 @dataclass(slots=True)
 class SendFailed:
-    """A send to ``peer`` found it gone (unreachable) or not reading (its pipe full)."""
+    """A send to ``peer`` found it gone (unreachable) or not reading (its pipe full).
+    ``kind``: the message that failed, when it matters (a REGISTERED, see lifecycle)."""
 
     peer: bytes
     reason: str
+    kind: str = ""
 
 
 @dataclass(slots=True)

@@ -149,6 +149,7 @@ class WorkerLifecycle:
                     state.send(peer, protocol.CANCEL, {"task_id": task_id, "attempt": attempt, "reason": "superseded"})
                 if task_id in state.tasks and isinstance(attempt, int):
                     state.tasks[task_id].skip_reported(attempt)  # a number never handed out again
+        worker.reported = dict(worker.inflight)
         state.scheduler.strategy.add_worker(worker)
         registered = {"heartbeat_interval": interval, "heartbeat_liveness": state.health.liveness}
         if state.guard is not None and new_binding:
@@ -259,8 +260,28 @@ class WorkerLifecycle:
 
     def _on_send_failed(self, event: SendFailed) -> None:
         worker = self.state.registry.by_peer(event.peer)
-        if worker is not None:
+        if worker is None:
+            return
+        if event.kind == protocol.REGISTERED and event.reason == CONNECTION_CLOSED:
+            self._unanswered(worker)
+        else:
             self.lost(worker, event.reason)
+
+    def _unanswered(self, worker: WorkerInfo) -> None:
+        """Its REGISTERED found the connection closed: the worker gave up waiting for the answer
+        (a broker slow to answer, as one just restarted under load) and registers again on a new
+        connection, saying what it holds. What it reported waits for that, as after a restart,
+        instead of being requeued and run twice (a finished result rerun); if it does not come
+        back within the grace, the health check requeues it. Anything assigned with the
+        REGISTERED never reached it: requeued now, and no evidence against those tasks."""
+        state = self.state
+        parked = {t: a for t, a in worker.reported.items() if worker.inflight.get(t) == a}
+        for task_id in parked:
+            del worker.inflight[task_id]
+        if parked:
+            state.orphans.setdefault(worker.worker_id, {}).update(parked)
+            state.orphans_deadline = max(state.orphans_deadline, state.now + state.health.return_grace)
+        self.lost(worker, "its REGISTERED found the connection closed; waiting for it to register again")
 
     def _on_disconnected(self, event: Disconnected) -> None:
         worker = self.by_fd.pop(event.fd, None)
@@ -300,5 +321,5 @@ class WorkerLifecycle:
         if state.orphans and now >= state.orphans_deadline:
             for worker_id, held in state.orphans.items():
                 for task_id, attempt in held.items():
-                    state.attempt_lost(task_id, attempt, f"worker {worker_id} did not return after a broker restart")
+                    state.attempt_lost(task_id, attempt, f"worker {worker_id} did not return in time")
             state.orphans.clear()

@@ -49,7 +49,7 @@ class Persistence:
             bindings_due = now + state.health.interval * state.health.dead_liveness
         jobs, tasks = recovery.load_unfinished(cursor)
         self.adopt(jobs, tasks)
-        grace = state.health.interval * state.health.liveness * 2
+        grace = state.health.return_grace
         state.orphans_deadline = now + grace
         for task in tasks:
             if task.state is TaskState.QUEUED:

@@ -326,7 +326,7 @@ class Broker:
         except zmq.ZMQError as exc:
             if exc.errno == zmq.EHOSTUNREACH:
                 if self.registry.by_peer(peer) is not None:
-                    self._pending.append(SendFailed(peer, CONNECTION_CLOSED))
+                    self._pending.append(SendFailed(peer, CONNECTION_CLOSED, kind))
             elif exc.errno == zmq.EAGAIN and self.registry.by_peer(peer) is not None:
                 # A worker not reading its messages (the pipe is at its high-water mark): what was
                 # not sent (an ASSIGN, a REGISTERED) must not be believed delivered, so its tasks go

@@ -31,6 +31,7 @@ class WorkerInfo:
     heartbeat_interval: float = 0.0  # the interval this worker was last told to use
     prefetch: int = 0  # tasks it may hold queued beyond its slots
     abandoned: dict[str, int] = field(default_factory=dict)  # attempts requeued while it was missing
+    reported: dict[str, int] = field(default_factory=dict)  # attempts it said it held when it registered
     resources: dict[str, int] = field(default_factory=dict)  # consumable totals (dtf_bus.resources)
     # What its assigned tasks asking for resources hold; an entry whose task left inflight no
     # longer counts (dropped when next read), so the many places that end an assignment need

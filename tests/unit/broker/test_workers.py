@@ -229,3 +229,56 @@ def test_a_draining_worker_finishes_what_it_has_and_takes_nothing_new(driver, by
     assert assigned(driver.turn()) == []
     driver.result("w1", task.task_id, 1)
     assert task.state is TaskState.SUCCEEDED and driver.task(job2).state is TaskState.QUEUED
+
+
+# ------------------------------------------------- a REGISTERED that found its connection closed
+
+
+def _finished_while_away(driver):
+    """w1 runs a task, then registers again on a new connection saying it finished it (its
+    result not yet delivered): what a worker does after it judged the broker silent."""
+    (task,) = _held(driver)
+    driver.started("w1", task.task_id, 1)
+    driver.register("w1", peer=b"w1-second", finished=[[task.task_id, 1]])
+    return task
+
+
+def test_a_registered_that_found_the_connection_closed_keeps_what_the_worker_reported(driver):
+    task = _finished_while_away(driver)
+    driver.event(SendFailed(b"w1-second", CONNECTION_CLOSED, protocol.REGISTERED))
+    assert driver.state.registry.get("w1") is None
+    assert task.state is TaskState.RUNNING and task.attempt == 1 and task.lost_workers == 0
+    # It registers once more, on the connection it kept this time, and delivers the result.
+    driver.register("w1", peer=b"w1-third", finished=[[task.task_id, 1]])
+    assert driver.state.registry.get("w1").inflight == {task.task_id: 1}
+    driver.result("w1", task.task_id, 1, peer=b"w1-third")
+    assert task.state is TaskState.SUCCEEDED and task.attempt == 1
+    assert [r.outcome for r in task.history] == ["succeeded"]
+
+
+def test_a_worker_that_never_registers_again_has_its_attempts_requeued_after_the_grace(driver):
+    task = _finished_while_away(driver)
+    driver.event(SendFailed(b"w1-second", CONNECTION_CLOSED, protocol.REGISTERED))
+    driver.advance(driver.state.health.return_grace * 0.9)
+    driver.health()
+    assert task.state is TaskState.RUNNING
+    driver.advance(driver.state.health.return_grace * 0.2)
+    driver.health()
+    assert task.state is TaskState.QUEUED and task.attempt == 2 and task.lost_workers == 0
+    assert task.attempt_record(1).error == "worker w1 did not return in time"
+
+
+def test_what_went_out_with_an_unanswered_registered_is_requeued_at_once_without_evidence(driver):
+    driver.register("w1", slots=2)
+    job = driver.submit(specs("a"))
+    assert assigned(driver.turn()) == [(b"w1", f"{job}.0", 1)]
+    task = driver.task(job)
+    driver.event(SendFailed(b"w1", CONNECTION_CLOSED, protocol.REGISTERED))
+    assert task.state is TaskState.QUEUED and task.attempt == 2 and task.lost_workers == 0
+    assert not driver.state.orphans
+
+
+def test_any_other_send_that_finds_the_connection_closed_still_loses_the_worker(driver):
+    task = _finished_while_away(driver)
+    driver.event(SendFailed(b"w1-second", CONNECTION_CLOSED, protocol.ASSIGN))
+    assert task.state is TaskState.QUEUED and task.attempt == 2 and not driver.state.orphans
