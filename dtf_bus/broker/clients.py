@@ -162,13 +162,20 @@ class Clients:
         """One line per kind of task no live worker can run, said at submit (a typo'd plugin or
         requirement key must not look like a queue that is merely slow), with did-you-mean."""
         state = self.state
+        scheduler = state.scheduler
+        # Usually every queued kind has a worker: then only tasks still waiting on others need a
+        # look, and a large submit skips a requirement key per task (O(kinds), not O(tasks)).
+        if all(scheduler.capable(key, head) for key, head in scheduler.queue.heads()) and not any(
+            state.tasks[task_id].waiting_on for task_id in task_ids
+        ):
+            return []
         kinds: dict[str, list[Task]] = {}
         for task_id in task_ids:
             task = state.tasks[task_id]
             kinds.setdefault(matching.requirement_key(task.plugin, task.requires, task.resources), []).append(task)
         warnings = []
         for tasks in kinds.values():
-            reasons = state.scheduler.why_queued(tasks[0])
+            reasons = scheduler.why_queued(tasks[0])
             if not reasons:
                 continue
             names = ", ".join(t.name for t in tasks[:3]) + (f" and {len(tasks) - 3} more" if len(tasks) > 3 else "")

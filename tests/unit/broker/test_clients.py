@@ -72,6 +72,18 @@ def test_a_submit_nobody_can_run_says_why_at_once(driver):
     assert warning.startswith("4 task(s) (a, b, c and 1 more) cannot run on any live worker")
 
 
+def test_a_task_waiting_on_another_is_warned_about_too(driver):
+    driver.register("w1")
+    tasks = [{"name": "a", "plugin": "sim"}, {"name": "b", "plugin": "pytest", "depends_on": ["a"]}]
+    driver.request(protocol.SUBMIT, tasks=tasks)
+    (reply,) = replies(driver.commit())
+    (warning,) = reply["warnings"]
+    assert warning.startswith("1 task(s) (b) cannot run on any live worker: plugin=pytest")
+    driver.request(protocol.SUBMIT, tasks=specs("c", "d"))  # all runnable: no warning
+    (reply,) = replies(driver.commit())
+    assert "warnings" not in reply
+
+
 @pytest.mark.parametrize(
     ("request_kind", "extra"),
     [
