@@ -38,7 +38,7 @@ class PerformanceBased:
         self._fleet: list[WorkerInfo] = []  # every worker, full ones included
 
     def add_worker(self, worker: WorkerInfo) -> None:
-        self.remove_worker(worker.worker_id)
+        # A re-registering worker is removed first (lifecycle), so a registration stays O(1).
         self._held[worker.worker_id] = {}
         self._fleet.append(worker)
 
